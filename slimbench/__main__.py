@@ -1,0 +1,3 @@
+from slimbench.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,127 @@
+"""Checkpoints: a local Hugging Face model directory (or a hub id already in the local cache),
+its task and tokenizer. safetensors only and no remote code unless the user opts in."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from slimbench import SlimbenchError
+
+# task -> (transformers Auto class, optimum ORTModel class, optimum export task)
+TASKS: dict[str, tuple[str, str, str]] = {
+    "text-classification": (
+        "AutoModelForSequenceClassification",
+        "ORTModelForSequenceClassification",
+        "text-classification",
+    ),
+    "token-classification": (
+        "AutoModelForTokenClassification",
+        "ORTModelForTokenClassification",
+        "token-classification",
+    ),
+    "causal-lm": ("AutoModelForCausalLM", "ORTModelForCausalLM", "text-generation-with-past"),
+}
+_SUFFIX_TO_TASK = {
+    "ForSequenceClassification": "text-classification",
+    "ForTokenClassification": "token-classification",
+    "ForCausalLM": "causal-lm",
+    "LMHeadModel": "causal-lm",
+}
+
+
+def detect_task(architectures: list[str] | None) -> str | None:
+    for arch in architectures or []:
+        for suffix, task in _SUFFIX_TO_TASK.items():
+            if arch.endswith(suffix):
+                return task
+    return None
+
+
+def auto_class(task: str):
+    import transformers
+
+    return getattr(transformers, TASKS[task][0])
+
+
+def ort_class(task: str):
+    import optimum.onnxruntime
+
+    return getattr(optimum.onnxruntime, TASKS[task][1])
+
+
+def weight_files(path: Path, allow_pickle: bool = False) -> list[Path]:
+    files = sorted(path.glob("*.safetensors"))
+    if not files and allow_pickle:
+        files = sorted(path.glob("*.bin"))
+    return files
+
+
+def sha256_files(files: list[Path]) -> str:
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode())
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    path: Path
+    task: str
+    trust_remote_code: bool = False
+    allow_pickle: bool = False
+
+    @classmethod
+    def open(
+        cls, name_or_path: str | Path, task: str | None = None, trust_remote_code=False, allow_pickle=False
+    ) -> Checkpoint:
+        path = Path(name_or_path)
+        if not path.is_dir():
+            path = _from_local_hub_cache(str(name_or_path))
+        if not (path / "config.json").is_file():
+            raise SlimbenchError(f"checkpoint {str(path)!r} has no config.json: not a Hugging Face model directory")
+        if not weight_files(path, allow_pickle):
+            hint = "" if allow_pickle else " (pickle .bin weights load only with --allow-pickle)"
+            raise SlimbenchError(f"checkpoint {str(path)!r} has no .safetensors weights{hint}")
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+        found = detect_task(config.architectures)
+        task = task or found
+        if task not in TASKS:
+            raise SlimbenchError(
+                f"cannot tell the task of {str(path)!r} from its architectures {config.architectures}; "
+                f"pass --task ({', '.join(TASKS)})"
+            )
+        return cls(path.resolve(), task, trust_remote_code, allow_pickle)
+
+    @property
+    def weights_sha256(self) -> str:
+        return sha256_files(weight_files(self.path, self.allow_pickle))
+
+    def load_model(self):
+        model = auto_class(self.task).from_pretrained(
+            self.path, use_safetensors=not self.allow_pickle, trust_remote_code=self.trust_remote_code
+        )
+        return model.eval()
+
+    def load_tokenizer(self):
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(self.path, trust_remote_code=self.trust_remote_code)
+
+
+def _from_local_hub_cache(repo_id: str) -> Path:
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id, local_files_only=True))
+    except Exception:
+        raise SlimbenchError(
+            f"checkpoint {repo_id!r} is neither a local directory nor a hub id in the local cache "
+            "(slimbench never downloads at run time)"
+        ) from None

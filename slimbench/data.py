@@ -1,0 +1,71 @@
+"""Labelled text a user brings (JSONL or CSV with `text` and `label` columns) and its encoding."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from slimbench import SlimbenchError
+
+
+@dataclass(frozen=True)
+class LabelledText:
+    texts: list[str]
+    labels: list[int]
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+def read_labelled(path: str | Path, label2id: dict[str, int] | None = None) -> LabelledText:
+    """Read `text`/`label` rows. Labels are ids, or names from the model's `label2id`."""
+    import pandas as pd
+
+    path = Path(path)
+    if not path.is_file():
+        raise SlimbenchError(f"data file {str(path)!r} does not exist")
+    try:
+        if path.suffix == ".csv":
+            df = pd.read_csv(path)
+        elif path.suffix in (".jsonl", ".json"):
+            df = pd.read_json(path, lines=True)
+        else:
+            raise SlimbenchError(f"data file {str(path)!r}: use .jsonl or .csv")
+    except ValueError as e:
+        raise SlimbenchError(f"data file {str(path)!r} could not be read: {e}") from None
+    missing = {"text", "label"} - set(df.columns)
+    if missing:
+        raise SlimbenchError(f"data file {str(path)!r} lacks column(s) {sorted(missing)} (needs 'text' and 'label')")
+    if len(df) == 0:
+        raise SlimbenchError(f"data file {str(path)!r} has no rows")
+    labels = []
+    for i, raw in enumerate(df["label"].tolist()):
+        if isinstance(raw, str) and label2id and raw in label2id:
+            labels.append(int(label2id[raw]))
+        elif isinstance(raw, str) and raw.strip().lstrip("-").isdigit():
+            labels.append(int(raw))
+        elif isinstance(raw, (int, float)) and float(raw).is_integer():
+            labels.append(int(raw))
+        else:
+            names = ", ".join(label2id) if label2id else "(model has no label names)"
+            raise SlimbenchError(f"data file {str(path)!r} row {i + 1}: label {raw!r} is neither an id nor one of {names}")
+    n_labels = len(label2id) if label2id else None
+    if n_labels is not None:
+        bad = [x for x in labels if not 0 <= x < n_labels]
+        if bad:
+            raise SlimbenchError(f"data file {str(path)!r}: label id {bad[0]} is outside 0..{n_labels - 1}")
+    return LabelledText([str(t) for t in df["text"].tolist()], labels)
+
+
+def write_jsonl(path: Path, data: LabelledText) -> None:
+    with open(path, "w") as f:
+        for text, label in zip(data.texts, data.labels, strict=True):
+            f.write(json.dumps({"text": text, "label": label}) + "\n")
+
+
+def encode(tokenizer, texts: list[str], seq_len: int, return_tensors: str = "pt"):
+    """Pad/truncate to exactly `seq_len` tokens so every timed batch has the workload's shape."""
+    return tokenizer(
+        texts, max_length=seq_len, truncation=True, padding="max_length", return_tensors=return_tensors
+    )

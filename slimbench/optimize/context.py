@@ -1,0 +1,26 @@
+"""What a step may use besides the model: the source checkpoint, its tokenizer, real text, scratch space."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from slimbench.checkpoint import Checkpoint
+
+
+@dataclass
+class StepContext:
+    checkpoint: Checkpoint
+    tokenizer: Any
+    workdir: Path  # scratch space for this recipe; removed when the variant is saved
+    sample_texts: list[str]  # real inputs: parity checks, tracing, calibration
+    notes: dict[str, Any] = field(default_factory=dict)  # facts a step records for the manifest
+
+    def sample_batch(self, batch_size: int = 4, seq_len: int = 64):
+        from slimbench.data import encode
+
+        texts = (self.sample_texts * batch_size)[:batch_size]
+        # vary lengths so padded rows are part of every parity check and trace
+        texts = [t[: max(8, len(t) * (i + 1) // batch_size)] for i, t in enumerate(texts)]
+        return self.tokenizer(texts, max_length=seq_len, truncation=True, padding=True, return_tensors="pt")

@@ -1,0 +1,126 @@
+"""ONNX export through optimum-onnx, then optional ONNX Runtime graph optimization and
+dynamic int8 quantization, the standard optimum path. Ends with a parity check on real text."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from slimbench.checkpoint import TASKS, ort_class
+from slimbench.registry import register
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """ONNX export (optimum), optional ORT graph optimization and dynamic int8."""
+
+    format: Literal["onnx"] = "onnx"
+    optimize: Literal["O1", "O2", "O3", "O4"] | None = None
+    quantize: Literal["dynamic-int8"] | None = None
+    per_channel: bool = False
+    opset: int | None = None
+    # max |logit difference| against the PyTorch model on real inputs; None: 1e-3 for an
+    # unquantized export, no limit (recorded only) once int8 is involved
+    parity_atol: float | None = None
+
+    def __post_init__(self):
+        if self.opset is not None and not 11 <= self.opset <= 23:
+            raise ValueError(f"opset must be between 11 and 23, got {self.opset}")
+        if self.parity_atol is not None and self.parity_atol <= 0:
+            raise ValueError(f"parity_atol must be > 0, got {self.parity_atol}")
+
+
+def cpu_quantization_config(per_channel: bool):
+    """The optimum int8 preset for the instruction set this CPU has."""
+    import cpuinfo
+    from optimum.onnxruntime.configuration import AutoQuantizationConfig
+
+    flags = set(cpuinfo.get_cpu_info().get("flags", []))
+    if "avx512_vnni" in flags:
+        preset = AutoQuantizationConfig.avx512_vnni
+    elif "avx512f" in flags:
+        preset = AutoQuantizationConfig.avx512
+    elif "avx2" in flags:
+        preset = AutoQuantizationConfig.avx2
+    else:
+        preset = AutoQuantizationConfig.arm64
+    return preset(is_static=False, per_channel=per_channel)
+
+
+def _only_onnx(src: Path, dst: Path, onnx_name: str) -> Path:
+    """Copy the configs of `src` and one ONNX file, renamed model.onnx, so that
+    ORTModel.from_pretrained(dst) finds exactly one model."""
+    dst.mkdir(parents=True)
+    for f in src.iterdir():
+        if f.suffix == ".json":
+            shutil.copy2(f, dst / f.name)
+    shutil.copy2(src / onnx_name, dst / "model.onnx")
+    return dst
+
+
+def _quantize_dynamic(src: Path, dst: Path, per_channel: bool) -> Path:
+    """ORT dynamic int8 with optimum's preset for this CPU. Called through onnxruntime itself:
+    after ORT graph optimization the fused ops defeat shape inference, and only ORT's own
+    entry point takes the `DefaultTensorType` option that fixes it."""
+    import onnx
+    from onnxruntime.quantization import quantize_dynamic
+
+    preset = cpu_quantization_config(per_channel)
+    dst.mkdir(parents=True)
+    for f in src.iterdir():
+        if f.suffix == ".json":
+            shutil.copy2(f, dst / f.name)
+    quantize_dynamic(
+        src / "model.onnx",
+        dst / "model.onnx",
+        per_channel=preset.per_channel,
+        reduce_range=preset.reduce_range,
+        weight_type=preset.weights_dtype,
+        op_types_to_quantize=[getattr(op, "value", op) for op in preset.operators_to_quantize],
+        extra_options={
+            "WeightSymmetric": preset.weights_symmetric,
+            "ActivationSymmetric": preset.activations_symmetric,
+            "DefaultTensorType": onnx.TensorProto.FLOAT,
+        },
+    )
+    return dst
+
+
+@register("export", ExportConfig, takes=("torch",), gives="onnx")
+def export(model, config: ExportConfig, ctx):
+    """ONNX export through optimum, ORT graph optimization O1-O4, optional ORT dynamic int8."""
+    from optimum.exporters.onnx import onnx_export_from_model
+    from optimum.onnxruntime import ORTOptimizer
+    from optimum.onnxruntime.configuration import AutoOptimizationConfig
+
+    if config.optimize == "O4" and not torch.cuda.is_available():
+        raise RuntimeError("export: optimize O4 (fp16) runs only on a CUDA GPU; use O1-O3 on the CPU")
+    work = ctx.workdir / "export"
+    shutil.rmtree(work, ignore_errors=True)
+    exported = work / "exported"
+    onnx_export_from_model(
+        model.float().eval(), exported, opset=config.opset, task=TASKS[ctx.checkpoint.task][2], do_validation=False
+    )
+    current = exported
+    if config.optimize:
+        level = AutoOptimizationConfig.with_optimization_level(config.optimize, for_gpu=config.optimize == "O4")
+        ORTOptimizer.from_pretrained(current).optimize(level, work / "optimized_raw")
+        current = _only_onnx(work / "optimized_raw", work / "optimized", "model_optimized.onnx")
+    if config.quantize == "dynamic-int8":
+        current = _quantize_dynamic(current, work / "quantized", config.per_channel)
+
+    ort_model = ort_class(ctx.checkpoint.task).from_pretrained(current, provider="CPUExecutionProvider")
+    batch = ctx.sample_batch()
+    with torch.inference_mode():
+        reference = model(**batch).logits
+    got = ort_model(**batch).logits
+    diff = float((torch.as_tensor(got) - reference).abs().max())
+    ctx.notes["export_parity_max_abs_logit_diff"] = diff
+    atol = config.parity_atol if config.parity_atol is not None else (None if config.quantize else 1e-3)
+    if atol is not None and diff > atol:
+        raise RuntimeError(f"export: ONNX logits differ from PyTorch by {diff:.3g} > parity_atol {atol:g}")
+    return ort_model

