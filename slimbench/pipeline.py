@@ -62,6 +62,7 @@ def optimize(
             "recipe": recipe.to_dict(),
             "task": checkpoint.task,
             "source": {"path": str(checkpoint.path), "sha256": source_sha},
+            "dtype": ctx.notes.get("dtype", "float32"),
             "steps_seconds": timings,
             "notes": ctx.notes,
         }

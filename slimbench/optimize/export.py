@@ -112,6 +112,7 @@ def export(model, config: ExportConfig, ctx):
         current = _only_onnx(work / "optimized_raw", work / "optimized", "model_optimized.onnx")
     if config.quantize == "dynamic-int8":
         current = _quantize_dynamic(current, work / "quantized", config.per_channel)
+        ctx.notes["dtype"] = "int8"
 
     ort_model = ort_class(ctx.checkpoint.task).from_pretrained(current, provider="CPUExecutionProvider")
     batch = ctx.sample_batch()

@@ -45,6 +45,7 @@ def dynamic_int8(model, config: DynamicInt8Config, ctx):
             model.float().eval(), {torch.nn.Linear: qconfig}, dtype=torch.qint8
         )
     ctx.notes["quantized_engine"] = config.engine
+    ctx.notes["dtype"] = "int8"
     return quantized
 
 

@@ -1,0 +1,190 @@
+"""The command line: demo, optimize, bench, report, recipes. Errors meant for people print one
+line and exit with code 2."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from slimbench import SlimbenchError, __version__
+
+DEMO_RECIPES = ("baseline", "torch-int8", "onnx", "onnx-o2-int8")
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 1,32, got {text!r}") from None
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"expected positive integers like 1,32, got {text!r}")
+    return values
+
+
+def _add_bench_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--batch-sizes", type=_int_list, default=[1, 32], help="comma-separated (default: 1,32)")
+    p.add_argument("--seq-lens", type=_int_list, default=[128], help="comma-separated (default: 128)")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where to measure (default: cpu)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: physical cores)")
+    p.add_argument("--min-reps", type=int, default=10, help="timed repetitions at least (default: 10)")
+    p.add_argument("--min-seconds", type=float, default=2.0, help="timed seconds at least (default: 2)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed calls first (default: 3)")
+
+
+def _plan(args):
+    from slimbench.bench.timing import TimingPlan
+
+    return TimingPlan(warmup=args.warmup, min_reps=args.min_reps, min_seconds=args.min_seconds)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="slimbench",
+        description="Compress a fine-tuned transformer checkpoint and measure every variant honestly.",
+    )
+    parser.add_argument("--version", action="version", version=f"slimbench {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser(
+        "demo",
+        help="the whole path on the embedded default: fine-tune (once), optimize, bench, report",
+        description="Build (or reuse) the embedded default - all-MiniLM-L6-v2 fine-tuned on BBC News - run the "
+        "built-in recipes, benchmark every variant and write a report.",
+    )
+    p.add_argument("--out", type=Path, default=Path("slimbench-out"), help="output directory (default: ./slimbench-out)")
+    p.add_argument("--recipes", default=",".join(DEMO_RECIPES), help=f"comma-separated (default: {','.join(DEMO_RECIPES)})")
+    _add_bench_options(p)
+
+    p = sub.add_parser("optimize", help="apply a recipe to a checkpoint and save the variant",
+                       description="Apply a recipe to a checkpoint; the variant is saved as OUT/<recipe name>/.")
+    p.add_argument("checkpoint", help="a local Hugging Face model directory, or a hub id in the local cache")
+    p.add_argument("--recipe", required=True, help="a built-in recipe name (see `slimbench recipes`) or a YAML file")
+    p.add_argument("--out", type=Path, required=True, help="directory that receives the variant")
+    p.add_argument("--sample-data", type=Path, help="JSONL/CSV with a 'text' column: real inputs for tracing and "
+                   "parity checks (default: BBC News articles)")
+    p.add_argument("--task", help="text-classification, token-classification or causal-lm (default: from the config)")
+    p.add_argument("--trust-remote-code", action="store_true", help="allow the checkpoint's own Python code")
+    p.add_argument("--allow-pickle", action="store_true", help="allow pickle (.bin) weights")
+    p.add_argument("--force", action="store_true", help="rebuild even if an up-to-date variant exists")
+
+    p = sub.add_parser("bench", help="measure saved variants (each in a fresh process) into a JSONL file",
+                       description="Measure latency, memory and accuracy of saved variants. Records already in "
+                       "--results are kept and not measured again.")
+    p.add_argument("model_dirs", nargs="+", type=Path, metavar="MODEL_DIR", help="variant directories")
+    p.add_argument("--eval-data", type=Path, required=True, help="JSONL or CSV with 'text' and 'label' columns")
+    p.add_argument("--results", type=Path, required=True, help="JSONL file the records are appended to")
+    p.add_argument("--baseline", help="variant the others are compared with (default: the 'baseline' recipe)")
+    p.add_argument("--eval-seq-len", type=int, default=128, help="sequence length for accuracy (default: 128)")
+    _add_bench_options(p)
+
+    p = sub.add_parser("report", help="compare results side by side: report.md and report.csv",
+                       description="Read results files and write report.md and report.csv.")
+    p.add_argument("results", nargs="+", type=Path, metavar="RESULTS.jsonl")
+    p.add_argument("--out", type=Path, default=Path("."), help="output directory (default: .)")
+
+    sub.add_parser("recipes", help="list every step with its parameters, and the built-in recipes",
+                   description="List every registered step with its parameters and defaults, and every built-in recipe.")
+    return parser
+
+
+def cmd_recipes(args) -> int:
+    from slimbench.recipes import builtin_recipes
+    from slimbench.registry import LOADERS, config_fields, steps
+
+    print("Steps (use them in a recipe as '- name: {field: value}'):\n")
+    for name, step in sorted(steps().items()):
+        print(f"  {name}  - {step.summary}")
+        print(f"      takes a {' or '.join(step.takes)} model, gives {step.gives or 'the same kind'}")
+        for field, tp, default in config_fields(step.config_cls):
+            print(f"      {field}: {tp} = {default!r}")
+    print("\nBuilt-in recipes:\n")
+    for name, recipe in builtin_recipes().items():
+        chain = " -> ".join(c.name for c in recipe.steps)
+        print(f"  {name}: {chain}  [saved for {LOADERS[recipe.output_kind]}]")
+        if recipe.description:
+            print(f"      {recipe.description}")
+    return 0
+
+
+def _sample_texts(path: Path | None) -> list[str]:
+    if path is not None:
+        from slimbench.data import read_labelled
+
+        return read_labelled(path).texts[:16] if path.suffix else []
+    from slimbench.defaults import bbc_news
+
+    data, _ = bbc_news()
+    return data.texts[::139][:16]  # one article in 139: all five topics
+
+
+def cmd_optimize(args) -> int:
+    from slimbench.checkpoint import Checkpoint
+    from slimbench.pipeline import optimize
+    from slimbench.recipes import load_recipe
+
+    recipe = load_recipe(args.recipe)  # validated before any model loads
+    checkpoint = Checkpoint.open(args.checkpoint, args.task, args.trust_remote_code, args.allow_pickle)
+    path = optimize(checkpoint, recipe, args.out, sample_texts=_sample_texts(args.sample_data), force=args.force)
+    print(path)
+    return 0
+
+
+def _bench(args, model_dirs, eval_path, results, baseline=None, eval_seq_len=128) -> int:
+    from slimbench.bench import run_bench
+
+    _, failures = run_bench(
+        model_dirs, eval_path, args.batch_sizes, args.seq_lens, results, device=args.device,
+        num_threads=args.threads, baseline=baseline, plan=_plan(args), eval_seq_len=eval_seq_len,
+    )  # fmt: skip
+    print(f"results: {results}")
+    return 1 if failures else 0
+
+
+def cmd_bench(args) -> int:
+    return _bench(args, args.model_dirs, args.eval_data, args.results, args.baseline, args.eval_seq_len)
+
+
+def cmd_report(args) -> int:
+    from slimbench.reports import write_report
+
+    print(f"report: {write_report(args.results, args.out)}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from slimbench.checkpoint import Checkpoint
+    from slimbench.data import read_labelled
+    from slimbench.defaults import default_encoder
+    from slimbench.pipeline import optimize
+    from slimbench.recipes import load_recipe
+    from slimbench.reports import write_report
+
+    recipes = [load_recipe(name.strip()) for name in args.recipes.split(",") if name.strip()]
+    default = default_encoder()
+    print(f"Embedded default: {default.path} (held-out accuracy {default.info['eval_accuracy']:.4f})")
+    checkpoint = Checkpoint.open(default.path)
+    samples = read_labelled(default.eval_path).texts[:16]
+    dirs = [optimize(checkpoint, r, args.out / "models", sample_texts=samples) for r in recipes]
+    results = args.out / "results.jsonl"
+    status = _bench(args, dirs, default.eval_path, results)
+    report = write_report([results], args.out)
+    print(f"\nReport: {report}\nVariants: {args.out / 'models'}/<variant>/ (each loads without slimbench)")
+    return status
+
+
+COMMANDS = {"demo": cmd_demo, "optimize": cmd_optimize, "bench": cmd_bench, "report": cmd_report, "recipes": cmd_recipes}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        return COMMANDS[args.command](args)
+    except SlimbenchError as e:
+        print(f"slimbench: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\nslimbench: interrupted; finished results and variants are kept", file=sys.stderr)
+        return 130
