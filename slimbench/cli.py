@@ -110,9 +110,9 @@ def cmd_recipes(args) -> int:
 
 def _sample_texts(path: Path | None) -> list[str]:
     if path is not None:
-        from slimbench.data import read_labelled
+        from slimbench.data import read_texts
 
-        return read_labelled(path).texts[:16] if path.suffix else []
+        return read_texts(path)[:16]
     from slimbench.defaults import bbc_news
 
     data, _ = bbc_news()
@@ -126,8 +126,8 @@ def cmd_optimize(args) -> int:
 
     recipe = load_recipe(args.recipe)  # validated before any model loads
     checkpoint = Checkpoint.open(args.checkpoint, args.task, args.trust_remote_code, args.allow_pickle)
-    path = optimize(checkpoint, recipe, args.out, sample_texts=_sample_texts(args.sample_data), force=args.force)
-    print(path)
+    variant = optimize(checkpoint, recipe, args.out, sample_texts=_sample_texts(args.sample_data), force=args.force)
+    print(variant.path)
     return 0
 
 
@@ -166,7 +166,7 @@ def cmd_demo(args) -> int:
     print(f"Embedded default: {default.path} (held-out accuracy {default.info['eval_accuracy']:.4f})")
     checkpoint = Checkpoint.open(default.path)
     samples = read_labelled(default.eval_path).texts[:16]
-    dirs = [optimize(checkpoint, r, args.out / "models", sample_texts=samples) for r in recipes]
+    dirs = [optimize(checkpoint, r, args.out / "models", sample_texts=samples).path for r in recipes]
     results = args.out / "results.jsonl"
     status = _bench(args, dirs, default.eval_path, results)
     report = write_report([results], args.out)

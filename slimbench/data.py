@@ -18,8 +18,7 @@ class LabelledText:
         return len(self.texts)
 
 
-def read_labelled(path: str | Path, label2id: dict[str, int] | None = None) -> LabelledText:
-    """Read `text`/`label` rows. Labels are ids, or names from the model's `label2id`."""
+def _read_frame(path: str | Path, columns: set[str]):
     import pandas as pd
 
     path = Path(path)
@@ -34,11 +33,23 @@ def read_labelled(path: str | Path, label2id: dict[str, int] | None = None) -> L
             raise SlimbenchError(f"data file {str(path)!r}: use .jsonl or .csv")
     except ValueError as e:
         raise SlimbenchError(f"data file {str(path)!r} could not be read: {e}") from None
-    missing = {"text", "label"} - set(df.columns)
+    missing = columns - set(df.columns)
     if missing:
-        raise SlimbenchError(f"data file {str(path)!r} lacks column(s) {sorted(missing)} (needs 'text' and 'label')")
+        need = " and ".join(repr(c) for c in sorted(columns))
+        raise SlimbenchError(f"data file {str(path)!r} lacks column(s) {sorted(missing)} (needs {need})")
     if len(df) == 0:
         raise SlimbenchError(f"data file {str(path)!r} has no rows")
+    return df
+
+
+def read_texts(path: str | Path) -> list[str]:
+    """The `text` column of a JSONL or CSV file."""
+    return [str(t) for t in _read_frame(path, {"text"})["text"].tolist()]
+
+
+def read_labelled(path: str | Path, label2id: dict[str, int] | None = None) -> LabelledText:
+    """Read `text`/`label` rows. Labels are ids, or names from the model's `label2id`."""
+    df = _read_frame(path, {"text", "label"})
     labels = []
     for i, raw in enumerate(df["label"].tolist()):
         if isinstance(raw, str) and label2id and raw in label2id:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from slimbench import SlimbenchError
 from slimbench.artifacts import MANIFEST, read_manifest, save_variant
@@ -12,6 +14,17 @@ from slimbench.checkpoint import Checkpoint
 from slimbench.optimize.context import StepContext
 from slimbench.recipes import Recipe
 from slimbench.registry import steps
+
+
+@dataclass
+class Variant:
+    """The model a recipe produced, in memory (None when an up-to-date artifact was reused),
+    plus its artifact directory."""
+
+    name: str
+    kind: str
+    path: Path
+    model: Any = None
 
 
 def is_current(variant_dir: Path, recipe: Recipe, source_sha256: str) -> bool:
@@ -30,7 +43,7 @@ def optimize(
     sample_texts: list[str],
     force: bool = False,
     log=print,
-) -> Path:
+) -> Variant:
     """Apply `recipe` to `checkpoint` and save the variant as `<out_dir>/<recipe.name>/`."""
     if not sample_texts:
         raise SlimbenchError("optimize needs a few real texts for tracing and parity checks")
@@ -38,7 +51,7 @@ def optimize(
     final = Path(out_dir) / recipe.name
     if not force and is_current(final, recipe, source_sha):
         log(f"[{recipe.name}] up to date in {final}")
-        return final
+        return Variant(recipe.name, read_manifest(final)["kind"], final)
     registry = steps()
     tokenizer = checkpoint.load_tokenizer()
     model = checkpoint.load_model()
@@ -76,4 +89,4 @@ def optimize(
             example_inputs=ctx.sample_batch(batch_size=2, seq_len=32),
         )
     log(f"[{recipe.name}] saved {path}")
-    return path
+    return Variant(recipe.name, kind, path, model)

@@ -62,3 +62,18 @@ def eval_jsonl(tmp_path_factory) -> Path:
         for i, text in enumerate(TEXTS * 3):
             f.write(json.dumps({"text": text, "label": LABELS[i % len(LABELS)]}) + "\n")
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_variants(tiny_bert, tmp_path_factory):
+    """Every built-in recipe applied to the tiny BERT: {recipe name: Variant}."""
+    from slimbench.checkpoint import Checkpoint
+    from slimbench.pipeline import optimize
+    from slimbench.recipes import builtin_recipes
+
+    out = tmp_path_factory.mktemp("variants")
+    checkpoint = Checkpoint.open(tiny_bert)
+    return {
+        name: optimize(checkpoint, recipe, out, sample_texts=TEXTS, log=lambda *_: None)
+        for name, recipe in builtin_recipes().items()
+    }

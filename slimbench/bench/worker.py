@@ -25,12 +25,13 @@ def measure_latency(job: dict) -> dict:
 
     from slimbench.bench.loaders import load
     from slimbench.bench.timing import TimingPlan, summarize, time_calls
+    from slimbench.data import read_texts
     from slimbench.environment import cpu_model
 
     device, bs, seq_len = job["device"], job["batch_size"], job["seq_len"]
     cuda = device == "cuda"
     loaded = load(Path(job["model_dir"]), device, job["num_threads"])
-    texts = [json.loads(line)["text"] for line in open(job["eval_path"]) if line.strip()]
+    texts = read_texts(job["eval_path"])
     # a few distinct real batches, encoded before timing starts
     n_batches = max(1, min(8, len(texts) // bs))
     pool = [loaded.encode([texts[(b * bs + j) % len(texts)] for j in range(bs)], seq_len) for b in range(n_batches)]

@@ -1,0 +1,124 @@
+"""Variants save atomically and load with the standard loader of their format, without slimbench."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import TEXTS
+from slimbench.artifacts import MANIFEST, read_manifest, save_variant
+from slimbench.checkpoint import Checkpoint
+from slimbench.pipeline import optimize
+from slimbench.recipes import load_recipe
+
+# Runs in a fresh interpreter and must never import slimbench: this is how a deployment loads.
+DEPLOY = r"""
+import json, sys
+from pathlib import Path
+d, texts = Path(sys.argv[1]), json.loads(sys.argv[2])
+kind = json.loads((d / "slimbench.json").read_text())["kind"]
+from transformers import AutoTokenizer
+enc = AutoTokenizer.from_pretrained(d)(texts, padding=True, truncation=True, max_length=48, return_tensors="pt")
+if kind == "torch":
+    from transformers import AutoModelForSequenceClassification
+    logits = AutoModelForSequenceClassification.from_pretrained(d).eval()(**enc).logits
+elif kind == "torch-int8":
+    import torch
+    logits = torch.jit.load(str(d / "model.pt"))(enc["input_ids"], enc["attention_mask"])
+else:
+    from optimum.onnxruntime import ORTModelForSequenceClassification
+    logits = ORTModelForSequenceClassification.from_pretrained(d)(**enc).logits
+assert not [m for m in sys.modules if m.split(".")[0] == "slimbench"], "deployment imported slimbench"
+print(json.dumps(logits.tolist()))
+"""
+
+
+def in_memory_logits(variant, tokenizer, texts):
+    enc = tokenizer(texts, padding=True, truncation=True, max_length=48, return_tensors="pt")
+    with torch.inference_mode():
+        out = variant.model(**enc) if variant.kind != "torch-int8" else variant.model(
+            input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]
+        )
+    return torch.as_tensor(out.logits)
+
+
+@pytest.mark.parametrize("name", ["baseline", "torch-int8", "onnx", "onnx-o2-int8"])
+def test_artifact_loads_without_slimbench_and_predicts_the_same(name, tiny_variants, tiny_bert, tmp_path):
+    variant = tiny_variants[name]
+    texts = TEXTS[:5]  # different batch and length from the tracing example
+    proc = subprocess.run(
+        [sys.executable, "-c", DEPLOY, str(variant.path), json.dumps(texts)],
+        capture_output=True, text=True, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    deployed = torch.tensor(json.loads(proc.stdout.strip().splitlines()[-1]))
+    expected = in_memory_logits(variant, Checkpoint.open(tiny_bert).load_tokenizer(), texts)
+    assert deployed.shape == (5, 5)
+    torch.testing.assert_close(deployed, expected, atol=1e-4, rtol=1e-4)
+    assert torch.equal(deployed.argmax(-1), expected.argmax(-1))
+
+
+def test_manifest_records_recipe_source_and_environment(tiny_variants, tiny_bert):
+    manifest = read_manifest(tiny_variants["onnx-o2-int8"].path)
+    assert manifest["recipe"]["steps"] == [
+        {"export": {"format": "onnx", "optimize": "O2", "quantize": "dynamic-int8", "per_channel": False,
+                    "opset": None, "parity_atol": None}}
+    ]  # fmt: skip
+    assert manifest["source"]["sha256"] == Checkpoint.open(tiny_bert).weights_sha256
+    assert manifest["kind"] == "onnx" and manifest["dtype"] == "int8"
+    assert manifest["loader"].startswith("optimum.onnxruntime")
+    assert manifest["environment"]["torch"] == torch.__version__
+    assert manifest["notes"]["export_parity_max_abs_logit_diff"] < 0.5
+    assert manifest["size_on_disk_bytes"] > 0
+    # int8 weights are smaller than fp32 ones
+    assert manifest["size_on_disk_bytes"] < read_manifest(tiny_variants["onnx"].path)["size_on_disk_bytes"] / 2
+
+
+def test_unquantized_export_matches_pytorch_closely(tiny_variants):
+    assert read_manifest(tiny_variants["onnx"].path)["notes"]["export_parity_max_abs_logit_diff"] < 1e-3
+
+
+def test_up_to_date_variant_is_reused_not_rebuilt(tiny_variants, tiny_bert):
+    path = tiny_variants["baseline"].path
+    before = (path / MANIFEST).stat().st_mtime_ns
+    again = optimize(Checkpoint.open(tiny_bert), load_recipe("baseline"), path.parent, sample_texts=TEXTS, log=lambda *_: None)
+    assert again.path == path and again.model is None
+    assert (path / MANIFEST).stat().st_mtime_ns == before
+
+
+def test_failed_save_leaves_no_partial_directory(tmp_path, tiny_bert):
+    class Exploding:
+        def save_pretrained(self, path, **kwargs):
+            (path / "half-written.bin").write_bytes(b"x")
+            raise OSError("disk full")
+
+    tokenizer = Checkpoint.open(tiny_bert).load_tokenizer()
+    with pytest.raises(OSError, match="disk full"):
+        save_variant(Exploding(), "torch", tmp_path, "v", tokenizer=tokenizer, manifest={})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_save_replaces_an_older_variant_whole(tmp_path, tiny_bert):
+    checkpoint = Checkpoint.open(tiny_bert)
+    model, tokenizer = checkpoint.load_model(), checkpoint.load_tokenizer()
+    save_variant(model, "torch", tmp_path, "v", tokenizer=tokenizer, manifest={"n": 1})
+    (tmp_path / "v" / "stale.txt").write_text("from the old variant")
+    save_variant(model, "torch", tmp_path, "v", tokenizer=tokenizer, manifest={"n": 2})
+    assert read_manifest(tmp_path / "v")["n"] == 2
+    assert not (tmp_path / "v" / "stale.txt").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["v"]
+
+
+def test_checkpoint_refuses_pickle_and_missing_configs(tmp_path, tiny_bert):
+    from slimbench import SlimbenchError
+
+    with pytest.raises(SlimbenchError, match="no config.json"):
+        Checkpoint.open(tmp_path)
+    (tmp_path / "config.json").write_text((tiny_bert / "config.json").read_text())
+    (tmp_path / "pytorch_model.bin").write_bytes(b"")
+    with pytest.raises(SlimbenchError, match="--allow-pickle"):
+        Checkpoint.open(tmp_path)
+    with pytest.raises(SlimbenchError, match="neither a local directory nor a hub id"):
+        Checkpoint.open("no-such-org/no-such-model")

@@ -1,0 +1,119 @@
+"""The harness: record schema, timing statistics, resume after a kill."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from slimbench.artifacts import read_manifest
+from slimbench.bench import RECORD_FIELDS, run_bench
+from slimbench.bench.runner import append_record, read_results
+from slimbench.bench.timing import TimingPlan, summarize, time_calls
+
+FAST = TimingPlan(warmup=1, min_reps=3, min_seconds=0.0, max_reps=5)
+
+
+def test_summarize_percentiles_and_throughput():
+    s = summarize([float(x) for x in range(1, 101)], batch_size=4)
+    assert s["reps"] == 100
+    assert s["latency_ms_p50"] == pytest.approx(50.5)
+    assert s["latency_ms_p90"] == pytest.approx(90.1)
+    assert s["latency_ms_p99"] == pytest.approx(99.01)
+    assert s["throughput_items_per_s"] == pytest.approx(4 / 0.0505)
+
+
+def test_time_calls_warms_up_then_times_enough_reps():
+    calls = []
+    times = time_calls(calls.append, TimingPlan(warmup=2, min_reps=5, min_seconds=0.0))
+    assert len(times) == 5 and calls == list(range(7))
+    assert all(t >= 0 for t in times)
+
+
+def test_append_record_survives_a_cut_line(tmp_path):
+    path = tmp_path / "r.jsonl"
+    path.write_text('{"a": 1}\n{"a": 2, "b"')  # a run killed mid-write
+    append_record(path, {"a": 3})
+    assert read_results(path) == [{"a": 1}, {"a": 3}]
+
+
+@pytest.fixture(scope="module")
+def bench_run(tiny_variants, eval_jsonl, tmp_path_factory):
+    results = tmp_path_factory.mktemp("bench") / "results.jsonl"
+    dirs = [tiny_variants[n].path for n in ("baseline", "torch-int8", "onnx-o2-int8")]
+    records, failures = run_bench(dirs, eval_jsonl, [1, 3], [16], results, num_threads=1, plan=FAST, progress=False,
+                                  log=lambda *_: None)  # fmt: skip
+    return dirs, results, records, failures
+
+
+def test_records_have_the_schema_and_honest_values(bench_run):
+    dirs, results, records, failures = bench_run
+    assert failures == []
+    assert len(records) == 6 and read_results(results) == records
+    for r in records:
+        assert tuple(r) == RECORD_FIELDS
+        assert r["device"] == "cpu" and r["num_threads"] == 1
+        assert r["gpu_peak_allocated_bytes"] is None and r["gpu_peak_reserved_bytes"] is None
+        assert 3 <= r["reps"] <= 5
+        assert 0 < r["latency_ms_p50"] <= r["latency_ms_p99"]
+        assert r["throughput_items_per_s"] == pytest.approx(r["batch_size"] / (r["latency_ms_mean"] / 1e3))
+        assert r["peak_rss_bytes"] > 50 * 2**20
+        assert r["metric_name"] == "accuracy" and 0 <= r["metric"] <= 1
+        assert set(r["env"]) >= {"python", "torch", "transformers", "optimum", "onnxruntime", "bitsandbytes",
+                                 "triton", "cpu_model", "gpu_driver", "cuda", "git_rev"}  # fmt: skip
+    base = [r for r in records if r["variant"] == "baseline"]
+    assert all(r["metric_ratio_to_baseline"] == 1.0 and r["agreement_with_baseline"] == 1.0 for r in base)
+    assert {r["dtype"] for r in records if r["variant"] != "baseline"} == {"int8"}
+    # the manifest carries the measured metrics too
+    metrics = read_manifest(dirs[2])["metrics"]
+    assert set(metrics["latency_ms_p50"]) == {"cpu:b1:s16", "cpu:b3:s16"}
+
+
+def test_rerun_measures_nothing_twice(bench_run, eval_jsonl):
+    dirs, results, _, _ = bench_run
+    before = results.read_text()
+    started = time.perf_counter()
+    records, failures = run_bench(dirs, eval_jsonl, [1, 3], [16], results, num_threads=1, plan=FAST,
+                                  progress=False, log=lambda *_: None)  # fmt: skip
+    assert records == [] and failures == []
+    assert results.read_text() == before
+    assert time.perf_counter() - started < 5  # no worker process was started
+
+
+def test_killed_run_keeps_finished_records_and_resumes(tiny_variants, eval_jsonl, tmp_path):
+    results = tmp_path / "results.jsonl"
+    dirs = [str(tiny_variants[n].path) for n in ("baseline", "onnx")]
+    cmd = [sys.executable, "-m", "slimbench", "bench", *dirs, "--eval-data", str(eval_jsonl), "--results",
+           str(results), "--batch-sizes", "1,2", "--seq-lens", "16", "--threads", "1", "--warmup", "1",
+           "--min-reps", "3", "--min-seconds", "0"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 300
+    while not read_results(results) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    kept = read_results(results)
+    assert 1 <= len(kept) < 4, "the run should have been killed part-way"
+    records, failures = run_bench([tiny_variants["baseline"].path, tiny_variants["onnx"].path], eval_jsonl, [1, 2],
+                                  [16], results, num_threads=1, plan=FAST, progress=False, log=lambda *_: None)  # fmt: skip
+    assert failures == []
+    final = read_results(results)
+    assert final[: len(kept)] == kept  # finished records kept as they were
+    assert len(records) == 4 - len(kept)  # only the missing ones were measured
+    keys = [(r["variant"], r["batch_size"], r["seq_len"]) for r in final]
+    assert len(set(keys)) == len(keys) == 4
+
+
+def test_bad_inputs_are_refused(tiny_variants, eval_jsonl, tmp_path):
+    from slimbench import SlimbenchError
+
+    path = tiny_variants["baseline"].path
+    with pytest.raises(SlimbenchError, match="does not exist"):
+        run_bench([path], tmp_path / "none.jsonl", [1], [8], tmp_path / "r.jsonl")
+    with pytest.raises(SlimbenchError, match="not a slimbench variant"):
+        run_bench([tmp_path], eval_jsonl, [1], [8], tmp_path / "r.jsonl")
+    with pytest.raises(SlimbenchError, match="baseline 'x' is not among"):
+        run_bench([path], eval_jsonl, [1], [8], tmp_path / "r.jsonl", baseline="x")

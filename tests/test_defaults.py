@@ -1,0 +1,45 @@
+import pytest
+
+from slimbench.defaults import FineTune, bbc_news, split
+
+
+def test_bbc_news_is_read_from_the_installed_package():
+    data, topics = bbc_news()
+    assert len(data) == 2225
+    assert topics == ["business", "entertainment", "politics", "sports", "tech"]
+    assert sorted(set(data.labels)) == [0, 1, 2, 3, 4]
+    assert all(text.strip() for text in data.texts)
+
+
+def test_split_is_seeded_and_disjoint():
+    data, _ = bbc_news()
+    train, held = split(data, 400, seed=0)
+    again_train, again_held = split(data, 400, seed=0)
+    assert len(held) == 400 and len(train) == 1825
+    assert held.texts == again_held.texts and train.texts == again_train.texts
+    assert split(data, 400, seed=1)[1].texts != held.texts
+
+
+@pytest.mark.slow
+def test_demo_end_to_end_on_the_real_default(tmp_path, monkeypatch):
+    """The README's main job: fine-tuned default (>= 97% held out), four variants, bench, report."""
+    from slimbench.bench.runner import read_results
+    from slimbench.cli import main
+    from slimbench.defaults import default_encoder
+
+    default = default_encoder(FineTune())
+    assert default.info["eval_accuracy"] >= 0.97
+    assert sum(1 for _ in open(default.eval_path)) == 400
+    out = tmp_path / "out"
+    assert main(["demo", "--out", str(out), "--warmup", "1", "--min-reps", "3", "--min-seconds", "0"]) == 0
+    records = read_results(out / "results.jsonl")
+    seen = {(r["variant"], r["batch_size"], r["seq_len"]) for r in records}
+    for variant in ("baseline", "torch-int8", "onnx", "onnx-o2-int8"):
+        assert {(variant, 1, 128), (variant, 32, 128)} <= seen
+    by_variant = {r["variant"]: r for r in records}
+    assert by_variant["baseline"]["metric"] == pytest.approx(default.info["eval_accuracy"], abs=0.0026)
+    assert by_variant["onnx"]["agreement_with_baseline"] >= 0.99
+    assert by_variant["onnx-o2-int8"]["metric_ratio_to_baseline"] >= 0.98
+    report = (out / "report.md").read_text()
+    assert "| onnx-o2-int8 |" in report and "| torch-int8 |" in report
+    assert (out / "report.csv").is_file()
