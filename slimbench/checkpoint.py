@@ -83,7 +83,9 @@ class Checkpoint:
         if not path.is_dir():
             path = _from_local_hub_cache(str(name_or_path))
         if not (path / "config.json").is_file():
-            raise SlimbenchError(f"checkpoint {str(path)!r} has no config.json: not a Hugging Face model directory")
+            raise SlimbenchError(
+                f"checkpoint {str(path)!r} has no config.json: not a Hugging Face model directory"
+            )
         if not weight_files(path, allow_pickle):
             hint = "" if allow_pickle else " (pickle .bin weights load only with --allow-pickle)"
             raise SlimbenchError(f"checkpoint {str(path)!r} has no .safetensors weights{hint}")

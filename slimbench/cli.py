@@ -17,7 +17,9 @@ def _int_list(text: str) -> list[int]:
     try:
         values = [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 1,32, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers like 1,32, got {text!r}"
+        ) from None
     if not values or any(v < 1 for v in values):
         raise argparse.ArgumentTypeError(f"expected positive integers like 1,32, got {text!r}")
     return values
@@ -53,39 +55,69 @@ def build_parser() -> argparse.ArgumentParser:
         description="Build (or reuse) the embedded default - all-MiniLM-L6-v2 fine-tuned on BBC News - run the "
         "built-in recipes, benchmark every variant and write a report.",
     )
-    p.add_argument("--out", type=Path, default=Path("slimbench-out"), help="output directory (default: ./slimbench-out)")
-    p.add_argument("--recipes", default=",".join(DEMO_RECIPES), help=f"comma-separated (default: {','.join(DEMO_RECIPES)})")
+    p.add_argument(
+        "--out", type=Path, default=Path("slimbench-out"), help="output directory (default: ./slimbench-out)"
+    )
+    p.add_argument(
+        "--recipes",
+        default=",".join(DEMO_RECIPES),
+        help=f"comma-separated (default: {','.join(DEMO_RECIPES)})",
+    )
     _add_bench_options(p)
 
-    p = sub.add_parser("optimize", help="apply a recipe to a checkpoint and save the variant",
-                       description="Apply a recipe to a checkpoint; the variant is saved as OUT/<recipe name>/.")
+    p = sub.add_parser(
+        "optimize",
+        help="apply a recipe to a checkpoint and save the variant",
+        description="Apply a recipe to a checkpoint; the variant is saved as OUT/<recipe name>/.",
+    )
     p.add_argument("checkpoint", help="a local Hugging Face model directory, or a hub id in the local cache")
-    p.add_argument("--recipe", required=True, help="a built-in recipe name (see `slimbench recipes`) or a YAML file")
+    p.add_argument(
+        "--recipe", required=True, help="a built-in recipe name (see `slimbench recipes`) or a YAML file"
+    )
     p.add_argument("--out", type=Path, required=True, help="directory that receives the variant")
-    p.add_argument("--sample-data", type=Path, help="JSONL/CSV with a 'text' column: real inputs for tracing and "
-                   "parity checks (default: BBC News articles)")
-    p.add_argument("--task", help="text-classification, token-classification or causal-lm (default: from the config)")
+    p.add_argument(
+        "--sample-data",
+        type=Path,
+        help="JSONL/CSV with a 'text' column: real inputs for tracing and "
+        "parity checks (default: BBC News articles)",
+    )
+    p.add_argument(
+        "--task", help="text-classification, token-classification or causal-lm (default: from the config)"
+    )
     p.add_argument("--trust-remote-code", action="store_true", help="allow the checkpoint's own Python code")
     p.add_argument("--allow-pickle", action="store_true", help="allow pickle (.bin) weights")
     p.add_argument("--force", action="store_true", help="rebuild even if an up-to-date variant exists")
 
-    p = sub.add_parser("bench", help="measure saved variants (each in a fresh process) into a JSONL file",
-                       description="Measure latency, memory and accuracy of saved variants. Records already in "
-                       "--results are kept and not measured again.")
+    p = sub.add_parser(
+        "bench",
+        help="measure saved variants (each in a fresh process) into a JSONL file",
+        description="Measure latency, memory and accuracy of saved variants. Records already in "
+        "--results are kept and not measured again.",
+    )
     p.add_argument("model_dirs", nargs="+", type=Path, metavar="MODEL_DIR", help="variant directories")
-    p.add_argument("--eval-data", type=Path, required=True, help="JSONL or CSV with 'text' and 'label' columns")
+    p.add_argument(
+        "--eval-data", type=Path, required=True, help="JSONL or CSV with 'text' and 'label' columns"
+    )
     p.add_argument("--results", type=Path, required=True, help="JSONL file the records are appended to")
     p.add_argument("--baseline", help="variant the others are compared with (default: the 'baseline' recipe)")
-    p.add_argument("--eval-seq-len", type=int, default=128, help="sequence length for accuracy (default: 128)")
+    p.add_argument(
+        "--eval-seq-len", type=int, default=128, help="sequence length for accuracy (default: 128)"
+    )
     _add_bench_options(p)
 
-    p = sub.add_parser("report", help="compare results side by side: report.md and report.csv",
-                       description="Read results files and write report.md and report.csv.")
+    p = sub.add_parser(
+        "report",
+        help="compare results side by side: report.md and report.csv",
+        description="Read results files and write report.md and report.csv.",
+    )
     p.add_argument("results", nargs="+", type=Path, metavar="RESULTS.jsonl")
     p.add_argument("--out", type=Path, default=Path("."), help="output directory (default: .)")
 
-    sub.add_parser("recipes", help="list every step with its parameters, and the built-in recipes",
-                   description="List every registered step with its parameters and defaults, and every built-in recipe.")
+    sub.add_parser(
+        "recipes",
+        help="list every step with its parameters, and the built-in recipes",
+        description="List every registered step with its parameters and defaults, and every built-in recipe.",
+    )
     return parser
 
 
@@ -126,7 +158,9 @@ def cmd_optimize(args) -> int:
 
     recipe = load_recipe(args.recipe)  # validated before any model loads
     checkpoint = Checkpoint.open(args.checkpoint, args.task, args.trust_remote_code, args.allow_pickle)
-    variant = optimize(checkpoint, recipe, args.out, sample_texts=_sample_texts(args.sample_data), force=args.force)
+    variant = optimize(
+        checkpoint, recipe, args.out, sample_texts=_sample_texts(args.sample_data), force=args.force
+    )
     print(variant.path)
     return 0
 
@@ -174,7 +208,13 @@ def cmd_demo(args) -> int:
     return status
 
 
-COMMANDS = {"demo": cmd_demo, "optimize": cmd_optimize, "bench": cmd_bench, "report": cmd_report, "recipes": cmd_recipes}
+COMMANDS = {
+    "demo": cmd_demo,
+    "optimize": cmd_optimize,
+    "bench": cmd_bench,
+    "report": cmd_report,
+    "recipes": cmd_recipes,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -60,7 +60,9 @@ def read_labelled(path: str | Path, label2id: dict[str, int] | None = None) -> L
             labels.append(int(raw))
         else:
             names = ", ".join(label2id) if label2id else "(model has no label names)"
-            raise SlimbenchError(f"data file {str(path)!r} row {i + 1}: label {raw!r} is neither an id nor one of {names}")
+            raise SlimbenchError(
+                f"data file {str(path)!r} row {i + 1}: label {raw!r} is neither an id nor one of {names}"
+            )
     n_labels = len(label2id) if label2id else None
     if n_labels is not None:
         bad = [x for x in labels if not 0 <= x < n_labels]

@@ -142,7 +142,11 @@ def fine_tune(
     """Plain PyTorch fine-tuning loop: AdamW, linear warm-up and decay, seeded."""
     import torch
     from tqdm.auto import tqdm
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer, get_linear_schedule_with_warmup
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        get_linear_schedule_with_warmup,
+    )
     from transformers.utils import logging as hf_logging
 
     torch.manual_seed(recipe.seed)

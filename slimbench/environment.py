@@ -8,7 +8,16 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
-_LIBRARIES = ("torch", "transformers", "optimum", "optimum-onnx", "onnxruntime", "bitsandbytes", "triton", "torchao")
+_LIBRARIES = (
+    "torch",
+    "transformers",
+    "optimum",
+    "optimum-onnx",
+    "onnxruntime",
+    "bitsandbytes",
+    "triton",
+    "torchao",
+)
 
 
 def _version(dist: str) -> str | None:

@@ -32,7 +32,10 @@ def is_current(variant_dir: Path, recipe: Recipe, source_sha256: str) -> bool:
     if not (variant_dir / MANIFEST).is_file():
         return False
     manifest = read_manifest(variant_dir)
-    return manifest.get("recipe") == recipe.to_dict() and manifest.get("source", {}).get("sha256") == source_sha256
+    return (
+        manifest.get("recipe") == recipe.to_dict()
+        and manifest.get("source", {}).get("sha256") == source_sha256
+    )
 
 
 def optimize(

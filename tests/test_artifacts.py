@@ -6,8 +6,8 @@ import sys
 
 import pytest
 import torch
-
 from conftest import TEXTS
+
 from slimbench.artifacts import MANIFEST, read_manifest, save_variant
 from slimbench.checkpoint import Checkpoint
 from slimbench.pipeline import optimize
@@ -38,8 +38,10 @@ print(json.dumps(logits.tolist()))
 def in_memory_logits(variant, tokenizer, texts):
     enc = tokenizer(texts, padding=True, truncation=True, max_length=48, return_tensors="pt")
     with torch.inference_mode():
-        out = variant.model(**enc) if variant.kind != "torch-int8" else variant.model(
-            input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]
+        out = (
+            variant.model(**enc)
+            if variant.kind != "torch-int8"
+            else variant.model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
         )
     return torch.as_tensor(out.logits)
 
@@ -73,7 +75,9 @@ def test_manifest_records_recipe_source_and_environment(tiny_variants, tiny_bert
     assert manifest["notes"]["export_parity_max_abs_logit_diff"] < 0.5
     assert manifest["size_on_disk_bytes"] > 0
     # int8 weights are smaller than fp32 ones
-    assert manifest["size_on_disk_bytes"] < read_manifest(tiny_variants["onnx"].path)["size_on_disk_bytes"] / 2
+    assert (
+        manifest["size_on_disk_bytes"] < read_manifest(tiny_variants["onnx"].path)["size_on_disk_bytes"] / 2
+    )
 
 
 def test_unquantized_export_matches_pytorch_closely(tiny_variants):
@@ -83,7 +87,13 @@ def test_unquantized_export_matches_pytorch_closely(tiny_variants):
 def test_up_to_date_variant_is_reused_not_rebuilt(tiny_variants, tiny_bert):
     path = tiny_variants["baseline"].path
     before = (path / MANIFEST).stat().st_mtime_ns
-    again = optimize(Checkpoint.open(tiny_bert), load_recipe("baseline"), path.parent, sample_texts=TEXTS, log=lambda *_: None)
+    again = optimize(
+        Checkpoint.open(tiny_bert),
+        load_recipe("baseline"),
+        path.parent,
+        sample_texts=TEXTS,
+        log=lambda *_: None,
+    )
     assert again.path == path and again.model is None
     assert (path / MANIFEST).stat().st_mtime_ns == before
 

@@ -1,6 +1,5 @@
 """The harness: record schema, timing statistics, resume after a kill."""
 
-import json
 import os
 import signal
 import subprocess

@@ -12,7 +12,7 @@ def test_reads_jsonl_with_names_and_csv_with_ids(tmp_path):
     data = read_labelled(jsonl, LABEL2ID)
     assert data.texts == ["a", "b"] and data.labels == [1, 0]
     csv = tmp_path / "d.csv"
-    csv.write_text("text,label\nhello,1\n\"x, y\",0\n")
+    csv.write_text('text,label\nhello,1\n"x, y",0\n')
     data = read_labelled(csv, LABEL2ID)
     assert data.texts == ["hello", "x, y"] and data.labels == [1, 0]
     assert read_texts(csv) == ["hello", "x, y"]
@@ -22,7 +22,11 @@ def test_reads_jsonl_with_names_and_csv_with_ids(tmp_path):
     "content, suffix, message",
     [
         ('{"text": "a"}\n', ".jsonl", r"lacks column\(s\) \['label'\]"),
-        ('{"text": "a", "label": "weather"}\n', ".jsonl", "label 'weather' is neither an id nor one of business, sport"),
+        (
+            '{"text": "a", "label": "weather"}\n',
+            ".jsonl",
+            "label 'weather' is neither an id nor one of business, sport",
+        ),
         ('{"text": "a", "label": 7}\n', ".jsonl", "label id 7 is outside 0..1"),
         ("text,label\n", ".csv", "has no rows"),
         ("hello", ".txt", "use .jsonl or .csv"),

@@ -23,11 +23,17 @@ def test_recipe_round_trips_through_dict():
     "steps, message",
     [
         ([{"quantise": {}}], r"step 1: unknown step 'quantise' \(known: .*dynamic-int8.*\)"),
-        ([{"baseline": {}}, {"export": {"optimize": "O9"}}], r"step 2 'export': optimize must be 'O1' \| 'O2'"),
+        (
+            [{"baseline": {}}, {"export": {"optimize": "O9"}}],
+            r"step 2 'export': optimize must be 'O1' \| 'O2'",
+        ),
         ([{"export": {"opset": "17"}}], r"step 1 'export': opset must be int \| null, got '17'"),
         ([{"export": {"colour": 1}}], r"step 1 'export': unknown field 'colour' \(allowed: format, optimize"),
         ([{"export": {"opset": 7}}], r"step 1 'export': opset must be between 11 and 23, got 7"),
-        ([{"export": {}}, {"dynamic-int8": {}}], r"step 2 'dynamic-int8': takes a torch model, but the steps before"),
+        (
+            [{"export": {}}, {"dynamic-int8": {}}],
+            r"step 2 'dynamic-int8': takes a torch model, but the steps before",
+        ),
         ([{"export": {}, "baseline": {}}], r"step 1: write each step as"),
         ([], r"'steps' must be a non-empty list"),
     ],

@@ -24,13 +24,21 @@ class Loaded:
 
     def encode(self, texts: list[str], seq_len: int) -> dict:
         enc = self.tokenizer(
-            texts, max_length=seq_len, truncation=True, padding="max_length", return_tensors=self.return_tensors
+            texts,
+            max_length=seq_len,
+            truncation=True,
+            padding="max_length",
+            return_tensors=self.return_tensors,
         )
         return self.to_device(dict(enc))
 
     def logits(self, batch: dict) -> np.ndarray:
         out = self.forward(batch)
-        return out.detach().float().cpu().numpy() if hasattr(out, "detach") else np.asarray(out, dtype=np.float32)
+        return (
+            out.detach().float().cpu().numpy()
+            if hasattr(out, "detach")
+            else np.asarray(out, dtype=np.float32)
+        )
 
 
 def load(model_dir: Path, device: str = "cpu", num_threads: int | None = None) -> Loaded:
@@ -41,7 +49,9 @@ def load(model_dir: Path, device: str = "cpu", num_threads: int | None = None) -
     manifest = read_manifest(model_dir)
     task, kind = manifest["task"], manifest["kind"]
     if task != "text-classification":
-        raise SlimbenchError(f"{model_dir}: benchmarking task {task!r} is not supported yet (text-classification is)")
+        raise SlimbenchError(
+            f"{model_dir}: benchmarking task {task!r} is not supported yet (text-classification is)"
+        )
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     if num_threads:
         torch.set_num_threads(num_threads)

@@ -72,7 +72,10 @@ def _run_worker(job: dict, num_threads: int) -> dict:
         env[var] = str(num_threads)
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     proc = subprocess.run(
-        [sys.executable, "-m", "slimbench.bench.worker", json.dumps(job)], capture_output=True, text=True, env=env
+        [sys.executable, "-m", "slimbench.bench.worker", json.dumps(job)],
+        capture_output=True,
+        text=True,
+        env=env,
     )
     for line in reversed(proc.stdout.splitlines()):
         if line.startswith(RESULT_PREFIX):
@@ -110,7 +113,7 @@ def run_bench(
     device: str = "cpu",
     num_threads: int | None = None,
     baseline: str | None = None,
-    plan: TimingPlan = TimingPlan(),
+    plan: TimingPlan | None = None,
     eval_seq_len: int = 128,
     progress: bool = True,
     log=print,
@@ -132,12 +135,19 @@ def run_bench(
     if len(set(names)) != len(names):
         raise SlimbenchError(f"two variants share a name: {names}")
     if baseline is None:
-        baseline = next((n for n, m in zip(names, manifests.values()) if m["recipe"]["name"] == "baseline"), names[0])
+        baseline = next(
+            (m["variant"] for m in manifests.values() if m["recipe"]["name"] == "baseline"), names[0]
+        )
     elif baseline not in names:
-        raise SlimbenchError(f"baseline {baseline!r} is not among the variants benchmarked ({', '.join(names)})")
+        raise SlimbenchError(
+            f"baseline {baseline!r} is not among the variants benchmarked ({', '.join(names)})"
+        )
     num_threads = num_threads or default_num_threads()
+    plan = plan or TimingPlan()
     run_id = uuid.uuid4().hex[:12]
-    done = {_key(r["variant"], r["device"], r["batch_size"], r["seq_len"]) for r in read_results(results_path)}
+    done = {
+        _key(r["variant"], r["device"], r["batch_size"], r["seq_len"]) for r in read_results(results_path)
+    }
     workloads = sorted({(int(b), int(s)) for b in batch_sizes for s in seq_lens})
     todo = {
         d: [w for w in workloads if _key(m["variant"], device, *w) not in done] for d, m in manifests.items()
@@ -172,15 +182,21 @@ def run_bench(
             continue
         agreement = ratio = None
         if base_acc is not None:
-            agreement = sum(a == b for a, b in zip(acc["predictions"], base_acc["predictions"], strict=True)) / len(
-                acc["predictions"]
-            )
+            agreement = sum(
+                a == b for a, b in zip(acc["predictions"], base_acc["predictions"], strict=True)
+            ) / len(acc["predictions"])
             ratio = acc["metric"] / base_acc["metric"] if base_acc["metric"] else None
         for bs, seq_len in todo[model_dir]:
             bar.set_postfix_str(f"{name} b{bs} s{seq_len}")
             try:
                 timing = _run_worker(
-                    {**base_job, "mode": "latency", "model_dir": str(model_dir), "batch_size": bs, "seq_len": seq_len},
+                    {
+                        **base_job,
+                        "mode": "latency",
+                        "model_dir": str(model_dir),
+                        "batch_size": bs,
+                        "seq_len": seq_len,
+                    },
                     num_threads,
                 )
             except SlimbenchError as e:

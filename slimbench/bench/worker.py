@@ -34,7 +34,10 @@ def measure_latency(job: dict) -> dict:
     texts = read_texts(job["eval_path"])
     # a few distinct real batches, encoded before timing starts
     n_batches = max(1, min(8, len(texts) // bs))
-    pool = [loaded.encode([texts[(b * bs + j) % len(texts)] for j in range(bs)], seq_len) for b in range(n_batches)]
+    pool = [
+        loaded.encode([texts[(b * bs + j) % len(texts)] for j in range(bs)], seq_len)
+        for b in range(n_batches)
+    ]
     times = time_calls(lambda i: loaded.forward(pool[i % n_batches]), TimingPlan(**job["plan"]), cuda=cuda)
     out = summarize(times, bs)
     out["peak_rss_bytes"] = _peak_rss_bytes()

@@ -18,7 +18,6 @@ class StepContext:
     notes: dict[str, Any] = field(default_factory=dict)  # facts a step records for the manifest
 
     def sample_batch(self, batch_size: int = 4, seq_len: int = 64):
-        from slimbench.data import encode
 
         texts = (self.sample_texts * batch_size)[:batch_size]
         # vary lengths so padded rows are part of every parity check and trace

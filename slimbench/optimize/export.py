@@ -103,11 +103,17 @@ def export(model, config: ExportConfig, ctx):
     shutil.rmtree(work, ignore_errors=True)
     exported = work / "exported"
     onnx_export_from_model(
-        model.float().eval(), exported, opset=config.opset, task=TASKS[ctx.checkpoint.task][2], do_validation=False
+        model.float().eval(),
+        exported,
+        opset=config.opset,
+        task=TASKS[ctx.checkpoint.task][2],
+        do_validation=False,
     )
     current = exported
     if config.optimize:
-        level = AutoOptimizationConfig.with_optimization_level(config.optimize, for_gpu=config.optimize == "O4")
+        level = AutoOptimizationConfig.with_optimization_level(
+            config.optimize, for_gpu=config.optimize == "O4"
+        )
         ORTOptimizer.from_pretrained(current).optimize(level, work / "optimized_raw")
         current = _only_onnx(work / "optimized_raw", work / "optimized", "model_optimized.onnx")
     if config.quantize == "dynamic-int8":

@@ -51,7 +51,9 @@ class Recipe:
 def parse_recipe(data: Any, source: str = "recipe") -> Recipe:
     """Validate `data` (a mapping as read from YAML) into a Recipe, or raise RecipeError."""
     if not isinstance(data, dict):
-        raise RecipeError(f"{source}: a recipe is a mapping with 'name' and 'steps', got {type(data).__name__}")
+        raise RecipeError(
+            f"{source}: a recipe is a mapping with 'name' and 'steps', got {type(data).__name__}"
+        )
     unknown = set(data) - {"name", "steps", "description"}
     if unknown:
         raise RecipeError(f"{source}: unknown key {sorted(unknown)[0]!r} (allowed: name, steps, description)")
@@ -69,7 +71,9 @@ def parse_recipe(data: Any, source: str = "recipe") -> Recipe:
         if isinstance(raw, str):
             raw = {raw: {}}
         if not isinstance(raw, dict) or len(raw) != 1:
-            raise RecipeError(f"{source}: step {i}: write each step as '- name: {{field: value}}', got {raw!r}")
+            raise RecipeError(
+                f"{source}: step {i}: write each step as '- name: {{field: value}}', got {raw!r}"
+            )
         ((step_name, params),) = raw.items()
         if step_name not in registry:
             raise RecipeError(

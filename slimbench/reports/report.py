@@ -58,7 +58,9 @@ def _fmt_table(t: pd.DataFrame) -> pd.DataFrame:
             "items/s": t["throughput_items_per_s"].map("{:.1f}".format),
             "speedup": t["speedup_vs_baseline"].map(lambda x: "" if pd.isna(x) else f"{x:.2f}x"),
             "peak RSS MiB": (t["peak_rss_bytes"] / MIB).map("{:.0f}".format),
-            "GPU peak MiB": t["gpu_peak_allocated_bytes"].map(lambda x: "" if pd.isna(x) else f"{x / MIB:.0f}"),
+            "GPU peak MiB": t["gpu_peak_allocated_bytes"].map(
+                lambda x: "" if pd.isna(x) else f"{x / MIB:.0f}"
+            ),
             "size MiB": (t["size_on_disk_bytes"] / MIB).map("{:.1f}".format),
             t["metric_name"].iloc[0]: t["metric"].map("{:.4f}".format),
             "vs baseline": t["metric_ratio_to_baseline"].map(lambda x: "" if pd.isna(x) else f"{x:.2%}"),
@@ -76,7 +78,9 @@ def _best_lines(t: pd.DataFrame) -> list[str]:
         if ok.empty:
             continue
         best = ok.sort_values("latency_ms_p50").iloc[0]
-        speed = "" if pd.isna(best["speedup_vs_baseline"]) else f", {best['speedup_vs_baseline']:.2f}x baseline"
+        speed = (
+            "" if pd.isna(best["speedup_vs_baseline"]) else f", {best['speedup_vs_baseline']:.2f}x baseline"
+        )
         lines.append(
             f"- batch {bs}, seq {seq}: fastest within 99% of baseline accuracy is **{best['variant']}** "
             f"({best['latency_ms_p50']:.1f} ms p50{speed}, {best['metric_name']} {best['metric']:.4f})"
@@ -100,7 +104,9 @@ def write_report(paths: list[Path], out_dir: Path) -> Path:
         "variant and workload).",
         "",
     ]
-    for (device, device_name, threads), t in table.groupby(["device", "device_name", "num_threads"], sort=False):
+    for (device, device_name, threads), t in table.groupby(
+        ["device", "device_name", "num_threads"], sort=False
+    ):
         env = t["env"].iloc[0] or {}
         lines += [
             f"## {device}: {device_name}, {threads} thread{'s' if threads != 1 else ''}",
