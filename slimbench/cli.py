@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from slimbench import SlimbenchError, __version__
@@ -113,18 +115,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("results", nargs="+", type=Path, metavar="RESULTS.jsonl")
     p.add_argument("--out", type=Path, default=Path("."), help="output directory (default: .)")
 
-    sub.add_parser(
+    p = sub.add_parser(
         "recipes",
         help="list every step with its parameters, and the built-in recipes",
         description="List every registered step with its parameters and defaults, and every built-in recipe.",
     )
+    p.add_argument("--markdown", action="store_true", help="print the tables the README carries")
     return parser
+
+
+def recipes_markdown() -> str:
+    """The README's step and recipe tables, generated from the registry."""
+    from slimbench.recipes import builtin_recipes
+    from slimbench.registry import LOADERS, config_fields, steps
+
+    lines = ["| step | what it does | parameters (default) | takes -> gives |", "|---|---|---|---|"]
+    for name, step in sorted(steps().items()):
+        params = (
+            "<br>".join(f"`{f}`: {tp} (`{d!r}`)" for f, tp, d in config_fields(step.config_cls)) or "none"
+        )
+        lines.append(
+            f"| `{name}` | {step.summary} | {params.replace('|', '&#124;')} | "
+            f"{'/'.join(step.takes)} -> {step.gives or 'same'} |"
+        )
+    lines += ["", "| recipe | steps | deploys with |", "|---|---|---|"]
+    for name, recipe in builtin_recipes().items():
+        chain = " -> ".join(c.name for c in recipe.steps)
+        lines.append(f"| `{name}` | {chain} | `{LOADERS[recipe.output_kind]}` |")
+    return "\n".join(lines)
 
 
 def cmd_recipes(args) -> int:
     from slimbench.recipes import builtin_recipes
     from slimbench.registry import LOADERS, config_fields, steps
 
+    if args.markdown:
+        print(recipes_markdown())
+        return 0
     print("Steps (use them in a recipe as '- name: {field: value}'):\n")
     for name, step in sorted(steps().items()):
         print(f"  {name}  - {step.summary}")
@@ -217,9 +244,15 @@ COMMANDS = {
 }
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)  # `kill` ends a run as cleanly as Ctrl-C
     try:
         return COMMANDS[args.command](args)
     except SlimbenchError as e:

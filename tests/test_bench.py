@@ -116,3 +116,14 @@ def test_bad_inputs_are_refused(tiny_variants, eval_jsonl, tmp_path):
         run_bench([tmp_path], eval_jsonl, [1], [8], tmp_path / "r.jsonl")
     with pytest.raises(SlimbenchError, match="baseline 'x' is not among"):
         run_bench([path], eval_jsonl, [1], [8], tmp_path / "r.jsonl", baseline="x")
+
+
+def test_worker_peak_rss_is_its_own_not_the_parents():
+    ballast = bytearray(600 * 2**20)  # the parent holds 600 MiB resident
+    ballast[::4096] = b"x" * len(ballast[::4096])
+    code = "from slimbench.bench.worker import peak_rss_bytes; print(peak_rss_bytes())"
+    child = int(
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    )
+    assert 5 * 2**20 < child < 300 * 2**20
+    del ballast

@@ -66,6 +66,14 @@ def _key(variant: str, device: str, batch_size: int, seq_len: int) -> tuple:
     return (variant, device, int(batch_size), int(seq_len))
 
 
+def _die_with_parent() -> None:
+    # a worker whose runner was killed would go on measuring and skew the next run's figures
+    import ctypes
+    import signal
+
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 def _run_worker(job: dict, num_threads: int) -> dict:
     env = dict(os.environ)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
@@ -76,6 +84,7 @@ def _run_worker(job: dict, num_threads: int) -> dict:
         capture_output=True,
         text=True,
         env=env,
+        preexec_fn=_die_with_parent if sys.platform == "linux" else None,
     )
     for line in reversed(proc.stdout.splitlines()):
         if line.startswith(RESULT_PREFIX):

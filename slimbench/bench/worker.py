@@ -14,8 +14,17 @@ from pathlib import Path
 RESULT_PREFIX = "SLIMBENCH_RESULT "
 
 
-def _peak_rss_bytes() -> int:
-    # ru_maxrss is KiB on Linux, bytes on macOS
+def peak_rss_bytes() -> int:
+    """Peak resident memory of this process since it started.
+
+    On Linux, VmHWM of the current address space: ru_maxrss would also count the parent's
+    pages, since it survives fork and exec."""
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak if sys.platform == "darwin" else peak * 1024
 
@@ -40,7 +49,7 @@ def measure_latency(job: dict) -> dict:
     ]
     times = time_calls(lambda i: loaded.forward(pool[i % n_batches]), TimingPlan(**job["plan"]), cuda=cuda)
     out = summarize(times, bs)
-    out["peak_rss_bytes"] = _peak_rss_bytes()
+    out["peak_rss_bytes"] = peak_rss_bytes()
     out["num_threads"] = torch.get_num_threads()
     if cuda:
         out["device_name"] = torch.cuda.get_device_name()
