@@ -55,3 +55,13 @@ def test_optimize_writes_a_variant(tmp_path, tiny_bert):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().splitlines()[-1] == str(tmp_path / "baseline")
     assert (tmp_path / "baseline" / "model.safetensors").is_file()
+
+
+def test_readme_step_table_is_generated_from_the_registry():
+    from pathlib import Path
+
+    from slimbench.cli import recipes_markdown
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    table = readme.split("<!-- recipes:begin -->\n", 1)[1].split("\n<!-- recipes:end -->", 1)[0]
+    assert table == recipes_markdown(), "README table is stale: paste `slimbench recipes --markdown`"
