@@ -111,6 +111,11 @@ class Checkpoint:
         )
         return model.eval()
 
+    def load_config(self):
+        from transformers import AutoConfig
+
+        return AutoConfig.from_pretrained(self.path, trust_remote_code=self.trust_remote_code)
+
     def load_tokenizer(self):
         from transformers import AutoTokenizer
 

@@ -86,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--task", help="text-classification, token-classification or causal-lm (default: from the config)"
     )
+    p.add_argument(
+        "--train-data", type=Path, help="JSONL/CSV with 'text' and 'label': for recover and calibration"
+    )
     p.add_argument("--trust-remote-code", action="store_true", help="allow the checkpoint's own Python code")
     p.add_argument("--allow-pickle", action="store_true", help="allow pickle (.bin) weights")
     p.add_argument("--force", action="store_true", help="rebuild even if an up-to-date variant exists")
@@ -185,8 +188,18 @@ def cmd_optimize(args) -> int:
 
     recipe = load_recipe(args.recipe)  # validated before any model loads
     checkpoint = Checkpoint.open(args.checkpoint, args.task, args.trust_remote_code, args.allow_pickle)
+    train = None
+    if args.train_data is not None:
+        from slimbench.data import read_labelled
+
+        train = read_labelled(args.train_data, checkpoint.load_config().label2id)
     variant = optimize(
-        checkpoint, recipe, args.out, sample_texts=_sample_texts(args.sample_data), force=args.force
+        checkpoint,
+        recipe,
+        args.out,
+        sample_texts=_sample_texts(args.sample_data),
+        train_data=train,
+        force=args.force,
     )
     print(variant.path)
     return 0
@@ -227,7 +240,11 @@ def cmd_demo(args) -> int:
     print(f"Embedded default: {default.path} (held-out accuracy {default.info['eval_accuracy']:.4f})")
     checkpoint = Checkpoint.open(default.path)
     samples = read_labelled(default.eval_path).texts[:16]
-    dirs = [optimize(checkpoint, r, args.out / "models", sample_texts=samples).path for r in recipes]
+    train = read_labelled(default.train_path)
+    dirs = [
+        optimize(checkpoint, r, args.out / "models", sample_texts=samples, train_data=train).path
+        for r in recipes
+    ]
     results = args.out / "results.jsonl"
     status = _bench(args, dirs, default.eval_path, results)
     report = write_report([results], args.out)

@@ -14,12 +14,11 @@ import os
 import random
 import shutil
 import tempfile
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from slimbench.checkpoint import sha256_files
-from slimbench.data import LabelledText, encode, write_jsonl
+from slimbench.data import LabelledText, write_jsonl
 
 DEFAULT_FORMAT = 1  # bump when the build changes in a way the inputs below do not capture
 INFO_FILE = "slimbench-default.json"
@@ -139,15 +138,11 @@ def fine_tune(
     out: Path,
     progress: bool = True,
 ) -> dict:
-    """Plain PyTorch fine-tuning loop: AdamW, linear warm-up and decay, seeded."""
     import torch
-    from tqdm.auto import tqdm
-    from transformers import (
-        AutoModelForSequenceClassification,
-        AutoTokenizer,
-        get_linear_schedule_with_warmup,
-    )
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from transformers.utils import logging as hf_logging
+
+    from slimbench.training import TrainPlan, accuracy, train_classifier
 
     torch.manual_seed(recipe.seed)
     tokenizer = AutoTokenizer.from_pretrained(base)
@@ -160,37 +155,16 @@ def fine_tune(
         label2id={t: i for i, t in enumerate(topics)},
     )
     hf_logging.set_verbosity(verbosity)
-    enc = encode(tokenizer, train.texts, recipe.max_len)
-    labels = torch.tensor(train.labels)
-    steps_per_epoch = -(-len(train) // recipe.batch_size)
-    total = steps_per_epoch * recipe.epochs
-    optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
-    schedule = get_linear_schedule_with_warmup(optimizer, int(recipe.warmup_ratio * total), total)
-    generator = torch.Generator().manual_seed(recipe.seed)
-    start = time.perf_counter()
-    model.train()
-    bar = tqdm(total=total, desc="fine-tune", unit="step", disable=not progress)
-    for epoch in range(recipe.epochs):
-        order = torch.randperm(len(train), generator=generator)
-        for i in range(steps_per_epoch):
-            idx = order[i * recipe.batch_size : (i + 1) * recipe.batch_size]
-            out_ = model(
-                input_ids=enc["input_ids"][idx],
-                attention_mask=enc["attention_mask"][idx],
-                token_type_ids=enc["token_type_ids"][idx] if "token_type_ids" in enc else None,
-                labels=labels[idx],
-            )
-            out_.loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            schedule.step()
-            optimizer.zero_grad(set_to_none=True)
-            bar.set_postfix(epoch=epoch + 1, loss=f"{out_.loss.item():.3f}")
-            bar.update()
-    bar.close()
-    train_seconds = time.perf_counter() - start
-    model.eval()
-    accuracy = evaluate_accuracy(model, tokenizer, held, recipe.max_len)
+    plan = TrainPlan(
+        epochs=recipe.epochs,
+        lr=recipe.lr,
+        batch_size=recipe.batch_size,
+        max_len=recipe.max_len,
+        warmup_ratio=recipe.warmup_ratio,
+        weight_decay=recipe.weight_decay,
+        seed=recipe.seed,
+    )
+    train_seconds = train_classifier(model, tokenizer, train, plan, progress=progress, desc="fine-tune")
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     return {
@@ -200,19 +174,7 @@ def fine_tune(
         "fine_tune": asdict(recipe),
         "train_size": len(train),
         "eval_size": len(held),
-        "eval_accuracy": accuracy,
+        "eval_accuracy": accuracy(model, tokenizer, held, recipe.max_len),
         "train_seconds": round(train_seconds, 1),
         "num_threads": torch.get_num_threads(),
     }
-
-
-def evaluate_accuracy(model, tokenizer, data: LabelledText, max_len: int, batch_size: int = 32) -> float:
-    import torch
-
-    correct = 0
-    with torch.inference_mode():
-        for i in range(0, len(data), batch_size):
-            enc = encode(tokenizer, data.texts[i : i + batch_size], max_len)
-            pred = model(**enc).logits.argmax(-1)
-            correct += int((pred == torch.tensor(data.labels[i : i + batch_size])).sum())
-    return correct / len(data)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import tempfile
 import time
 from dataclasses import dataclass
@@ -27,15 +28,24 @@ class Variant:
     model: Any = None
 
 
-def is_current(variant_dir: Path, recipe: Recipe, source_sha256: str) -> bool:
-    """True when `variant_dir` already holds this recipe applied to this exact checkpoint."""
+DATA_STEPS = ("prune", "recover", "export")  # steps that may read training data (scores, calibration)
+
+
+def data_sha256(data) -> str | None:
+    if data is None:
+        return None
+    h = hashlib.sha256()
+    for text, label in zip(data.texts, data.labels, strict=True):
+        h.update(f"{label}\t{text}\n".encode())
+    return h.hexdigest()
+
+
+def is_current(variant_dir: Path, recipe: Recipe, source: dict) -> bool:
+    """True when `variant_dir` already holds this recipe applied to this exact checkpoint and data."""
     if not (variant_dir / MANIFEST).is_file():
         return False
     manifest = read_manifest(variant_dir)
-    return (
-        manifest.get("recipe") == recipe.to_dict()
-        and manifest.get("source", {}).get("sha256") == source_sha256
-    )
+    return manifest.get("recipe") == recipe.to_dict() and manifest.get("source") == source
 
 
 def optimize(
@@ -44,15 +54,25 @@ def optimize(
     out_dir: Path,
     *,
     sample_texts: list[str],
+    train_data=None,
     force: bool = False,
     log=print,
 ) -> Variant:
     """Apply `recipe` to `checkpoint` and save the variant as `<out_dir>/<recipe.name>/`."""
     if not sample_texts:
         raise SlimbenchError("optimize needs a few real texts for tracing and parity checks")
-    source_sha = checkpoint.weights_sha256
+    uses_data = any(call.name in DATA_STEPS for call in recipe.steps)
+    if uses_data and train_data is None and any(call.name == "recover" for call in recipe.steps):
+        raise SlimbenchError(
+            f"recipe {recipe.name!r} has a 'recover' step: pass training data (--train-data FILE)"
+        )
+    source = {
+        "path": str(checkpoint.path),
+        "sha256": checkpoint.weights_sha256,
+        "train_data_sha256": data_sha256(train_data) if uses_data else None,
+    }
     final = Path(out_dir) / recipe.name
-    if not force and is_current(final, recipe, source_sha):
+    if not force and is_current(final, recipe, source):
         log(f"[{recipe.name}] up to date in {final}")
         return Variant(recipe.name, read_manifest(final)["kind"], final)
     registry = steps()
@@ -60,7 +80,7 @@ def optimize(
     model = checkpoint.load_model()
     kind = "torch"
     with tempfile.TemporaryDirectory(prefix="slimbench-") as work:
-        ctx = StepContext(checkpoint, tokenizer, Path(work), sample_texts)
+        ctx = StepContext(checkpoint, tokenizer, Path(work), sample_texts, train_data=train_data)
         timings = {}
         for i, call in enumerate(recipe.steps, start=1):
             step = registry[call.name]
@@ -77,7 +97,7 @@ def optimize(
         manifest = {
             "recipe": recipe.to_dict(),
             "task": checkpoint.task,
-            "source": {"path": str(checkpoint.path), "sha256": source_sha},
+            "source": source,
             "dtype": ctx.notes.get("dtype", "float32"),
             "steps_seconds": timings,
             "notes": ctx.notes,

@@ -96,7 +96,10 @@ def coerce(value: Any, tp: Any) -> Any:
     if origin is Literal:
         if value in typing.get_args(tp) and not (isinstance(value, bool) and True not in typing.get_args(tp)):
             return value
-        raise ValueError(f"must be {describe_type(tp)}, got {value!r}")
+        hint = ""
+        if isinstance(value, int) and any(isinstance(a, str) and ":" in a for a in typing.get_args(tp)):
+            hint = " (YAML reads an unquoted 2:4 as the number 124: quote it)"
+        raise ValueError(f"must be {describe_type(tp)}, got {value!r}{hint}")
     if origin in (typing.Union, types.UnionType):
         for arg in typing.get_args(tp):
             try:

@@ -66,13 +66,14 @@ def test_manifest_records_recipe_source_and_environment(tiny_variants, tiny_bert
     manifest = read_manifest(tiny_variants["onnx-o2-int8"].path)
     assert manifest["recipe"]["steps"] == [
         {"export": {"format": "onnx", "optimize": "O2", "quantize": "dynamic-int8", "per_channel": False,
-                    "opset": None, "parity_atol": None}}
+                    "calibration_samples": 128, "opset": None, "parity_atol": 1e-3}}
     ]  # fmt: skip
     assert manifest["source"]["sha256"] == Checkpoint.open(tiny_bert).weights_sha256
     assert manifest["kind"] == "onnx" and manifest["dtype"] == "int8"
     assert manifest["loader"].startswith("optimum.onnxruntime")
     assert manifest["environment"]["torch"] == torch.__version__
-    assert manifest["notes"]["export_parity_max_abs_logit_diff"] < 0.5
+    assert manifest["notes"]["export_parity_max_abs_logit_diff"] < 1e-3  # O2 graph before int8
+    assert 0 < manifest["notes"]["int8_max_abs_logit_diff"] < 0.5
     assert manifest["size_on_disk_bytes"] > 0
     # int8 weights are smaller than fp32 ones
     assert (

@@ -62,3 +62,8 @@ def test_load_recipe_from_yaml_file(tmp_path):
         load_recipe(tmp_path / "missing.yaml")
     with pytest.raises(RecipeError, match="unknown recipe 'nope'"):
         load_recipe("nope")
+
+
+def test_static_int8_after_fusion_is_refused():
+    with pytest.raises(RecipeError, match="static-int8 needs optimize O1 or null"):
+        parse_recipe({"name": "r", "steps": [{"export": {"optimize": "O2", "quantize": "static-int8"}}]})

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from slimbench.checkpoint import Checkpoint
+from slimbench.data import LabelledText
 
 
 @dataclass
@@ -15,7 +16,9 @@ class StepContext:
     tokenizer: Any
     workdir: Path  # scratch space for this recipe; removed when the variant is saved
     sample_texts: list[str]  # real inputs: parity checks, tracing, calibration
+    train_data: LabelledText | None = None  # for recovery and calibration
     notes: dict[str, Any] = field(default_factory=dict)  # facts a step records for the manifest
+    masks: dict[str, Any] = field(default_factory=dict)  # parameter name -> bool mask of kept weights
 
     def sample_batch(self, batch_size: int = 4, seq_len: int = 64):
 

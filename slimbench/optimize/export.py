@@ -20,17 +20,26 @@ class ExportConfig:
 
     format: Literal["onnx"] = "onnx"
     optimize: Literal["O1", "O2", "O3", "O4"] | None = None
-    quantize: Literal["dynamic-int8"] | None = None
+    quantize: Literal["dynamic-int8", "static-int8"] | None = None
     per_channel: bool = False
+    calibration_samples: int = 128  # static-int8: texts (training data, else samples) for ranges
     opset: int | None = None
-    # max |logit difference| against the PyTorch model on real inputs; None: 1e-3 for an
-    # unquantized export, no limit (recorded only) once int8 is involved
-    parity_atol: float | None = None
+    # max |logit difference| against the PyTorch model on real inputs, checked before int8
+    # quantization (the int8 difference is recorded, not checked)
+    parity_atol: float = 1e-3
 
     def __post_init__(self):
         if self.opset is not None and not 11 <= self.opset <= 23:
             raise ValueError(f"opset must be between 11 and 23, got {self.opset}")
-        if self.parity_atol is not None and self.parity_atol <= 0:
+        if self.quantize == "static-int8" and self.optimize not in (None, "O1"):
+            # ORT's transformer fusions (O2+) make contrib ops whose activations static QDQ cannot
+            # quantize; ONNX Runtime still applies its own fusions to the QDQ graph at load time
+            raise ValueError(
+                f"static-int8 needs optimize O1 or null (got {self.optimize}): it quantizes before fusion"
+            )
+        if self.calibration_samples < 1:
+            raise ValueError(f"calibration_samples must be >= 1, got {self.calibration_samples}")
+        if self.parity_atol <= 0:
             raise ValueError(f"parity_atol must be > 0, got {self.parity_atol}")
 
 
@@ -90,6 +99,45 @@ def _quantize_dynamic(src: Path, dst: Path, per_channel: bool) -> Path:
     return dst
 
 
+def _quantize_static(src: Path, dst: Path, per_channel: bool, texts: list[str], tokenizer) -> Path:
+    """ORT static int8 in QDQ format, activation ranges calibrated on real text."""
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    names = {i.name for i in onnx.load(str(src / "model.onnx"), load_external_data=False).graph.input}
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.items = iter(
+                {
+                    k: v
+                    for k, v in tokenizer([t], max_length=128, truncation=True, return_tensors="np").items()
+                    if k in names
+                }
+                for t in texts
+            )
+
+        def get_next(self):
+            return next(self.items, None)
+
+    dst.mkdir(parents=True)
+    for f in src.iterdir():
+        if f.suffix == ".json":
+            shutil.copy2(f, dst / f.name)
+    quantize_static(
+        src / "model.onnx",
+        dst / "model.onnx",
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        per_channel=per_channel,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        op_types_to_quantize=["MatMul"],
+        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT, "WeightSymmetric": True},
+    )
+    return dst
+
+
 @register("export", ExportConfig, takes=("torch",), gives="onnx")
 def export(model, config: ExportConfig, ctx):
     """ONNX export through optimum, ORT graph optimization O1-O4, optional ORT dynamic int8."""
@@ -116,18 +164,32 @@ def export(model, config: ExportConfig, ctx):
         )
         ORTOptimizer.from_pretrained(current).optimize(level, work / "optimized_raw")
         current = _only_onnx(work / "optimized_raw", work / "optimized", "model_optimized.onnx")
-    if config.quantize == "dynamic-int8":
-        current = _quantize_dynamic(current, work / "quantized", config.per_channel)
-        ctx.notes["dtype"] = "int8"
-
-    ort_model = ort_class(ctx.checkpoint.task).from_pretrained(current, provider="CPUExecutionProvider")
     batch = ctx.sample_batch()
     with torch.inference_mode():
         reference = model(**batch).logits
-    got = ort_model(**batch).logits
-    diff = float((torch.as_tensor(got) - reference).abs().max())
+    ort_cls = ort_class(ctx.checkpoint.task)
+
+    def parity(path: Path) -> float:
+        got = ort_cls.from_pretrained(path, provider="CPUExecutionProvider")(**batch).logits
+        return float((torch.as_tensor(got) - reference).abs().max())
+
+    diff = parity(current)
     ctx.notes["export_parity_max_abs_logit_diff"] = diff
-    atol = config.parity_atol if config.parity_atol is not None else (None if config.quantize else 1e-3)
-    if atol is not None and diff > atol:
-        raise RuntimeError(f"export: ONNX logits differ from PyTorch by {diff:.3g} > parity_atol {atol:g}")
-    return ort_model
+    if diff > config.parity_atol:
+        raise RuntimeError(
+            f"ONNX logits differ from PyTorch by {diff:.3g} > parity_atol {config.parity_atol:g}"
+        )
+    if config.quantize == "dynamic-int8":
+        current = _quantize_dynamic(current, work / "quantized", config.per_channel)
+    elif config.quantize == "static-int8":
+        texts = ctx.train_data.texts if ctx.train_data is not None else ctx.sample_texts
+        calibration = [
+            texts[i] for i in range(0, len(texts), max(1, len(texts) // config.calibration_samples))
+        ]
+        current = _quantize_static(
+            current, work / "quantized", config.per_channel, calibration, ctx.tokenizer
+        )
+    if config.quantize:
+        ctx.notes["dtype"] = "int8"
+        ctx.notes["int8_max_abs_logit_diff"] = parity(current)
+    return ort_cls.from_pretrained(current, provider="CPUExecutionProvider")

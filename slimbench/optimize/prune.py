@@ -1,0 +1,264 @@
+"""Pruning. `magnitude`: unstructured, smallest |w| zeroed (torch.nn.utils.prune), global or per
+layer. `2:4`: two of every four weights along the input dimension zeroed. `structured`: attention
+heads, FFN neurons and whole layers physically removed from BERT-family encoders, so the saved
+model is smaller and loads with plain `from_pretrained` (config.pruned_heads,
+config.intermediate_size, config.num_hidden_layers).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from slimbench.registry import register
+
+HEAD_NAMES = ("classifier", "score", "lm_head", "qa_outputs")  # task heads are never pruned
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    """Magnitude, 2:4 or structured (heads, FFN neurons, layers) pruning."""
+
+    method: Literal["magnitude", "2:4", "structured"] = "magnitude"
+    sparsity: float = 0.5  # magnitude: fraction of weights zeroed
+    scope: Literal["global", "per-layer"] = "global"  # magnitude
+    semi_structured: bool = False  # 2:4: convert to torch's sparse semi-structured format (CUDA GPUs)
+    heads: float = 0.0  # structured: fraction of attention heads removed in every layer
+    ffn: float = 0.0  # structured: fraction of FFN neurons removed in every layer
+    layers: int = 0  # structured: whole layers removed (the least important by ablation)
+    score: Literal["taylor", "weight-norm"] = "taylor"  # structured: importance of heads and neurons
+    calibration_batches: int = 8  # structured: batches of 16 texts used for scores
+
+    def __post_init__(self):
+        if not 0 < self.sparsity < 1:
+            raise ValueError(f"sparsity must be between 0 and 1 (exclusive), got {self.sparsity}")
+        for name in ("heads", "ffn"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.layers < 0:
+            raise ValueError(f"layers must be >= 0, got {self.layers}")
+        if self.calibration_batches < 1:
+            raise ValueError(f"calibration_batches must be >= 1, got {self.calibration_batches}")
+        if self.method == "structured" and not (self.heads or self.ffn or self.layers):
+            raise ValueError("structured pruning needs at least one of heads, ffn or layers")
+        if self.method != "structured" and (self.heads or self.ffn or self.layers):
+            raise ValueError(f"heads, ffn and layers apply to method 'structured', not {self.method!r}")
+
+
+@register("prune", PruneConfig)
+def prune(model, config: PruneConfig, ctx):
+    """Magnitude, 2:4 or structured pruning (heads, FFN neurons, layers physically removed)."""
+    if config.method == "structured":
+        return prune_structured(model, config, ctx)
+    targets = prunable_linears(model)
+    if config.method == "magnitude":
+        import torch.nn.utils.prune as tprune
+
+        if config.scope == "global":
+            params = [(m, "weight") for m in targets.values()]
+            tprune.global_unstructured(params, pruning_method=tprune.L1Unstructured, amount=config.sparsity)
+        else:
+            for module in targets.values():
+                tprune.l1_unstructured(module, "weight", amount=config.sparsity)
+        for module in targets.values():
+            tprune.remove(module, "weight")  # bake the mask into the weight
+    else:
+        with torch.no_grad():
+            for name, module in targets.items():
+                if module.in_features % 4:
+                    raise ValueError(f"2:4 needs in_features divisible by 4; {name} has {module.in_features}")
+                module.weight.mul_(two_of_four_mask(module.weight))
+        if config.semi_structured:
+            model = to_semi_structured(model, targets)
+    ctx.masks.update({f"{name}.weight": (m.weight != 0) for name, m in targets.items()})
+    zeros = sum(int((m.weight == 0).sum()) for m in targets.values())
+    total = sum(m.weight.numel() for m in targets.values())
+    ctx.notes["sparsity"] = zeros / total
+    ctx.notes["pruned_linear_layers"] = len(targets)
+    return model
+
+
+def prunable_linears(model) -> dict[str, nn.Linear]:
+    return {
+        name: m
+        for name, m in model.named_modules()
+        if isinstance(m, nn.Linear) and name.split(".")[0] not in HEAD_NAMES
+    }
+
+
+def two_of_four_mask(weight: torch.Tensor) -> torch.Tensor:
+    """Keep the two largest |w| of every group of four along the input dimension."""
+    groups = weight.detach().abs().reshape(weight.shape[0], -1, 4)
+    keep = groups.topk(2, dim=-1).indices
+    return torch.zeros_like(groups, dtype=torch.bool).scatter_(-1, keep, True).reshape(weight.shape)
+
+
+def is_two_of_four(weight: torch.Tensor) -> bool:
+    return bool(((weight.reshape(weight.shape[0], -1, 4) != 0).sum(-1) <= 2).all())
+
+
+def to_semi_structured(model, targets):
+    if not torch.cuda.is_available() or torch.cuda.get_device_capability() < (8, 0):
+        raise RuntimeError("semi_structured needs a CUDA GPU of compute capability 8.0 or newer")
+    from torch.sparse import to_sparse_semi_structured
+
+    model = model.half().cuda()
+    for module in targets.values():
+        module.weight = nn.Parameter(to_sparse_semi_structured(module.weight))
+    return model
+
+
+# ----------------------------------------------------------------------------------------------
+# structured pruning, BERT family
+
+
+def encoder_layers(model) -> nn.ModuleList:
+    layers = getattr(getattr(model.base_model, "encoder", None), "layer", None)
+    if layers is None or not all(hasattr(layers[0], a) for a in ("attention", "intermediate", "output")):
+        raise ValueError(
+            f"structured pruning supports BERT-family encoders (BERT, RoBERTa, MiniLM, ...), "
+            f"not {type(model).__name__}"
+        )
+    return layers
+
+
+def _calibration(model, ctx, n_batches: int, batch_size: int = 16):
+    """Batches of real text with labels (the training labels, else the model's own predictions)."""
+    data = ctx.train_data
+    texts = data.texts if data is not None else ctx.sample_texts
+    n = min(len(texts), n_batches * batch_size)
+    step = max(1, len(texts) // n)
+    picked = list(range(0, len(texts), step))[:n]
+    batches = []
+    for i in range(0, len(picked), batch_size):
+        idx = picked[i : i + batch_size]
+        enc = dict(ctx.tokenizer([texts[j] for j in idx], max_length=128, truncation=True, padding=True,
+                                 return_tensors="pt"))  # fmt: skip
+        if data is not None:
+            labels = torch.tensor([data.labels[j] for j in idx])
+        else:
+            with torch.inference_mode():
+                labels = model(**enc).logits.argmax(-1)
+        batches.append((enc, labels))
+    return batches
+
+
+def _loss(model, batches, **kwargs) -> float:
+    with torch.inference_mode():
+        return sum(float(F.cross_entropy(model(**enc, **kwargs).logits, y)) for enc, y in batches) / len(
+            batches
+        )
+
+
+def layer_importance(model, batches) -> list[float]:
+    """Loss increase when each layer alone is skipped."""
+    encoder = model.base_model.encoder
+    layers = encoder.layer
+    base = _loss(model, batches)
+    scores = []
+    for i in range(len(layers)):
+        encoder.layer = nn.ModuleList([m for j, m in enumerate(layers) if j != i])
+        try:
+            scores.append(_loss(model, batches) - base)
+        finally:
+            encoder.layer = layers
+    return scores
+
+
+def taylor_scores(model, batches) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """First-order Taylor importance: |dL/d mask| per head (Michel et al., 2019) and
+    |sum(a * dL/da)| per FFN neuron, accumulated over the calibration batches."""
+    layers = encoder_layers(model)
+    n_heads = layers[0].attention.self.num_attention_heads
+    head_mask = torch.ones(len(layers), n_heads, requires_grad=True)
+    acts: list[torch.Tensor] = []
+
+    def keep(module, inputs, output):  # a hook that returns None leaves the output as it is
+        output.retain_grad()
+        acts.append(output)
+
+    hooks = [layer.intermediate.register_forward_hook(keep) for layer in layers]
+    head_scores = torch.zeros(len(layers), n_heads)
+    ffn_scores = [torch.zeros(layer.intermediate.dense.out_features) for layer in layers]
+    try:
+        with torch.enable_grad():
+            for enc, labels in batches:
+                acts.clear()
+                loss = F.cross_entropy(model(**enc, head_mask=head_mask).logits, labels)
+                loss.backward()
+                head_scores += head_mask.grad.abs()
+                head_mask.grad = None
+                for i, a in enumerate(acts):
+                    ffn_scores[i] += (a * a.grad).sum(dim=(0, 1)).abs().detach()
+    finally:
+        for h in hooks:
+            h.remove()
+        model.zero_grad(set_to_none=True)
+    return head_scores, ffn_scores
+
+
+@torch.no_grad()
+def weight_norm_scores(model) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    layers = encoder_layers(model)
+    head_scores, ffn_scores = [], []
+    for layer in layers:
+        attn = layer.attention.self
+        d = attn.attention_head_size
+        per_head = []
+        for h in range(attn.num_attention_heads):
+            rows = slice(h * d, (h + 1) * d)
+            qkv = sum(float(lin.weight[rows].norm()) for lin in (attn.query, attn.key, attn.value))
+            per_head.append(qkv + float(layer.attention.output.dense.weight[:, rows].norm()))
+        head_scores.append(torch.tensor(per_head))
+        ffn_scores.append(layer.intermediate.dense.weight.norm(dim=1) * layer.output.dense.weight.norm(dim=0))
+    return torch.stack(head_scores), [s.detach() for s in ffn_scores]
+
+
+def prune_structured(model, config: PruneConfig, ctx):
+    from transformers.pytorch_utils import prune_linear_layer
+
+    layers = encoder_layers(model)
+    if model.config.pruned_heads:
+        raise ValueError(
+            "the checkpoint already has pruned heads; structured pruning starts from an unpruned one"
+        )
+    model.eval()
+    batches = _calibration(model, ctx, config.calibration_batches)
+    notes = {"score": config.score}
+    if config.layers:
+        if config.layers >= len(layers):
+            raise ValueError(f"layers={config.layers} would remove all {len(layers)} layers")
+        importance = layer_importance(model, batches)
+        keep = sorted(sorted(range(len(layers)), key=lambda i: -importance[i])[: len(layers) - config.layers])
+        model.base_model.encoder.layer = nn.ModuleList([layers[i] for i in keep])
+        model.config.num_hidden_layers = len(keep)
+        notes["layers_kept"] = keep
+        layers = model.base_model.encoder.layer
+    if config.heads or config.ffn:
+        head_scores, ffn_scores = (
+            taylor_scores(model, batches) if config.score == "taylor" else weight_norm_scores(model)
+        )
+        if config.heads:
+            n_heads = layers[0].attention.self.num_attention_heads
+            n_drop = round(config.heads * n_heads)
+            if not 0 < n_drop < n_heads:
+                raise ValueError(f"heads={config.heads} removes {n_drop} of {n_heads} heads per layer")
+            to_prune = {i: head_scores[i].argsort()[:n_drop].tolist() for i in range(len(layers))}
+            model.prune_heads(to_prune)
+            notes["heads_removed_per_layer"] = n_drop
+        if config.ffn:
+            size = layers[0].intermediate.dense.out_features
+            keep_n = size - round(config.ffn * size)
+            for i, layer in enumerate(layers):
+                keep = ffn_scores[i].argsort(descending=True)[:keep_n].sort().values
+                layer.intermediate.dense = prune_linear_layer(layer.intermediate.dense, keep, dim=0)
+                layer.output.dense = prune_linear_layer(layer.output.dense, keep, dim=1)
+            model.config.intermediate_size = keep_n
+            notes["intermediate_size"] = keep_n
+    notes["parameters"] = sum(p.numel() for p in model.parameters())
+    ctx.notes["structured"] = notes
+    return model

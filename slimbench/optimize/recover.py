@@ -1,0 +1,64 @@
+"""Recovery: a short fine-tune after pruning, optionally distilled from the unpruned checkpoint
+(KL on softened logits plus the label loss). Zeroed weights stay zero."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from slimbench.registry import register
+from slimbench.training import TrainPlan, accuracy, train_classifier
+
+
+@dataclass(frozen=True)
+class RecoverConfig:
+    """Short fine-tune on the training data, optionally distilled from the unpruned model."""
+
+    epochs: int = 1
+    lr: float = 5e-5
+    batch_size: int = 16
+    max_len: int = 128
+    distill: bool = True
+    temperature: float = 2.0
+    alpha: float = 0.5  # weight of the distillation term
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        if not 0 < self.lr < 1:
+            raise ValueError(f"lr must be between 0 and 1, got {self.lr}")
+        if not 0 <= self.alpha <= 1:
+            raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+
+
+@register("recover", RecoverConfig)
+def recover(model, config: RecoverConfig, ctx):
+    """Short fine-tune after pruning, with optional distillation from the unpruned model."""
+    if ctx.train_data is None:
+        raise ValueError("recover needs training data: pass --train-data FILE (JSONL or CSV, text and label)")
+    if ctx.checkpoint.task != "text-classification":
+        raise ValueError(f"recover supports text-classification, not {ctx.checkpoint.task}")
+    torch.manual_seed(config.seed)
+    teacher = ctx.checkpoint.load_model() if config.distill else None
+    plan = TrainPlan(
+        epochs=config.epochs, lr=config.lr, batch_size=config.batch_size, max_len=config.max_len,
+        seed=config.seed, temperature=config.temperature, alpha=config.alpha,
+    )  # fmt: skip
+    seconds = train_classifier(
+        model, ctx.tokenizer, ctx.train_data, plan, teacher=teacher, masks=ctx.masks, desc="recover"
+    )
+    ctx.notes["recover_seconds"] = round(seconds, 1)
+    ctx.notes["recover_train_accuracy_sample"] = accuracy(
+        model, ctx.tokenizer, _head(ctx.train_data, 256), config.max_len
+    )
+    return model
+
+
+def _head(data, n):
+    from slimbench.data import LabelledText
+
+    return LabelledText(data.texts[:n], data.labels[:n])

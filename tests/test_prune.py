@@ -1,0 +1,160 @@
+"""Pruning and recovery on tiny models: shapes shrink, sparsity is exact, patterns hold, reloads work."""
+
+import json
+
+import pytest
+import torch
+
+from conftest import LABELS, TEXTS
+from slimbench.checkpoint import Checkpoint
+from slimbench.data import LabelledText
+from slimbench.optimize.context import StepContext
+from slimbench.optimize.prune import PruneConfig, is_two_of_four, prunable_linears, prune
+from slimbench.optimize.recover import RecoverConfig, recover
+from slimbench.pipeline import optimize
+from slimbench.recipes import parse_recipe
+
+TRAIN = LabelledText(TEXTS * 4, [i % len(LABELS) for i in range(len(TEXTS) * 4)])
+
+
+@pytest.fixture
+def ctx(tiny_bert, tmp_path):
+    checkpoint = Checkpoint.open(tiny_bert)
+    return StepContext(checkpoint, checkpoint.load_tokenizer(), tmp_path, TEXTS, train_data=TRAIN)
+
+
+def weights(model):
+    return [m.weight for m in prunable_linears(model).values()]
+
+
+@pytest.mark.parametrize("scope", ["global", "per-layer"])
+def test_magnitude_sparsity_is_exact(ctx, scope):
+    model = prune(
+        ctx.checkpoint.load_model(), PruneConfig(method="magnitude", sparsity=0.6, scope=scope), ctx
+    )
+    ws = weights(model)
+    zeros = sum(int((w == 0).sum()) for w in ws)
+    assert zeros / sum(w.numel() for w in ws) == pytest.approx(0.6, abs=1e-3)
+    assert ctx.notes["sparsity"] == pytest.approx(0.6, abs=1e-3)
+    if scope == "per-layer":
+        for w in ws:
+            assert float((w == 0).float().mean()) == pytest.approx(0.6, abs=0.02)
+    assert model.classifier.weight.ne(0).all()  # the task head is not pruned
+
+
+def test_two_of_four_pattern_holds_in_every_group(ctx):
+    model = prune(ctx.checkpoint.load_model(), PruneConfig(method="2:4"), ctx)
+    for w in weights(model):
+        assert is_two_of_four(w)
+        assert int((w.reshape(w.shape[0], -1, 4) != 0).sum(-1).max()) == 2
+    assert ctx.notes["sparsity"] == pytest.approx(0.5)
+    assert not is_two_of_four(torch.ones(2, 8))
+
+
+def test_semi_structured_needs_a_gpu(ctx):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU; the check is for machines without one")
+    with pytest.raises(RuntimeError, match="CUDA GPU"):
+        prune(ctx.checkpoint.load_model(), PruneConfig(method="2:4", semi_structured=True), ctx)
+
+
+@pytest.mark.parametrize("score", ["taylor", "weight-norm"])
+def test_structured_pruning_shrinks_and_reloads(ctx, tmp_path, score):
+    model = ctx.checkpoint.load_model()
+    before = sum(p.numel() for p in model.parameters())
+    config = PruneConfig(
+        method="structured", heads=0.5, ffn=0.5, layers=1, score=score, calibration_batches=2
+    )
+    model = prune(model, config, ctx)
+    assert model.config.num_hidden_layers == 1 and len(model.bert.encoder.layer) == 1
+    assert model.config.intermediate_size == 32
+    layer = model.bert.encoder.layer[0]
+    assert layer.attention.self.num_attention_heads == 2 and layer.attention.self.query.out_features == 16
+    assert layer.intermediate.dense.out_features == 32 and layer.output.dense.in_features == 32
+    assert sum(p.numel() for p in model.parameters()) < before
+    enc = ctx.tokenizer(TEXTS[:3], padding=True, return_tensors="pt")
+    with torch.inference_mode():
+        expected = model(**enc).logits
+    model.save_pretrained(tmp_path / "saved")
+    config_json = json.loads((tmp_path / "saved" / "config.json").read_text())
+    assert config_json["num_hidden_layers"] == 1 and config_json["intermediate_size"] == 32
+    from transformers import AutoModelForSequenceClassification
+
+    reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "saved").eval()
+    with torch.inference_mode():
+        torch.testing.assert_close(reloaded(**enc).logits, expected)
+
+
+def test_structured_refuses_non_bert_models(ctx):
+    from transformers import GPT2Config, GPT2ForSequenceClassification
+
+    gpt2 = GPT2ForSequenceClassification(
+        GPT2Config(n_layer=1, n_head=2, n_embd=16, vocab_size=100, num_labels=5)
+    )
+    with pytest.raises(ValueError, match="BERT-family encoders"):
+        prune(gpt2, PruneConfig(method="structured", heads=0.5), ctx)
+
+
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"method": "structured"}, "needs at least one of heads, ffn or layers"),
+        ({"method": "magnitude", "heads": 0.5}, "apply to method 'structured'"),
+        ({"sparsity": 1.0}, "sparsity must be between 0 and 1"),
+        ({"method": 124}, "quote it"),
+    ],
+)
+def test_bad_prune_parameters_fail_validation(params, message):
+    with pytest.raises(Exception, match=message):
+        parse_recipe({"name": "r", "steps": [{"prune": params}]})
+
+
+def test_recover_keeps_pruned_weights_zero_and_learns(ctx):
+    model = prune(ctx.checkpoint.load_model(), PruneConfig(method="magnitude", sparsity=0.5), ctx)
+    before = [w.detach().clone() for w in weights(model)]
+    model = recover(model, RecoverConfig(epochs=2, lr=1e-3, batch_size=8, max_len=32), ctx)
+    after = weights(model)
+    assert any(not torch.equal(a, b) for a, b in zip(after, before, strict=True)), "recovery changed nothing"
+    for a, b in zip(after, before, strict=True):
+        assert torch.equal(a == 0, b == 0)
+    assert ctx.notes["recover_seconds"] > 0
+
+
+def test_recover_without_training_data_is_refused(ctx):
+    ctx.train_data = None
+    with pytest.raises(ValueError, match="--train-data"):
+        recover(ctx.checkpoint.load_model(), RecoverConfig(), ctx)
+
+
+def test_pruned_int8_recipe_end_to_end_on_tiny_model(tiny_bert, tmp_path):
+    recipe = parse_recipe(
+        {
+            "name": "tiny-pruned-int8",
+            "steps": [
+                {"prune": {"method": "structured", "heads": 0.5, "ffn": 0.5, "calibration_batches": 1}},
+                {"recover": {"epochs": 1, "batch_size": 8, "max_len": 32}},
+                {"export": {"optimize": "O1", "quantize": "static-int8", "calibration_samples": 8}},
+            ],
+        }
+    )
+    variant = optimize(Checkpoint.open(tiny_bert), recipe, tmp_path, sample_texts=TEXTS, train_data=TRAIN,
+                       log=lambda *_: None)  # fmt: skip
+    manifest = json.loads((variant.path / "slimbench.json").read_text())
+    assert manifest["dtype"] == "int8" and manifest["kind"] == "onnx"
+    assert manifest["notes"]["structured"]["intermediate_size"] == 32
+    assert manifest["notes"]["export_parity_max_abs_logit_diff"] < 1e-3
+    assert manifest["source"]["train_data_sha256"]
+    from optimum.onnxruntime import ORTModelForSequenceClassification
+
+    ort = ORTModelForSequenceClassification.from_pretrained(variant.path)
+    assert ort(**ort_inputs(variant.path)).logits.shape == (2, 5)
+    import onnx
+
+    ops = {n.op_type for n in onnx.load(str(variant.path / "model.onnx")).graph.node}
+    assert "QuantizeLinear" in ops and "DequantizeLinear" in ops  # static QDQ
+
+
+def ort_inputs(path):
+    from transformers import AutoTokenizer
+
+    return dict(AutoTokenizer.from_pretrained(path)(TEXTS[:2], padding=True, return_tensors="pt"))
