@@ -68,7 +68,14 @@ def save_variant(
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.partial-", dir=out_dir))
     try:
         if kind == "torch":
-            model.save_pretrained(tmp, safe_serialization=True)
+            quant = getattr(model.config, "quantization_config", None)
+            method = (
+                quant.get("quant_method") if isinstance(quant, dict) else getattr(quant, "quant_method", None)
+            )
+            # torchao tensor subclasses are saved with torch's serializer; everything else as safetensors
+            model.save_pretrained(
+                tmp, safe_serialization=str(method) not in ("torchao", "QuantizationMethod.TORCHAO")
+            )
         elif kind == "torch-int8":
             from slimbench.optimize.quantize import to_torchscript
 

@@ -68,12 +68,14 @@ def eval_jsonl(tmp_path_factory) -> Path:
 def tiny_variants(tiny_bert, tmp_path_factory):
     """Every built-in recipe applied to the tiny BERT: {recipe name: Variant}."""
     from slimbench.checkpoint import Checkpoint
+    from slimbench.data import LabelledText
     from slimbench.pipeline import optimize
     from slimbench.recipes import builtin_recipes
 
     out = tmp_path_factory.mktemp("variants")
     checkpoint = Checkpoint.open(tiny_bert)
+    train = LabelledText(TEXTS * 2, [i % len(LABELS) for i in range(len(TEXTS) * 2)])
     return {
-        name: optimize(checkpoint, recipe, out, sample_texts=TEXTS, log=lambda *_: None)
+        name: optimize(checkpoint, recipe, out, sample_texts=TEXTS, train_data=train, log=lambda *_: None)
         for name, recipe in builtin_recipes().items()
     }

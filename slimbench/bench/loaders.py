@@ -60,7 +60,8 @@ def load(model_dir: Path, device: str = "cpu", num_threads: int | None = None) -
         return {k: v.to(device) for k, v in batch.items()}
 
     if kind == "torch":
-        model = auto_class(task).from_pretrained(model_dir).eval().to(device)
+        # device_map, not .to(): quantized (bitsandbytes) models are placed while loading
+        model = auto_class(task).from_pretrained(model_dir, device_map=device).eval()
 
         def forward(batch):
             with torch.inference_mode():

@@ -66,3 +66,66 @@ def to_torchscript(model, example) -> torch.jit.ScriptModule:
         return torch.jit.trace(
             LogitsOnly(model).eval(), (example["input_ids"], example["attention_mask"]), strict=False
         )
+
+
+@dataclass(frozen=True)
+class QuantizeConfig:
+    """bitsandbytes 8/4-bit or torchao weight quantization, through transformers' quantization_config."""
+
+    backend: Literal["bitsandbytes", "torchao"] = "bitsandbytes"
+    bits: Literal[4, 8] = 8  # bitsandbytes: LLM.int8 or 4-bit
+    llm_int8_threshold: float = 6.0  # bitsandbytes 8-bit: outlier threshold
+    quant_type: Literal["nf4", "fp4"] = "nf4"  # bitsandbytes 4-bit
+    double_quant: bool = True  # bitsandbytes 4-bit: quantize the scales too
+    compute_dtype: Literal["float32", "float16", "bfloat16"] = "float32"  # bitsandbytes 4-bit
+    scheme: Literal["int8-weight-only", "int8-dynamic", "int4-weight-only"] = "int8-weight-only"  # torchao
+    group_size: int = 128  # torchao int4
+
+    def __post_init__(self):
+        if self.llm_int8_threshold <= 0:
+            raise ValueError(f"llm_int8_threshold must be > 0, got {self.llm_int8_threshold}")
+        if self.group_size not in (32, 64, 128, 256):
+            raise ValueError(f"group_size must be 32, 64, 128 or 256, got {self.group_size}")
+
+    def transformers_config(self):
+        if self.backend == "bitsandbytes":
+            from transformers import BitsAndBytesConfig
+
+            if self.bits == 8:
+                return BitsAndBytesConfig(load_in_8bit=True, llm_int8_threshold=self.llm_int8_threshold)
+            return BitsAndBytesConfig(
+                load_in_4bit=True,
+                bnb_4bit_quant_type=self.quant_type,
+                bnb_4bit_use_double_quant=self.double_quant,
+                bnb_4bit_compute_dtype=getattr(torch, self.compute_dtype),
+            )
+        from torchao.quantization import (
+            Int4WeightOnlyConfig,
+            Int8DynamicActivationInt8WeightConfig,
+            Int8WeightOnlyConfig,
+        )
+        from transformers import TorchAoConfig
+
+        scheme = {
+            "int8-weight-only": Int8WeightOnlyConfig,
+            "int8-dynamic": Int8DynamicActivationInt8WeightConfig,
+            "int4-weight-only": lambda: Int4WeightOnlyConfig(group_size=self.group_size),
+        }[self.scheme]()
+        return TorchAoConfig(quant_type=scheme)
+
+
+@register("quantize", QuantizeConfig, takes=("torch",))
+def quantize(model, config: QuantizeConfig, ctx):
+    """bitsandbytes 8/4-bit or torchao weight quantization; reloads with plain from_pretrained."""
+    from slimbench.checkpoint import auto_class
+
+    # transformers quantizes while loading: save what the steps before produced, reload quantized
+    staged = ctx.workdir / "quantize-source"
+    model.save_pretrained(staged, safe_serialization=True)
+    device_map = "cuda" if torch.cuda.is_available() else "cpu"
+    quantized = auto_class(ctx.checkpoint.task).from_pretrained(
+        staged, quantization_config=config.transformers_config(), device_map=device_map
+    )
+    ctx.notes["dtype"] = f"int{config.bits}" if config.backend == "bitsandbytes" else config.scheme
+    ctx.notes["quantization_device"] = device_map
+    return quantized.eval()
