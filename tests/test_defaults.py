@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from slimbench.defaults import FineTune, bbc_news, split
@@ -41,5 +43,7 @@ def test_demo_end_to_end_on_the_real_default(tmp_path, monkeypatch):
     assert by_variant["onnx"]["agreement_with_baseline"] >= 0.99
     assert by_variant["onnx-o2-int8"]["metric_ratio_to_baseline"] >= 0.98
     report = (out / "report.md").read_text()
-    assert "| onnx-o2-int8 |" in report and "| torch-int8 |" in report
+    for variant in ("baseline", "torch-int8", "onnx", "onnx-o2-int8"):
+        assert re.search(rf"^\| {variant} +\| +1 \| +128 \|", report, re.M), variant
+        assert re.search(rf"^\| {variant} +\| +32 \| +128 \|", report, re.M), variant
     assert (out / "report.csv").is_file()
