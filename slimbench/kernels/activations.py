@@ -1,0 +1,59 @@
+"""Bias + GELU (BERT FFN, exact erf GELU) and SwiGLU (Llama MLP: silu(gate) * up), forward."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+import triton
+import triton.language as tl
+
+from slimbench.kernels._launch import use_triton
+
+BLOCK = 1024
+
+
+@triton.jit
+def _bias_gelu_kernel(X, B, Y, numel, N, BLOCK: tl.constexpr):
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < numel
+    x = tl.load(X + offs, mask=mask, other=0.0).to(tl.float32)
+    x += tl.load(B + offs % N, mask=mask, other=0.0).to(tl.float32)
+    y = 0.5 * x * (1.0 + tl.math.erf(x * 0.7071067811865476))
+    tl.store(Y + offs, y.to(Y.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _swiglu_kernel(G, U, Y, numel, BLOCK: tl.constexpr):
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < numel
+    g = tl.load(G + offs, mask=mask, other=0.0).to(tl.float32)
+    u = tl.load(U + offs, mask=mask, other=0.0).to(tl.float32)
+    silu = (g / (1.0 + tl.exp(-g))).to(U.dtype.element_ty).to(tl.float32)  # as F.silu: computed, then cast
+    tl.store(Y + offs, (silu * u).to(Y.dtype.element_ty), mask=mask)
+
+
+def bias_gelu(x, bias):
+    """gelu(x + bias), bias broadcast over the last dimension."""
+    if not use_triton(x):
+        return bias_gelu_reference(x, bias)
+    x = x.contiguous()
+    y = torch.empty_like(x)
+    _bias_gelu_kernel[(triton.cdiv(x.numel(), BLOCK),)](x, bias, y, x.numel(), x.shape[-1], BLOCK=BLOCK)
+    return y
+
+
+def swiglu(gate, up):
+    if not use_triton(gate):
+        return swiglu_reference(gate, up)
+    gate, up = gate.contiguous(), up.contiguous()
+    y = torch.empty_like(up)
+    _swiglu_kernel[(triton.cdiv(up.numel(), BLOCK),)](gate, up, y, up.numel(), BLOCK=BLOCK)
+    return y
+
+
+def bias_gelu_reference(x, bias):
+    return F.gelu(x.float() + bias.float()).to(x.dtype)
+
+
+def swiglu_reference(gate, up):
+    return F.silu(gate) * up

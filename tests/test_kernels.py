@@ -1,0 +1,113 @@
+"""Each Triton kernel against its PyTorch reference, in the Triton interpreter on the CPU
+(TRITON_INTERPRET=1), over odd and edge-case shapes and three dtypes. Speed is measured on a
+GPU by the benchmark suite, never here."""
+
+import os
+
+import pytest
+import torch
+
+os.environ["TRITON_INTERPRET"] = "1"  # must be set before a kernel is first launched
+
+from slimbench.kernels import activations, attention, layer_norm, quant_matmul, rms_norm  # noqa: E402
+
+DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+TOL = {torch.float32: (1e-5, 1e-5), torch.float16: (2e-3, 2e-3), torch.bfloat16: (2e-2, 2e-2)}
+
+
+def close(got, want, dtype, scale=1.0):
+    atol, rtol = TOL[dtype]
+    torch.testing.assert_close(got.float(), want.float(), atol=atol * scale, rtol=rtol * scale)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1, 1, 8), (3, 5, 384), (2, 7, 100), (1, 33, 768)])
+@pytest.mark.parametrize("residual", [True, False])
+def test_add_layer_norm(shape, dtype, residual):
+    torch.manual_seed(0)
+    x = torch.randn(shape).to(dtype)
+    r = torch.randn(shape).to(dtype) if residual else None
+    w, b = torch.randn(shape[-1]).to(dtype), torch.randn(shape[-1]).to(dtype)
+    close(layer_norm.add_layer_norm(x, r, w, b, 1e-12), layer_norm.reference(x, r, w, b, 1e-12), dtype, 4)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1, 1, 16), (2, 9, 288), (3, 5, 1000)])
+def test_rms_norm_with_and_without_residual(shape, dtype):
+    torch.manual_seed(0)
+    x, r, w = torch.randn(shape).to(dtype), torch.randn(shape).to(dtype), torch.rand(shape[-1]).to(dtype)
+    close(rms_norm.rms_norm(x, w, 1e-6), rms_norm.reference(x, w, 1e-6), dtype, 4)
+    y, s = rms_norm.rms_norm(x, w, 1e-6, residual=r)
+    y_ref, s_ref = rms_norm.reference(x, w, 1e-6, residual=r)
+    close(y, y_ref, dtype, 4)
+    close(s, s_ref, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1, 1, 1), (2, 3, 1536), (5, 7, 1000)])
+def test_bias_gelu_and_swiglu(shape, dtype):
+    torch.manual_seed(0)
+    x, up, bias = (
+        torch.randn(shape).to(dtype) * 3,
+        torch.randn(shape).to(dtype),
+        torch.randn(shape[-1]).to(dtype),
+    )
+    close(activations.bias_gelu(x, bias), activations.bias_gelu_reference(x, bias), dtype, 2)
+    close(activations.swiglu(x, up), activations.swiglu_reference(x, up), dtype, 2)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(
+    "B, H, S_q, S_k, D, causal",
+    [(1, 1, 1, 1, 32, False), (2, 3, 17, 17, 64, False), (1, 2, 33, 33, 128, True), (2, 1, 5, 70, 32, True),
+     (1, 2, 70, 70, 64, True)],
+)  # fmt: skip
+def test_attention_matches_reference(B, H, S_q, S_k, D, causal, dtype):
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(B, H, s, D).to(dtype) for s in (S_q, S_k, S_k))
+    keep = torch.ones(B, S_k, dtype=torch.bool)
+    keep[-1, : S_k // 3] = False  # left padding in the last sequence
+    got = attention.flash_attention(q, k, v, keep, causal=causal)
+    close(got, attention.reference(q, k, v, keep, causal=causal), dtype, 5)
+
+
+def test_attention_fully_padded_row_gives_zeros():
+    q, k, v = (torch.randn(2, 2, 9, 32) for _ in range(3))
+    keep = torch.ones(2, 9, dtype=torch.bool)
+    keep[1] = False
+    got = attention.flash_attention(q, k, v, keep)
+    assert torch.equal(got[1], torch.zeros_like(got[1]))
+    torch.testing.assert_close(got, attention.reference(q, k, v, keep))
+
+
+def test_attention_rejects_unsupported_head_dims():
+    q = torch.randn(1, 1, 4, 48)
+    with pytest.raises(ValueError, match="head dim"):
+        attention.flash_attention(q, q, q)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("bits, group", [(8, 128), (4, 32), (4, 128)])
+@pytest.mark.parametrize("M, K, N", [(1, 128, 64), (7, 256, 100), (33, 384, 96)])
+def test_weight_only_matmul(M, K, N, bits, group, dtype):
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(K, N).to(dtype)
+    module = quant_matmul.QuantLinear(linear, bits=bits, group_size=group)
+    x = torch.randn(2, M, K).to(dtype)
+    want = quant_matmul.reference(x, module.qweight, module.scale, module.bias, bits, group)
+    close(module(x), want, dtype, 20 if dtype != torch.float32 else 10)
+    # the quantization itself (fp32 scales) is within half a step of the weights
+    w = linear.weight.detach().float()
+    q, scale = quant_matmul.quantize_int8(w) if bits == 8 else quant_matmul.quantize_int4(w, group)
+    step = scale[:, None] if bits == 8 else scale.repeat_interleave(group, dim=1)
+    assert bool(((quant_matmul.dequantize(q, scale, bits, group) - w).abs() <= step / 2 + 1e-7).all())
+
+
+def test_int4_packing_round_trips():
+    w = torch.randn(8, 64)
+    q, s = quant_matmul.quantize_int4(w, 32)
+    assert q.dtype == torch.uint8 and q.shape == (8, 32) and s.shape == (8, 2)
+    deq = quant_matmul.dequantize(q, s, 4, 32)
+    assert float((deq - w).abs().max()) <= float(s.max()) / 2 + 1e-6
+    with pytest.raises(ValueError, match="multiple of group_size"):
+        quant_matmul.quantize_int4(torch.randn(4, 40), 32)
