@@ -76,6 +76,10 @@ def save_variant(
             model.save_pretrained(
                 tmp, safe_serialization=str(method) not in ("torchao", "QuantizationMethod.TORCHAO")
             )
+        elif kind == "torch-kernels":
+            from slimbench.kernels.quant_matmul import dequantized_state_dict
+
+            model.save_pretrained(tmp, state_dict=dequantized_state_dict(model), safe_serialization=True)
         elif kind == "torch-int8":
             from slimbench.optimize.quantize import to_torchscript
 

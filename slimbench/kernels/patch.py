@@ -1,0 +1,180 @@
+"""The only place that knows Hugging Face module names: swaps the fused kernels into BERT-family
+and Llama-family models, per instance (other models in the process are untouched).
+
+Weights are unchanged except with `weight_only`, which replaces Linear layers by QuantLinear.
+A deployed model re-applies the same call after `from_pretrained`.
+"""
+
+from __future__ import annotations
+
+import math
+import types
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from slimbench.kernels.activations import bias_gelu, swiglu
+from slimbench.kernels.attention import flash_attention
+from slimbench.kernels.layer_norm import add_layer_norm
+from slimbench.kernels.quant_matmul import QuantLinear, weight_only_matmul
+from slimbench.kernels.rms_norm import rms_norm
+
+ATTENTION_NAME = "slimbench_flash"
+SUPPORTED_HEAD_DIMS = (16, 32, 64, 128)
+
+
+def _bind(module: nn.Module, forward) -> None:
+    module._slimbench_original_forward = module.forward
+    module.forward = types.MethodType(forward, module)
+
+
+# ----------------------------------------------------------------------------------------- BERT
+
+
+def _bert_add_norm_forward(self, hidden_states, input_tensor):
+    if self.training:  # dropout sits between dense and the residual add while training
+        return self._slimbench_original_forward(hidden_states, input_tensor)
+    ln = self.LayerNorm
+    return add_layer_norm(self.dense(hidden_states), input_tensor, ln.weight, ln.bias, ln.eps)
+
+
+def _bert_intermediate_forward(self, hidden_states):
+    dense = self.dense  # the bias is added inside the GELU kernel, not by the matmul
+    if isinstance(dense, QuantLinear):
+        h = weight_only_matmul(hidden_states, dense.qweight, dense.scale, None, dense.bits, dense.group_size)
+    else:
+        h = F.linear(hidden_states, dense.weight)
+    return bias_gelu(h, dense.bias)
+
+
+def _bert_attention_forward(self, hidden_states, attention_mask=None, head_mask=None, encoder_hidden_states=None,
+                            past_key_values=None, output_attentions=False, cache_position=None, **kwargs):  # fmt: skip
+    if (
+        self.training
+        or head_mask is not None
+        or encoder_hidden_states is not None
+        or past_key_values is not None
+    ):
+        return self._slimbench_original_forward(
+            hidden_states, attention_mask, head_mask, encoder_hidden_states, past_key_values, output_attentions,
+            cache_position,
+        )  # fmt: skip
+    if output_attentions:
+        raise ValueError("the fused attention kernel does not materialize attention weights")
+    b, s, _ = hidden_states.shape
+    heads, d = self.num_attention_heads, self.attention_head_size
+
+    def split(x):
+        return x.view(b, s, heads, d).transpose(1, 2)
+
+    keep = None
+    if attention_mask is not None:  # additive (B, 1, 1|S, S): 0 where a key may be attended to
+        keep = attention_mask[:, 0, -1, :] == 0
+    out = flash_attention(split(self.query(hidden_states)), split(self.key(hidden_states)),
+                          split(self.value(hidden_states)), keep, causal=False, sm_scale=1 / math.sqrt(d))  # fmt: skip
+    return out.transpose(1, 2).reshape(b, s, heads * d), None
+
+
+# ---------------------------------------------------------------------------------------- Llama
+
+
+def _rms_norm_forward(self, hidden_states):
+    return rms_norm(hidden_states, self.weight, self.variance_epsilon)
+
+
+def _swiglu_mlp_forward(self, x):
+    return self.down_proj(swiglu(self.gate_proj(x), self.up_proj(x)))
+
+
+def _llama_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    """transformers AttentionInterface entry: query (B, H, S, D), key/value (B, H_kv, S_k, D)."""
+    groups = getattr(module, "num_key_value_groups", 1)
+    if groups > 1:
+        key, value = key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1)
+    keep = None
+    if attention_mask is not None:  # bool (B, 1, S_q, S_k), True = attend; its last row holds the padding
+        mask = attention_mask if attention_mask.dtype == torch.bool else attention_mask == 0
+        keep = mask[:, 0, -1, :]
+    out = flash_attention(query, key, value, keep, causal=True, sm_scale=scaling)
+    return out.transpose(1, 2).contiguous(), None
+
+
+def _register_llama_attention() -> None:
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+
+    AttentionInterface.register(ATTENTION_NAME, _llama_attention)
+    ALL_MASK_ATTENTION_FUNCTIONS.register(ATTENTION_NAME, sdpa_mask)
+
+
+# ------------------------------------------------------------------------------------------ API
+
+
+def model_family(model) -> str:
+    model_type = getattr(model.config, "model_type", "")
+    if model_type in ("bert", "roberta", "xlm-roberta", "electra", "camembert"):
+        return "bert"
+    if model_type in ("llama", "mistral", "qwen2"):
+        return "llama"
+    raise ValueError(
+        f"slimbench kernels support BERT-family and Llama-family models, not {model_type!r} ({type(model).__name__})"
+    )
+
+
+def apply_kernels(model, norm: bool = True, activation: bool = True, attention: bool = True,
+                  weight_only: str | None = None, group_size: int = 128) -> list[str]:  # fmt: skip
+    """Swap fused kernels into `model` in place; returns the names of what was replaced."""
+    if weight_only not in (None, "int8", "int4"):
+        raise ValueError(f"weight_only must be None, 'int8' or 'int4', got {weight_only!r}")
+    family = model_family(model)
+    act = getattr(model.config, "hidden_act", None)
+    replaced = []
+    for name, module in list(model.named_modules()):
+        cls = type(module).__name__
+        if family == "bert":
+            if norm and cls.endswith(("SelfOutput", "Output")) and hasattr(module, "LayerNorm"):
+                _bind(module, _bert_add_norm_forward)
+                replaced.append(f"{name}: residual+LayerNorm")
+            elif activation and cls.endswith("Intermediate") and act == "gelu":
+                _bind(module, _bert_intermediate_forward)
+                replaced.append(f"{name}: bias+GELU")
+            elif (
+                attention
+                and cls.endswith("SelfAttention")
+                and not getattr(module, "is_decoder", False)
+                and module.attention_head_size in SUPPORTED_HEAD_DIMS  # others stay on PyTorch
+            ):
+                _bind(module, _bert_attention_forward)
+                replaced.append(f"{name}: flash attention")
+        else:
+            if norm and cls.endswith("RMSNorm"):
+                _bind(module, _rms_norm_forward)
+                replaced.append(f"{name}: RMSNorm")
+            elif activation and cls.endswith("MLP") and act == "silu":
+                _bind(module, _swiglu_mlp_forward)
+                replaced.append(f"{name}: SwiGLU")
+    head_dim = (
+        getattr(model.config, "head_dim", None)
+        or model.config.hidden_size // model.config.num_attention_heads
+    )
+    if family == "llama" and attention and head_dim in SUPPORTED_HEAD_DIMS:
+        _register_llama_attention()
+        model.config._attn_implementation = ATTENTION_NAME
+        replaced.append("attention: flash attention (AttentionInterface)")
+    if weight_only:
+        bits = 8 if weight_only == "int8" else 4
+        heads = ("classifier", "score", "lm_head", "qa_outputs", "pooler")
+        for name, module in list(model.named_modules()):
+            for child_name, child in list(module.named_children()):
+                full = f"{name}.{child_name}" if name else child_name
+                if (
+                    isinstance(child, nn.Linear)
+                    and not full.startswith(heads)
+                    and child.in_features % group_size == 0
+                ):
+                    setattr(module, child_name, QuantLinear(child, bits=bits, group_size=group_size))
+                    replaced.append(f"{full}: W{bits}A16")
+    if not replaced:
+        raise ValueError(f"nothing to replace in {type(model).__name__} with these options")
+    return replaced

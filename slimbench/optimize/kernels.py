@@ -1,0 +1,38 @@
+"""The `kernels` step: swap slimbench's fused Triton kernels into the model (see slimbench.kernels)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+from slimbench.registry import register
+
+
+@dataclass(frozen=True)
+class KernelsConfig:
+    """Fused Triton kernels (norms, activations, attention, weight-only int8/int4 matmul); CUDA GPUs."""
+
+    norm: bool = True
+    activation: bool = True
+    attention: bool = True
+    weight_only: Literal["int8", "int4"] | None = None
+    group_size: int = 128
+
+    def __post_init__(self):
+        if self.group_size not in (32, 64, 128, 256):
+            raise ValueError(f"group_size must be 32, 64, 128 or 256, got {self.group_size}")
+        if not (self.norm or self.activation or self.attention or self.weight_only):
+            raise ValueError("kernels: every option is off; turn on at least one")
+
+
+@register("kernels", KernelsConfig, takes=("torch",), gives="torch-kernels")
+def kernels(model, config: KernelsConfig, ctx):
+    """Fused Triton kernels (norms, activations, attention, W8A16/W4A16); re-applied after loading."""
+    from slimbench.kernels.patch import apply_kernels
+
+    replaced = apply_kernels(model, **asdict(config))
+    ctx.notes["kernels"] = asdict(config)
+    ctx.notes["kernels_replaced"] = len(replaced)
+    if config.weight_only:
+        ctx.notes["dtype"] = f"{config.weight_only}-weight-only"
+    return model
