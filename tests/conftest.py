@@ -8,6 +8,15 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+
+def pytest_configure(config):
+    # Unit tests run the Triton kernels in the interpreter (CPU, correctness only). Triton reads
+    # the variable when a kernel is defined, so it is set before any test module imports one.
+    # The benchmark suite (`pytest --benchmark`) needs compiled kernels on a GPU instead.
+    if not config.getoption("--benchmark"):
+        os.environ.setdefault("TRITON_INTERPRET", "1")
+
+
 import json  # noqa: E402
 from pathlib import Path  # noqa: E402
 

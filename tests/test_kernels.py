@@ -2,14 +2,10 @@
 (TRITON_INTERPRET=1), over odd and edge-case shapes and three dtypes. Speed is measured on a
 GPU by the benchmark suite, never here."""
 
-import os
-
 import pytest
 import torch
 
-os.environ["TRITON_INTERPRET"] = "1"  # must be set before a kernel is first launched
-
-from slimbench.kernels import activations, attention, layer_norm, quant_matmul, rms_norm  # noqa: E402
+from slimbench.kernels import activations, attention, layer_norm, quant_matmul, rms_norm
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 TOL = {torch.float32: (1e-5, 1e-5), torch.float16: (2e-3, 2e-3), torch.bfloat16: (2e-2, 2e-2)}

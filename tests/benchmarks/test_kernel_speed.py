@@ -1,0 +1,126 @@
+"""Kernel speed on a CUDA GPU: each Triton kernel against PyTorch eager and torch.compile, with
+achieved GB/s (memory-bound ops) or TFLOP/s (attention) and their fraction of the device's peak
+in pytest-benchmark's extra_info. Run with `pytest --benchmark --benchmark-json=FILE`."""
+
+import os
+
+import pytest
+import torch
+
+from slimbench.kernels import activations, attention, layer_norm, quant_matmul, rms_norm
+
+pytestmark = [
+    pytest.mark.slimbench_benchmark,
+    pytest.mark.skipif(
+        not torch.cuda.is_available(), reason="kernel speed is measured on a CUDA GPU; none here"
+    ),
+    pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") == "1", reason="interpreter timings are not speed"),
+]
+
+# name fragment -> (peak HBM GB/s, dense bf16 TFLOP/s), from the vendors' data sheets
+PEAKS = {
+    "H200": (4800, 989), "H100 SXM": (3350, 989), "H100 PCIe": (2000, 756), "H100": (3350, 989),
+    "A100-SXM4-80GB": (2039, 312), "A100": (1555, 312), "L4": (300, 121), "T4": (320, 65),
+}  # fmt: skip
+
+
+def peak():
+    name = torch.cuda.get_device_name()
+    return next((v for k, v in PEAKS.items() if k in name), (None, None))
+
+
+def run(benchmark, fn, bytes_moved=None, flops=None):
+    fn()
+    torch.cuda.synchronize()
+
+    def call():
+        fn()
+        torch.cuda.synchronize()
+
+    benchmark.pedantic(call, rounds=50, warmup_rounds=5, iterations=1)
+    seconds = benchmark.stats.stats.median
+    gbps, tflops = peak()
+    benchmark.extra_info.update({"device": torch.cuda.get_device_name(), "median_s": seconds})
+    if bytes_moved:
+        benchmark.extra_info["GB/s"] = bytes_moved / seconds / 1e9
+        benchmark.extra_info["fraction_of_peak_bandwidth"] = gbps and benchmark.extra_info["GB/s"] / gbps
+    if flops:
+        benchmark.extra_info["TFLOP/s"] = flops / seconds / 1e12
+        benchmark.extra_info["fraction_of_peak_flops"] = tflops and benchmark.extra_info["TFLOP/s"] / tflops
+
+
+def impls(triton_fn, eager_fn):
+    return {"triton": triton_fn, "eager": eager_fn, "compile": torch.compile(eager_fn)}
+
+
+@pytest.mark.parametrize("impl", ["triton", "eager", "compile"])
+@pytest.mark.parametrize("tokens, hidden", [(1, 4096), (4096, 768), (8192, 4096), (4096, 8192)])
+def test_add_layer_norm_speed(benchmark, impl, tokens, hidden):
+    x, r = (torch.randn(tokens, hidden, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+    w, b = (
+        torch.ones(hidden, device="cuda", dtype=torch.bfloat16),
+        torch.zeros(hidden, device="cuda", dtype=torch.bfloat16),
+    )
+    fn = impls(layer_norm.add_layer_norm, layer_norm.reference)[impl]
+    run(benchmark, lambda: fn(x, r, w, b, 1e-12), bytes_moved=3 * x.numel() * 2)
+
+
+@pytest.mark.parametrize("impl", ["triton", "eager", "compile"])
+@pytest.mark.parametrize("tokens, hidden", [(1, 4096), (4096, 4096), (8192, 8192)])
+def test_rms_norm_speed(benchmark, impl, tokens, hidden):
+    x, r = (torch.randn(tokens, hidden, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+    w = torch.ones(hidden, device="cuda", dtype=torch.bfloat16)
+    fn = impls(rms_norm.rms_norm, rms_norm.reference)[impl]
+    run(benchmark, lambda: fn(x, w, 1e-6, residual=r), bytes_moved=4 * x.numel() * 2)
+
+
+@pytest.mark.parametrize("impl", ["triton", "eager", "compile"])
+@pytest.mark.parametrize("tokens, hidden", [(4096, 3072), (8192, 14336)])
+def test_swiglu_speed(benchmark, impl, tokens, hidden):
+    g, u = (torch.randn(tokens, hidden, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+    fn = impls(activations.swiglu, activations.swiglu_reference)[impl]
+    run(benchmark, lambda: fn(g, u), bytes_moved=3 * g.numel() * 2)
+
+
+@pytest.mark.parametrize("impl", ["triton", "eager", "compile"])
+@pytest.mark.parametrize("tokens, hidden", [(4096, 3072), (8192, 16384)])
+def test_bias_gelu_speed(benchmark, impl, tokens, hidden):
+    x = torch.randn(tokens, hidden, device="cuda", dtype=torch.bfloat16)
+    b = torch.randn(hidden, device="cuda", dtype=torch.bfloat16)
+    fn = impls(activations.bias_gelu, activations.bias_gelu_reference)[impl]
+    run(benchmark, lambda: fn(x, b), bytes_moved=2 * x.numel() * 2)
+
+
+@pytest.mark.parametrize("impl", ["triton", "sdpa-flash"])
+@pytest.mark.parametrize(
+    "B, H, S, D, causal", [(8, 16, 1024, 64, False), (4, 32, 4096, 128, True), (1, 32, 8192, 128, True)]
+)
+def test_attention_speed(benchmark, impl, B, H, S, D, causal):
+    q, k, v = (torch.randn(B, H, S, D, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+    flops = 4 * B * H * S * S * D / (2 if causal else 1)
+    if impl == "triton":
+        run(benchmark, lambda: attention.flash_attention(q, k, v, causal=causal), flops=flops)
+    else:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        def fn():
+            with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+                torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal)
+
+        run(benchmark, fn, flops=flops)
+
+
+@pytest.mark.parametrize("impl", ["triton", "eager-dequant", "bf16-linear"])
+@pytest.mark.parametrize("bits", [8, 4])
+@pytest.mark.parametrize("M, K, N", [(1, 4096, 4096), (1, 8192, 28672), (16, 4096, 14336)])
+def test_weight_only_matmul_speed(benchmark, impl, bits, M, K, N):
+    linear = torch.nn.Linear(K, N, bias=False, device="cuda", dtype=torch.bfloat16)
+    module = quant_matmul.QuantLinear(linear, bits=bits)
+    x = torch.randn(M, K, device="cuda", dtype=torch.bfloat16)
+    weight_bytes = module.qweight.numel() * module.qweight.element_size() + module.scale.numel() * 2
+    fn = {
+        "triton": lambda: module(x),
+        "eager-dequant": lambda: quant_matmul.reference(x, module.qweight, module.scale, None, bits, 128),
+        "bf16-linear": lambda: linear(x),
+    }[impl]
+    run(benchmark, fn, bytes_moved=weight_bytes if impl != "bf16-linear" else K * N * 2)
