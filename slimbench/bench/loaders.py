@@ -41,6 +41,16 @@ class Loaded:
         )
 
 
+def _logits_of(model):
+    import torch
+
+    def forward(batch):
+        with torch.inference_mode():
+            return model(**batch).logits
+
+    return forward
+
+
 def load(model_dir: Path, device: str = "cpu", num_threads: int | None = None) -> Loaded:
     import torch
     from transformers import AutoTokenizer
@@ -62,12 +72,7 @@ def load(model_dir: Path, device: str = "cpu", num_threads: int | None = None) -
     if kind == "torch":
         # device_map, not .to(): quantized (bitsandbytes) models are placed while loading
         model = auto_class(task).from_pretrained(model_dir, device_map=device).eval()
-
-        def forward(batch):
-            with torch.inference_mode():
-                return model(**batch).logits
-
-        return Loaded(manifest, tokenizer, forward, "pt", to_torch)
+        return Loaded(manifest, tokenizer, _logits_of(model), "pt", to_torch)
     if kind == "torch-kernels":
         if device != "cuda":
             raise SlimbenchError(
@@ -77,12 +82,7 @@ def load(model_dir: Path, device: str = "cpu", num_threads: int | None = None) -
 
         model = auto_class(task).from_pretrained(model_dir, device_map=device).eval()
         apply_kernels(model, **manifest["notes"]["kernels"])
-
-        def forward(batch):
-            with torch.inference_mode():
-                return model(**batch).logits
-
-        return Loaded(manifest, tokenizer, forward, "pt", to_torch)
+        return Loaded(manifest, tokenizer, _logits_of(model), "pt", to_torch)
     if kind == "torch-int8":
         if device != "cpu":
             raise SlimbenchError(f"{model_dir}: PyTorch dynamic int8 runs on the CPU only")

@@ -63,12 +63,16 @@ def cpu_quantization_config(per_channel: bool):
 def _only_onnx(src: Path, dst: Path, onnx_name: str) -> Path:
     """Copy the configs of `src` and one ONNX file, renamed model.onnx, so that
     ORTModel.from_pretrained(dst) finds exactly one model."""
+    _copy_configs(src, dst)
+    shutil.copy2(src / onnx_name, dst / "model.onnx")
+    return dst
+
+
+def _copy_configs(src: Path, dst: Path) -> None:
     dst.mkdir(parents=True)
     for f in src.iterdir():
         if f.suffix == ".json":
             shutil.copy2(f, dst / f.name)
-    shutil.copy2(src / onnx_name, dst / "model.onnx")
-    return dst
 
 
 def _quantize_dynamic(src: Path, dst: Path, per_channel: bool) -> Path:
@@ -79,10 +83,7 @@ def _quantize_dynamic(src: Path, dst: Path, per_channel: bool) -> Path:
     from onnxruntime.quantization import quantize_dynamic
 
     preset = cpu_quantization_config(per_channel)
-    dst.mkdir(parents=True)
-    for f in src.iterdir():
-        if f.suffix == ".json":
-            shutil.copy2(f, dst / f.name)
+    _copy_configs(src, dst)
     quantize_dynamic(
         src / "model.onnx",
         dst / "model.onnx",
@@ -120,10 +121,7 @@ def _quantize_static(src: Path, dst: Path, per_channel: bool, texts: list[str], 
         def get_next(self):
             return next(self.items, None)
 
-    dst.mkdir(parents=True)
-    for f in src.iterdir():
-        if f.suffix == ".json":
-            shutil.copy2(f, dst / f.name)
+    _copy_configs(src, dst)
     quantize_static(
         src / "model.onnx",
         dst / "model.onnx",
