@@ -89,6 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--train-data", type=Path, help="JSONL/CSV with 'text' and 'label': for recover and calibration"
     )
+    p.add_argument(
+        "--eval-data",
+        type=Path,
+        help="JSONL/CSV with 'text' and 'label': search recipes measure candidates on it",
+    )
     p.add_argument("--trust-remote-code", action="store_true", help="allow the checkpoint's own Python code")
     p.add_argument("--allow-pickle", action="store_true", help="allow pickle (.bin) weights")
     p.add_argument("--force", action="store_true", help="rebuild even if an up-to-date variant exists")
@@ -129,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def recipes_markdown() -> str:
     """The README's step and recipe tables, generated from the registry."""
-    from slimbench.recipes import builtin_recipes
+    from slimbench.recipes import builtin_recipes, builtin_searches
     from slimbench.registry import LOADERS, config_fields, steps
 
     lines = ["| step | what it does | parameters (default) | takes -> gives |", "|---|---|---|---|"]
@@ -145,11 +150,14 @@ def recipes_markdown() -> str:
     for name, recipe in builtin_recipes().items():
         chain = " -> ".join(c.name for c in recipe.steps)
         lines.append(f"| `{name}` | {chain} | `{LOADERS[recipe.output_kind]}` |")
+    for name, search in builtin_searches().items():
+        lines.append(f"| `{name}` | search: {len(search.candidates)} candidates measured, fastest within 99% kept | "
+                     "the winner's loader |")  # fmt: skip
     return "\n".join(lines)
 
 
 def cmd_recipes(args) -> int:
-    from slimbench.recipes import builtin_recipes
+    from slimbench.recipes import builtin_recipes, builtin_searches
     from slimbench.registry import LOADERS, config_fields, steps
 
     if args.markdown:
@@ -167,6 +175,13 @@ def cmd_recipes(args) -> int:
         print(f"  {name}: {chain}  [saved for {LOADERS[recipe.output_kind]}]")
         if recipe.description:
             print(f"      {recipe.description}")
+    for name, search in builtin_searches().items():
+        print(f"  {name}: search over {len(search.candidates)} candidates, measured at batch "
+              f"{search.batch_size}, seq {search.seq_len}; needs --train-data and --eval-data")  # fmt: skip
+        if search.description:
+            print(f"      {search.description}")
+        for candidate in search.candidates:
+            print(f"      {candidate.name}: {' -> '.join(c.name for c in candidate.steps)}")
     return 0
 
 
@@ -184,7 +199,7 @@ def _sample_texts(path: Path | None) -> list[str]:
 def cmd_optimize(args) -> int:
     from slimbench.checkpoint import Checkpoint
     from slimbench.pipeline import optimize
-    from slimbench.recipes import load_recipe
+    from slimbench.recipes import Recipe, load_recipe
 
     recipe = load_recipe(args.recipe)  # validated before any model loads
     checkpoint = Checkpoint.open(args.checkpoint, args.task, args.trust_remote_code, args.allow_pickle)
@@ -193,6 +208,15 @@ def cmd_optimize(args) -> int:
         from slimbench.data import read_labelled
 
         train = read_labelled(args.train_data, checkpoint.load_config().label2id)
+    if not isinstance(recipe, Recipe):  # a search: build, measure, choose
+        from slimbench.search import run_search
+
+        if args.eval_data is None:
+            raise SlimbenchError(f"recipe {recipe.name!r} measures its candidates: pass --eval-data FILE")
+        path = run_search(recipe, checkpoint, args.out, eval_path=args.eval_data, train_data=train,
+                          sample_texts=_sample_texts(args.sample_data), bench_kwargs={})  # fmt: skip
+        print(path)
+        return 0
     variant = optimize(
         checkpoint,
         recipe,

@@ -97,13 +97,36 @@ def parse_recipe(data: Any, source: str = "recipe") -> Recipe:
     return Recipe(name, tuple(calls), description)
 
 
-def builtin_recipes() -> dict[str, Recipe]:
+def _parse_any(data: Any, source: str):
+    """A Recipe, or a Search for a file with a `grid` (slimbench.search)."""
+    if isinstance(data, dict) and "grid" in data:
+        from slimbench.search import parse_search
+
+        if not isinstance(data.get("name"), str) or not _NAME.match(data["name"]):
+            raise RecipeError(
+                f"{source}: 'name' must be letters, digits, '.', '_' or '-', got {data.get('name')!r}"
+            )
+        return parse_search(data, source)
+    return parse_recipe(data, source)
+
+
+def _builtins() -> dict:
     out = {}
     for entry in sorted(resources.files(__name__).iterdir(), key=lambda p: p.name):
         if entry.name.endswith(".yaml"):
-            recipe = parse_recipe(yaml.safe_load(entry.read_text()), f"built-in recipe {entry.name}")
+            recipe = _parse_any(yaml.safe_load(entry.read_text()), f"built-in recipe {entry.name}")
             out[recipe.name] = recipe
     return out
+
+
+def builtin_recipes() -> dict[str, Recipe]:
+    """Built-in recipes with a fixed list of steps."""
+    return {name: r for name, r in _builtins().items() if isinstance(r, Recipe)}
+
+
+def builtin_searches() -> dict:
+    """Built-in search recipes (a grid of candidates, measured, the fastest within budget kept)."""
+    return {name: r for name, r in _builtins().items() if not isinstance(r, Recipe)}
 
 
 def load_recipe(name_or_path: str | Path) -> Recipe:
@@ -116,8 +139,8 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
             data = yaml.safe_load(path.read_text())
         except yaml.YAMLError as e:
             raise RecipeError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
-        return parse_recipe(data, str(path))
-    builtin = builtin_recipes()
+        return _parse_any(data, str(path))
+    builtin = _builtins()
     if str(name_or_path) not in builtin:
         raise RecipeError(
             f"unknown recipe {str(name_or_path)!r}: not a file, and not a built-in "
