@@ -28,7 +28,15 @@ class Variant:
     model: Any = None
 
 
-DATA_STEPS = ("prune", "recover", "export")  # steps that may read training data (scores, calibration)
+def reads_train_data(call) -> bool:
+    """Steps whose result depends on the training data: recovery, structured-pruning scores,
+    static int8 calibration."""
+    config = call.config
+    return (
+        call.name == "recover"
+        or (call.name == "prune" and config.method == "structured")
+        or (call.name == "export" and config.quantize == "static-int8")
+    )
 
 
 def data_sha256(data) -> str | None:
@@ -61,8 +69,8 @@ def optimize(
     """Apply `recipe` to `checkpoint` and save the variant as `<out_dir>/<recipe.name>/`."""
     if not sample_texts:
         raise SlimbenchError("optimize needs a few real texts for tracing and parity checks")
-    uses_data = any(call.name in DATA_STEPS for call in recipe.steps)
-    if uses_data and train_data is None and any(call.name == "recover" for call in recipe.steps):
+    uses_data = train_data is not None and any(reads_train_data(call) for call in recipe.steps)
+    if train_data is None and any(call.name == "recover" for call in recipe.steps):
         raise SlimbenchError(
             f"recipe {recipe.name!r} has a 'recover' step: pass training data (--train-data FILE)"
         )

@@ -158,3 +158,15 @@ def ort_inputs(path):
     from transformers import AutoTokenizer
 
     return dict(AutoTokenizer.from_pretrained(path)(TEXTS[:2], padding=True, return_tensors="pt"))
+
+
+def test_only_data_dependent_variants_record_the_training_data(tiny_bert, tmp_path):
+    from slimbench.recipes import load_recipe
+
+    checkpoint = Checkpoint.open(tiny_bert)
+    plain = optimize(
+        checkpoint, load_recipe("onnx"), tmp_path, sample_texts=TEXTS, train_data=TRAIN, log=lambda *_: None
+    )
+    assert json.loads((plain.path / "slimbench.json").read_text())["source"]["train_data_sha256"] is None
+    with pytest.raises(Exception, match="--train-data"):
+        optimize(checkpoint, load_recipe("pruned-int8"), tmp_path, sample_texts=TEXTS, log=lambda *_: None)
