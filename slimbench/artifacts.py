@@ -68,7 +68,7 @@ def save_variant(
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.partial-", dir=out_dir))
     try:
         if kind == "torch":
-            quant = getattr(model.config, "quantization_config", None)
+            quant = getattr(getattr(model, "config", None), "quantization_config", None)
             method = (
                 quant.get("quant_method") if isinstance(quant, dict) else getattr(quant, "quant_method", None)
             )

