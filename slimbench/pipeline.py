@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tqdm.auto import tqdm
+
 from slimbench import SlimbenchError
 from slimbench.artifacts import MANIFEST, read_manifest, save_variant
 from slimbench.checkpoint import Checkpoint
@@ -65,6 +67,7 @@ def optimize(
     train_data=None,
     force: bool = False,
     log=print,
+    progress: bool = True,
 ) -> Variant:
     """Apply `recipe` to `checkpoint` and save the variant as `<out_dir>/<recipe.name>/`."""
     if not sample_texts:
@@ -90,8 +93,10 @@ def optimize(
     with tempfile.TemporaryDirectory(prefix="slimbench-") as work:
         ctx = StepContext(checkpoint, tokenizer, Path(work), sample_texts, train_data=train_data)
         timings = {}
-        for i, call in enumerate(recipe.steps, start=1):
+        bar = tqdm(recipe.steps, desc=recipe.name, unit="step", disable=not progress)
+        for i, call in enumerate(bar, start=1):
             step = registry[call.name]
+            bar.set_postfix_str(call.name)
             log(f"[{recipe.name}] step {i}/{len(recipe.steps)}: {call.name}")
             start = time.perf_counter()
             try:
@@ -102,6 +107,7 @@ def optimize(
                 raise SlimbenchError(f"recipe {recipe.name!r} step {i} '{call.name}' failed: {e}") from e
             timings[f"{i}:{call.name}"] = round(time.perf_counter() - start, 3)
             kind = step.output_kind(kind)
+        bar.close()
         manifest = {
             "recipe": recipe.to_dict(),
             "task": checkpoint.task,
