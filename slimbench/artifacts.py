@@ -21,10 +21,6 @@ MANIFEST_VERSION = 1
 TORCHSCRIPT_FILE = "model.pt"
 
 
-def dir_size_bytes(path: Path) -> int:
-    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
-
-
 def model_size_bytes(path: Path) -> int:
     """Bytes of the files that hold weights (what a deployment ships), not tokenizer or configs."""
     suffixes = {".safetensors", ".bin", ".onnx", ".onnx_data", ".pt", ".data"}
@@ -48,6 +44,17 @@ def update_metrics(path: Path, metrics: dict[str, Any]) -> None:
     manifest = read_manifest(path)
     manifest.setdefault("metrics", {}).update(metrics)
     _write_json_atomic(Path(path) / MANIFEST, manifest)
+
+
+def replace_dir(new: Path, final: Path) -> None:
+    """Move the complete directory `new` to `final`; an older `final` is removed only after."""
+    if final.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
+        os.replace(final, old / final.name)
+        os.replace(new, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(new, final)
 
 
 def save_variant(
@@ -102,13 +109,7 @@ def save_variant(
             "metrics": {},
         }
         _write_json_atomic(tmp / MANIFEST, full)
-        if final.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{name}.old-", dir=out_dir))
-            os.replace(final, old / name)
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
+        replace_dir(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -98,7 +98,7 @@ def _cache_key(recipe: FineTune, data: LabelledText) -> str:
 
 
 def default_encoder(recipe: FineTune = FineTune(), log=print, progress: bool = True) -> DefaultModel:
-    """The fine-tuned default, built on first use (about 6 minutes on 2 CPU cores), then cached."""
+    """The fine-tuned default, built on first use (minutes on a CPU; see the README), then cached."""
     data, topics = bbc_news()
     final = cache_root() / f"minilm-bbc-{_cache_key(recipe, data)}"
     if (final / INFO_FILE).is_file():

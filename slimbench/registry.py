@@ -34,8 +34,8 @@ class Step:
     name: str
     config_cls: type
     apply: Callable[..., Any]
-    takes: tuple[str, ...]
-    gives: str | None  # None: the step keeps the kind it was given
+    takes: tuple[ModelKind, ...]
+    gives: ModelKind | None  # None: the step keeps the kind it was given
     summary: str
 
     def output_kind(self, kind: str) -> str:
@@ -63,13 +63,6 @@ def steps() -> dict[str, Step]:
     import slimbench.optimize  # noqa: F401
 
     return dict(_STEPS)
-
-
-def get_step(name: str) -> Step:
-    registry = steps()
-    if name not in registry:
-        raise KeyError(name)
-    return registry[name]
 
 
 # ---------------------------------------------------------------------------------------

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -15,8 +14,7 @@ from typing import Any
 
 from slimbench import RecipeError, SlimbenchError
 from slimbench.recipes import Recipe, parse_recipe
-
-BUDGET = 0.99
+from slimbench.reports.report import BUDGET
 
 
 @dataclass(frozen=True)
@@ -71,7 +69,7 @@ def choose(
 def run_search(search: Search, checkpoint, out_dir: Path, *, eval_path: Path, train_data, sample_texts,
                bench_kwargs: dict, log=print) -> Path:  # fmt: skip
     """Build, measure and choose; the winner is copied to `<out_dir>/<search.name>/`."""
-    from slimbench.artifacts import read_manifest, update_metrics
+    from slimbench.artifacts import MANIFEST, read_manifest, replace_dir
     from slimbench.bench import run_bench
     from slimbench.bench.runner import read_results
     from slimbench.pipeline import optimize
@@ -94,17 +92,15 @@ def run_search(search: Search, checkpoint, out_dir: Path, *, eval_path: Path, tr
             f"{search.name}: no candidate kept {BUDGET:.0%} of the baseline's metric; see {results}"
         )
     final = out_dir / search.name
-    tmp = Path(tempfile.mkdtemp(prefix=f".{search.name}.partial-", dir=out_dir))
-    shutil.copytree(out_dir / winner, tmp / "v")
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp / "v", final)
-    shutil.rmtree(tmp, ignore_errors=True)
-    manifest = read_manifest(final)
-    manifest["search"] = {"name": search.name, "chosen": winner, "results": str(results), "candidates": table,
-                          "rule": f"fastest p50 at batch {search.batch_size}, seq {search.seq_len}, metric >= "
-                                  f"{BUDGET:.0%} of baseline"}  # fmt: skip
-    (final / "slimbench.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    update_metrics(final, {"search_winner": winner})
+    with tempfile.TemporaryDirectory(prefix=f".{search.name}.partial-", dir=out_dir) as tmp:
+        staged = Path(tmp) / search.name
+        shutil.copytree(out_dir / winner, staged)
+        manifest = read_manifest(staged)
+        manifest["search"] = {"name": search.name, "chosen": winner, "results": str(results), "candidates": table,
+                              "rule": f"fastest p50 at batch {search.batch_size}, seq {search.seq_len}, metric >= "
+                                      f"{BUDGET:.0%} of baseline"}  # fmt: skip
+        manifest.setdefault("metrics", {})["search_winner"] = winner
+        (staged / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        replace_dir(staged, final)
     log(f"{search.name}: chose {winner}")
     return final

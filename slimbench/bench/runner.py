@@ -154,9 +154,8 @@ def run_bench(
     num_threads = num_threads or default_num_threads()
     plan = plan or TimingPlan()
     run_id = uuid.uuid4().hex[:12]
-    done = {
-        _key(r["variant"], r["device"], r["batch_size"], r["seq_len"]) for r in read_results(results_path)
-    }
+    previous = read_results(results_path)
+    done = {_key(r["variant"], r["device"], r["batch_size"], r["seq_len"]) for r in previous}
     workloads = sorted({(int(b), int(s)) for b in batch_sizes for s in seq_lens})
     todo = {
         d: [w for w in workloads if _key(m["variant"], device, *w) not in done] for d, m in manifests.items()
@@ -248,7 +247,7 @@ def run_bench(
                 "agreement_with_baseline": agreement,
                 "latency_ms_p50": {
                     f"{device}:b{r['batch_size']}:s{r['seq_len']}": r["latency_ms_p50"]
-                    for r in read_results(results_path)
+                    for r in [*previous, *records]
                     if r["variant"] == name and r["device"] == device
                 },
             },
