@@ -12,7 +12,13 @@ from pathlib import Path
 
 from slimbench import SlimbenchError, __version__
 
-DEMO_RECIPES = ("baseline", "torch-int8", "onnx", "onnx-o2-int8")
+DEMO_RECIPES = {
+    "text-classification": ("baseline", "torch-int8", "onnx", "onnx-o2-int8"),
+    "causal-lm": (
+        "baseline", "onnx", "onnx-o2-int8", "torchao-int8wo", "bnb-int8", "bnb-nf4", "sparse-2of4",
+        "magnitude-50",
+    ),
+}  # fmt: skip
 
 
 def _int_list(text: str) -> list[int]:
@@ -54,16 +60,25 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "demo",
         help="the whole path on the embedded default: fine-tune (once), optimize, bench, report",
-        description="Build (or reuse) the embedded default - all-MiniLM-L6-v2 fine-tuned on BBC News - run the "
-        "built-in recipes, benchmark every variant and write a report.",
+        description="Build (or reuse) the embedded default - all-MiniLM-L6-v2 fine-tuned on BBC News, or with "
+        "--task causal-lm a small Llama trained on BBC News - run the built-in recipes, benchmark every variant "
+        "and write a report.",
+    )
+    p.add_argument(
+        "--task",
+        choices=list(DEMO_RECIPES),
+        default="text-classification",
+        help="which embedded default (default: text-classification)",
     )
     p.add_argument(
         "--out", type=Path, default=Path("slimbench-out"), help="output directory (default: ./slimbench-out)"
     )
     p.add_argument(
         "--recipes",
-        default=",".join(DEMO_RECIPES),
-        help=f"comma-separated (default: {','.join(DEMO_RECIPES)})",
+        default=None,
+        help="comma-separated (default: "
+        + "; ".join(f"{task}: {','.join(names)}" for task, names in DEMO_RECIPES.items())
+        + ")",
     )
     _add_bench_options(p)
 
@@ -254,14 +269,20 @@ def cmd_report(args) -> int:
 def cmd_demo(args) -> int:
     from slimbench.checkpoint import Checkpoint
     from slimbench.data import read_labelled
-    from slimbench.defaults import default_encoder
+    from slimbench.defaults import default_decoder, default_encoder
     from slimbench.pipeline import optimize
     from slimbench.recipes import load_recipe
     from slimbench.reports import write_report
 
-    recipes = [load_recipe(name.strip()) for name in args.recipes.split(",") if name.strip()]
-    default = default_encoder()
-    print(f"Embedded default: {default.path} (held-out accuracy {default.info['eval_accuracy']:.4f})")
+    names = args.recipes.split(",") if args.recipes else DEMO_RECIPES[args.task]
+    recipes = [load_recipe(name.strip()) for name in names if name.strip()]
+    if args.task == "causal-lm":
+        default = default_decoder()
+        quality = f"held-out perplexity {default.info['eval_perplexity']:.2f}"
+    else:
+        default = default_encoder()
+        quality = f"held-out accuracy {default.info['eval_accuracy']:.4f}"
+    print(f"Embedded default: {default.path} ({quality})")
     checkpoint = Checkpoint.open(default.path)
     samples = read_labelled(default.eval_path).texts[:16]
     train = read_labelled(default.train_path)

@@ -28,6 +28,7 @@ class TrainPlan:
     seed: int = 0
     temperature: float = 2.0
     alpha: float = 0.5  # weight of the distillation term when a teacher is given
+    max_steps: int | None = None  # stop early, if the epochs take more steps than this
 
 
 def train_classifier(
@@ -50,6 +51,8 @@ def train_classifier(
     labels = torch.tensor(data.labels)
     steps_per_epoch = -(-len(data) // plan.batch_size)
     total = steps_per_epoch * plan.epochs
+    if plan.max_steps:
+        total = min(total, plan.max_steps)
     optimizer = torch.optim.AdamW(model.parameters(), lr=plan.lr, weight_decay=plan.weight_decay)
     schedule = get_linear_schedule_with_warmup(optimizer, int(plan.warmup_ratio * total), total)
     generator = torch.Generator().manual_seed(plan.seed)
@@ -62,6 +65,8 @@ def train_classifier(
     for epoch in range(plan.epochs):
         order = torch.randperm(len(data), generator=generator)
         for i in range(steps_per_epoch):
+            if epoch * steps_per_epoch + i >= total:
+                break
             idx = order[i * plan.batch_size : (i + 1) * plan.batch_size]
             batch = {k: v[idx] for k, v in enc.items()}
             logits = model(**batch).logits
@@ -98,3 +103,81 @@ def accuracy(model, tokenizer, data: LabelledText, max_len: int, batch_size: int
             pred = model(**enc).logits.argmax(-1)
             correct += int((pred == torch.tensor(data.labels[i : i + batch_size])).sum())
     return correct / len(data)
+
+
+@dataclass(frozen=True)
+class LMPlan:
+    steps: int = 500
+    lr: float = 1e-3
+    batch_size: int = 16
+    warmup_steps: int = 30
+    weight_decay: float = 0.1
+    seed: int = 0
+    temperature: float = 2.0
+    alpha: float = 0.5  # weight of the distillation term when a teacher is given
+
+
+def train_causal_lm(
+    model,
+    blocks: torch.Tensor,
+    plan: LMPlan,
+    *,
+    teacher=None,
+    masks: dict[str, torch.Tensor] | None = None,
+    progress: bool = True,
+    desc: str = "train",
+) -> float:
+    """Next-token training on packed token blocks [n, block]: AdamW (0.9, 0.95), cosine decay after a
+    linear warm-up, gradient clipping, seeded block order (reshuffled each pass). With a teacher, the
+    loss mixes token-level KL on softened logits with the next-token loss; masks as in
+    `train_classifier`. Returns seconds."""
+    from tqdm.auto import tqdm
+    from transformers import get_cosine_schedule_with_warmup
+
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": plan.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=plan.lr,
+        betas=(0.9, 0.95),
+    )
+    schedule = get_cosine_schedule_with_warmup(optimizer, plan.warmup_steps, plan.steps)
+    generator = torch.Generator().manual_seed(plan.seed)
+    order = torch.randperm(len(blocks), generator=generator)
+    cursor = 0
+    params = dict(model.named_parameters())
+    if teacher is not None:
+        teacher.eval()
+    start = time.perf_counter()
+    model.train()
+    bar = tqdm(total=plan.steps, desc=desc, unit="step", disable=not progress)
+    for _ in range(plan.steps):
+        if cursor + plan.batch_size > len(order):
+            order, cursor = torch.randperm(len(blocks), generator=generator), 0
+        ids = blocks[order[cursor : cursor + plan.batch_size]]
+        cursor += plan.batch_size
+        out = model(input_ids=ids, labels=ids)
+        loss = out.loss
+        if teacher is not None:
+            with torch.no_grad():
+                soft = teacher(input_ids=ids).logits / plan.temperature
+            vocab = soft.shape[-1]
+            kd = F.kl_div(
+                F.log_softmax(out.logits.reshape(-1, vocab) / plan.temperature, -1),
+                F.log_softmax(soft.reshape(-1, vocab), -1), log_target=True, reduction="batchmean",
+            ) * plan.temperature**2  # fmt: skip
+            loss = plan.alpha * kd + (1 - plan.alpha) * loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        if masks:
+            with torch.no_grad():
+                for name, mask in masks.items():
+                    params[name].mul_(mask)
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+        bar.update()
+    bar.close()
+    model.eval()
+    return time.perf_counter() - start

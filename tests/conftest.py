@@ -59,6 +59,36 @@ def make_tiny_bert(path: Path, seed: int = 0, hidden_size: int = 32) -> Path:
     return path
 
 
+def make_tiny_llama(path: Path, seed: int = 0, hidden_size: int = 32) -> Path:
+    """A tiny Llama (RMSNorm, SwiGLU, rotary) with the decoder default's kind of tokenizer."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from slimbench.defaults import wordpiece_subset
+
+    torch.manual_seed(seed)
+    tokenizer = wordpiece_subset(TEXTS, 1, path)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    LlamaForCausalLM(config).eval().save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory) -> Path:
+    return make_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
+
+
 @pytest.fixture(scope="session")
 def tiny_bert(tmp_path_factory) -> Path:
     return make_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))

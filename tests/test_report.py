@@ -50,10 +50,11 @@ def test_summary_table_speedup_and_budget(results):
 def test_write_report_markdown_and_csv(results, tmp_path):
     md = write_report([results], tmp_path / "out")
     text = md.read_text()
-    assert "## cpu: CPU X, 2 threads" in text and "## cpu: GPU Y, 2 threads" in text
+    assert "## text-classification on cpu: CPU X, 2 threads" in text
+    assert "## text-classification on cpu: GPU Y, 2 threads" in text
     assert "| onnx-o2-int8 |" in text and "1.75x" in text
     # too-lossy is faster but outside the budget
-    assert "fastest within 99% of baseline accuracy is **onnx-o2-int8** (400.0 ms p50, 1.75x baseline" in text
+    assert "fastest within budget is **onnx-o2-int8** (400.0 ms p50, 1.75x baseline" in text
     csv = pd.read_csv(tmp_path / "out" / "report.csv")
     assert {"variant", "latency_ms_p50", "speedup_vs_baseline", "within_budget"} <= set(csv.columns)
     assert len(csv) == 4

@@ -21,6 +21,7 @@ class Loaded:
     forward: Callable[[dict], Any]  # encoded batch -> logits
     return_tensors: str  # what the tokenizer should produce: "pt" or "np"
     to_device: Callable[[dict], dict]
+    generate: Callable[[dict, int], Any] | None = None  # causal LM: (prompts, new tokens) -> ids
 
     def encode(self, texts: list[str], seq_len: int) -> dict:
         enc = self.tokenizer(
@@ -51,6 +52,23 @@ def _logits_of(model):
     return forward
 
 
+def _generate_with(model, tokenizer):
+    """Greedy decoding of exactly `new_tokens` tokens (the workload's length, whatever is sampled)."""
+    import torch
+
+    def generate(batch, new_tokens: int):
+        with torch.inference_mode():
+            return model.generate(
+                **batch,
+                max_new_tokens=new_tokens,
+                min_new_tokens=new_tokens,
+                do_sample=False,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+
+    return generate
+
+
 def load(model_dir: Path, device: str = "cpu", num_threads: int | None = None) -> Loaded:
     import torch
     from transformers import AutoTokenizer
@@ -58,11 +76,12 @@ def load(model_dir: Path, device: str = "cpu", num_threads: int | None = None) -
     model_dir = Path(model_dir)
     manifest = read_manifest(model_dir)
     task, kind = manifest["task"], manifest["kind"]
-    if task != "text-classification":
-        raise SlimbenchError(
-            f"{model_dir}: benchmarking task {task!r} is not supported yet (text-classification is)"
-        )
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    causal = task == "causal-lm"
+    if causal:
+        tokenizer.padding_side = "left"  # prompts end where generation starts
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
     if num_threads:
         torch.set_num_threads(num_threads)
 
@@ -72,7 +91,8 @@ def load(model_dir: Path, device: str = "cpu", num_threads: int | None = None) -
     if kind == "torch":
         # device_map, not .to(): quantized (bitsandbytes) models are placed while loading
         model = auto_class(task).from_pretrained(model_dir, device_map=device).eval()
-        return Loaded(manifest, tokenizer, _logits_of(model), "pt", to_torch)
+        gen = _generate_with(model, tokenizer) if causal else None
+        return Loaded(manifest, tokenizer, _logits_of(model), "pt", to_torch, gen)
     if kind == "torch-kernels":
         if device != "cuda":
             raise SlimbenchError(
@@ -82,8 +102,11 @@ def load(model_dir: Path, device: str = "cpu", num_threads: int | None = None) -
 
         model = auto_class(task).from_pretrained(model_dir, device_map=device).eval()
         apply_kernels(model, **manifest["notes"]["kernels"])
-        return Loaded(manifest, tokenizer, _logits_of(model), "pt", to_torch)
+        gen = _generate_with(model, tokenizer) if causal else None
+        return Loaded(manifest, tokenizer, _logits_of(model), "pt", to_torch, gen)
     if kind == "torch-int8":
+        if causal:
+            raise SlimbenchError(f"{model_dir}: a TorchScript (torch-int8) variant cannot generate text")
         if device != "cpu":
             raise SlimbenchError(f"{model_dir}: PyTorch dynamic int8 runs on the CPU only")
         model = torch.jit.load(str(model_dir / TORCHSCRIPT_FILE)).eval()
@@ -102,7 +125,10 @@ def load(model_dir: Path, device: str = "cpu", num_threads: int | None = None) -
             options.inter_op_num_threads = 1
         provider = "CUDAExecutionProvider" if device == "cuda" else "CPUExecutionProvider"
         model = ort_class(task).from_pretrained(model_dir, provider=provider, session_options=options)
+        gen = _generate_with(model, tokenizer) if causal else None
         if device == "cuda":
-            return Loaded(manifest, tokenizer, lambda b: model(**b).logits, "pt", to_torch)
+            return Loaded(manifest, tokenizer, lambda b: model(**b).logits, "pt", to_torch, gen)
+        if causal:  # optimum's generate() takes torch tensors, its forward() numpy too
+            return Loaded(manifest, tokenizer, lambda b: model(**b).logits, "pt", lambda b: b, gen)
         return Loaded(manifest, tokenizer, lambda b: model(**b).logits, "np", lambda b: b)
     raise SlimbenchError(f"{model_dir}: unknown variant kind {kind!r}")

@@ -242,7 +242,7 @@ def run_bench(
         update_metrics(
             model_dir,
             {
-                "accuracy": acc["metric"],
+                acc["metric_name"]: acc["metric"],
                 "metric_ratio_to_baseline": ratio,
                 "agreement_with_baseline": agreement,
                 "latency_ms_p50": {

@@ -47,8 +47,21 @@ def measure_latency(job: dict) -> dict:
         loaded.encode([texts[(b * bs + j) % len(texts)] for j in range(bs)], seq_len)
         for b in range(n_batches)
     ]
-    times = time_calls(lambda i: loaded.forward(pool[i % n_batches]), TimingPlan(**job["plan"]), cuda=cuda)
-    out = summarize(times, bs)
+    if loaded.generate is not None:  # causal LM: a prompt of seq_len tokens, then NEW_TOKENS greedy
+        from slimbench.lm import NEW_TOKENS
+
+        def call(i):
+            return loaded.generate(pool[i % n_batches], NEW_TOKENS)
+
+        items = bs * NEW_TOKENS  # throughput in generated tokens per second
+    else:
+
+        def call(i):
+            return loaded.forward(pool[i % n_batches])
+
+        items = bs
+    times = time_calls(call, TimingPlan(**job["plan"]), cuda=cuda)
+    out = summarize(times, items)
     out["peak_rss_bytes"] = peak_rss_bytes()
     out["num_threads"] = torch.get_num_threads()
     if cuda:
@@ -61,6 +74,28 @@ def measure_latency(job: dict) -> dict:
     return out
 
 
+def measure_perplexity(loaded, job: dict) -> dict:
+    """Perplexity on the first EVAL_BLOCKS blocks of the packed eval text; predictions are the
+    argmax next token at every position, for agreement with the baseline."""
+    import numpy as np
+
+    from slimbench.data import read_texts
+    from slimbench.lm import EVAL_BLOCKS, pack, perplexity
+
+    blocks = pack(loaded.tokenizer, read_texts(job["eval_path"]), job["seq_len"])[:EVAL_BLOCKS]
+
+    def logits_of(ids):
+        batch = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+        if loaded.return_tensors == "pt":
+            import torch
+
+            batch = {k: torch.from_numpy(v) for k, v in batch.items()}
+        return loaded.logits(loaded.to_device(batch))
+
+    ppl, predictions = perplexity(logits_of, blocks)
+    return {"metric_name": "perplexity", "metric": ppl, "predictions": predictions}
+
+
 def measure_accuracy(job: dict) -> dict:
     import numpy as np
     from transformers import AutoConfig
@@ -70,6 +105,12 @@ def measure_accuracy(job: dict) -> dict:
 
     model_dir = Path(job["model_dir"])
     loaded = load(model_dir, job["device"], job["num_threads"])
+    if loaded.manifest["task"] == "causal-lm":
+        return measure_perplexity(loaded, job)
+    if loaded.manifest["task"] != "text-classification":
+        from slimbench import SlimbenchError
+
+        raise SlimbenchError(f"{model_dir}: scoring task {loaded.manifest['task']!r} is not supported yet")
     data = read_labelled(job["eval_path"], AutoConfig.from_pretrained(model_dir).label2id)
     logits = []
     for i in range(0, len(data), 32):

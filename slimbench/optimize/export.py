@@ -167,9 +167,13 @@ def export(model, config: ExportConfig, ctx):
         reference = model(**batch).logits
     ort_cls = ort_class(ctx.checkpoint.task)
 
+    # positions of real tokens: a causal LM's logits at padding depend on position-id conventions
+    real = batch["attention_mask"].bool()
+
     def parity(path: Path) -> float:
         got = ort_cls.from_pretrained(path, provider="CPUExecutionProvider")(**batch).logits
-        return float((torch.as_tensor(got) - reference).abs().max())
+        diff = (torch.as_tensor(got) - reference).abs()
+        return float(diff[real].max() if diff.dim() == 3 else diff.max())
 
     diff = parity(current)
     ctx.notes["export_parity_max_abs_logit_diff"] = diff

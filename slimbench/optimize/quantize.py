@@ -26,6 +26,11 @@ class DynamicInt8Config:
 @register("dynamic-int8", DynamicInt8Config, takes=("torch",), gives="torch-int8")
 def dynamic_int8(model, config: DynamicInt8Config, ctx):
     """PyTorch dynamic int8 Linear layers (CPU int8 GEMM), saved as TorchScript."""
+    if ctx.checkpoint.task == "causal-lm":
+        raise ValueError(
+            "dynamic-int8 saves a TorchScript forward pass, which cannot generate text; for a causal LM "
+            "use `export: {quantize: dynamic-int8}` (ONNX with KV cache) or `quantize`"
+        )
     if config.engine not in torch.backends.quantized.supported_engines:
         raise RuntimeError(
             f"quantized engine {config.engine!r} is not available in this PyTorch build "

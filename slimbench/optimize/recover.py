@@ -22,11 +22,14 @@ class RecoverConfig:
     distill: bool = True
     temperature: float = 2.0
     alpha: float = 0.5  # weight of the distillation term
+    max_steps: int | None = None  # stop after this many optimizer steps, if fewer than the epochs take
     seed: int = 0
 
     def __post_init__(self):
         if self.epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1 or null, got {self.max_steps}")
         if not 0 < self.lr < 1:
             raise ValueError(f"lr must be between 0 and 1, got {self.lr}")
         if not 0 <= self.alpha <= 1:
@@ -40,13 +43,16 @@ def recover(model, config: RecoverConfig, ctx):
     """Short fine-tune after pruning, with optional distillation from the unpruned model."""
     if ctx.train_data is None:
         raise ValueError("recover needs training data: pass --train-data FILE (JSONL or CSV, text and label)")
-    if ctx.checkpoint.task != "text-classification":
-        raise ValueError(f"recover supports text-classification, not {ctx.checkpoint.task}")
+    if ctx.checkpoint.task not in ("text-classification", "causal-lm"):
+        raise ValueError(f"recover supports text-classification and causal-lm, not {ctx.checkpoint.task}")
     torch.manual_seed(config.seed)
     teacher = ctx.checkpoint.load_model() if config.distill else None
+    if ctx.checkpoint.task == "causal-lm":
+        return _recover_lm(model, config, ctx, teacher)
     plan = TrainPlan(
         epochs=config.epochs, lr=config.lr, batch_size=config.batch_size, max_len=config.max_len,
         seed=config.seed, temperature=config.temperature, alpha=config.alpha,
+        max_steps=config.max_steps,
     )  # fmt: skip
     seconds = train_classifier(
         model, ctx.tokenizer, ctx.train_data, plan, teacher=teacher, masks=ctx.masks, desc="recover"
@@ -55,6 +61,31 @@ def recover(model, config: RecoverConfig, ctx):
     ctx.notes["recover_train_accuracy_sample"] = accuracy(
         model, ctx.tokenizer, _head(ctx.train_data, 256), config.max_len
     )
+    return model
+
+
+def _recover_lm(model, config: RecoverConfig, ctx, teacher):
+    """Next-token recovery on the training text packed into blocks of max_len tokens."""
+    from slimbench.lm import pack, perplexity
+    from slimbench.training import LMPlan, train_causal_lm
+
+    blocks = torch.from_numpy(pack(ctx.tokenizer, ctx.train_data.texts, config.max_len))
+    steps = config.epochs * -(-len(blocks) // config.batch_size)
+    if config.max_steps:
+        steps = min(steps, config.max_steps)
+    plan = LMPlan(
+        steps=steps, lr=config.lr, batch_size=config.batch_size, warmup_steps=max(1, steps // 10),
+        weight_decay=0.0, seed=config.seed, temperature=config.temperature, alpha=config.alpha,
+    )  # fmt: skip
+    seconds = train_causal_lm(model, blocks, plan, teacher=teacher, masks=ctx.masks, desc="recover")
+    ctx.notes["recover_seconds"] = round(seconds, 1)
+    ctx.notes["recover_steps"] = steps
+
+    def logits_of(ids):
+        with torch.inference_mode():
+            return model(input_ids=torch.from_numpy(ids)).logits
+
+    ctx.notes["recover_train_perplexity_sample"], _ = perplexity(logits_of, blocks[:64].numpy())
     return model
 
 

@@ -1,0 +1,47 @@
+"""Causal language modelling on plain text: packing documents into fixed-length token blocks,
+and perplexity from logits, the same arithmetic for PyTorch and ONNX Runtime models."""
+
+from __future__ import annotations
+
+import numpy as np
+
+EVAL_BLOCKS = 128  # blocks of the eval text scored for perplexity (128 x 128 = 16k tokens)
+NEW_TOKENS = 32  # tokens generated per prompt in a causal-LM latency workload
+
+
+def pack(tokenizer, texts: list[str], block: int) -> np.ndarray:
+    """Every document as BOS + tokens + EOS, concatenated and cut into rows of `block` tokens
+    (the remainder is dropped). Returns int64 [n_blocks, block]."""
+    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+    stream: list[int] = []
+    for ids in tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]:
+        stream.extend(([bos] if bos is not None else []) + ids + ([eos] if eos is not None else []))
+    n = len(stream) // block
+    return np.asarray(stream[: n * block], dtype=np.int64).reshape(n, block)
+
+
+def token_nll(logits: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Negative log-likelihood of each next token, and the argmax prediction at each position.
+    logits [b, t, vocab], ids [b, t] -> ([b, t-1], [b, t-1])."""
+    logits = np.asarray(logits, dtype=np.float64)[:, :-1]
+    target = ids[:, 1:]
+    peak = logits.max(-1, keepdims=True)
+    log_z = np.log(np.exp(logits - peak).sum(-1)) + peak[..., 0]
+    picked = np.take_along_axis(logits, target[..., None], -1)[..., 0]
+    return log_z - picked, logits.argmax(-1)
+
+
+def perplexity(logits_of, blocks: np.ndarray, batch_size: int = 16) -> tuple[float, list[int]]:
+    """exp(mean next-token NLL) over `blocks`, and the flat list of argmax predictions.
+    `logits_of(ids [b, t] int64 ndarray) -> logits` may return a torch tensor or an ndarray."""
+    total, count, predictions = 0.0, 0, []
+    for i in range(0, len(blocks), batch_size):
+        ids = blocks[i : i + batch_size]
+        out = logits_of(ids)
+        if hasattr(out, "detach"):
+            out = out.detach().float().cpu().numpy()
+        nll, pred = token_nll(out, ids)
+        total += float(nll.sum())
+        count += nll.size
+        predictions.extend(pred.reshape(-1).tolist())
+    return float(np.exp(total / count)), predictions

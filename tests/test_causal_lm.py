@@ -1,0 +1,225 @@
+"""Causal LMs: packing and perplexity, the decoder default's build, decoder recipes on a tiny Llama,
+their artifacts loading without slimbench, and the bench's perplexity and tokens/s records."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import TEXTS
+from slimbench.checkpoint import Checkpoint
+from slimbench.data import LabelledText
+from slimbench.lm import NEW_TOKENS, pack, perplexity, token_nll
+from slimbench.pipeline import optimize
+from slimbench.recipes import load_recipe
+
+DECODER_RECIPES = ("baseline", "onnx", "onnx-o2-int8", "torchao-int8wo", "bnb-int8", "bnb-nf4",
+                   "sparse-2of4", "magnitude-50")  # fmt: skip
+
+
+class Tok:
+    bos_token_id, eos_token_id = 1, 2
+
+    def __call__(self, texts, add_special_tokens=False, verbose=False):
+        return {"input_ids": [[10 + len(w) for w in t.split()] for t in texts]}
+
+
+def test_pack_wraps_documents_in_bos_eos_and_drops_the_remainder():
+    blocks = pack(Tok(), ["a bb ccc", "dddd"], block=3)
+    # stream: 1 11 12 13 2 1 14 2 -> two full blocks of 3, remainder [2, ...] dropped
+    assert blocks.tolist() == [[1, 11, 12], [13, 2, 1]]
+    assert blocks.dtype == np.int64
+
+
+def test_token_nll_matches_torch_cross_entropy():
+    rng = np.random.default_rng(0)
+    logits, ids = rng.normal(size=(2, 5, 7)), rng.integers(0, 7, size=(2, 5))
+    nll, pred = token_nll(logits, ids)
+    expected = torch.nn.functional.cross_entropy(
+        torch.tensor(logits[:, :-1]).reshape(-1, 7), torch.tensor(ids[:, 1:]).reshape(-1), reduction="none"
+    )
+    np.testing.assert_allclose(nll.reshape(-1), expected.numpy(), rtol=1e-10)
+    assert (pred == logits[:, :-1].argmax(-1)).all()
+
+
+def test_perplexity_of_uniform_logits_is_the_vocabulary_size():
+    blocks = np.arange(24).reshape(3, 8) % 5
+    ppl, predictions = perplexity(lambda ids: torch.zeros(*ids.shape, 5), blocks, batch_size=2)
+    assert ppl == pytest.approx(5.0)
+    assert len(predictions) == 3 * 7
+
+
+def test_wordpiece_subset_keeps_minilm_pieces_adds_bos_only(tmp_path):
+    from transformers import AutoTokenizer
+
+    from slimbench.defaults import minilm_dir, wordpiece_subset
+
+    wordpiece_subset(TEXTS, 1, tmp_path)
+    tok = AutoTokenizer.from_pretrained(tmp_path)  # the standard loader, as a deployment would
+    base = AutoTokenizer.from_pretrained(minilm_dir())
+    assert len(tok) < 3000 < len(base)
+    enc = tok(TEXTS[0])
+    assert list(enc) == ["input_ids", "attention_mask"]  # no token_type_ids: generate() refuses them
+    assert enc["input_ids"][0] == tok.bos_token_id and enc["input_ids"][-1] != tok.eos_token_id
+    assert tok.convert_ids_to_tokens(enc["input_ids"][1:]) == base.tokenize(TEXTS[0])
+
+
+def test_decoder_default_builds_caches_and_records_perplexity(tmp_path, monkeypatch):
+    """The real build on the real corpus, made small: a few steps of a tiny model."""
+    from slimbench.defaults import Pretrain, default_decoder
+
+    monkeypatch.setenv("SLIMBENCH_CACHE_DIR", str(tmp_path))
+    recipe = Pretrain(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, steps=3, batch_size=4)
+    model = default_decoder(recipe, log=lambda *_: None, progress=False)
+    assert model.path.name.startswith("llama-bbc-")
+    info = model.info
+    assert 1 < info["eval_perplexity"] < 2 * info["vocab_size"]
+    assert info["eval_size"] == 400 and sum(1 for _ in open(model.eval_path)) == 400
+    from transformers import AutoModelForCausalLM
+
+    loaded = AutoModelForCausalLM.from_pretrained(model.path)
+    assert type(loaded).__name__ == "LlamaForCausalLM"
+    assert loaded.config.vocab_size == info["vocab_size"]
+    again = default_decoder(recipe, log=lambda *_: pytest.fail("rebuilt"), progress=False)
+    assert again.path == model.path
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no partial build left
+
+
+@pytest.fixture(scope="module")
+def llama_variants(tiny_llama, tmp_path_factory):
+    out = tmp_path_factory.mktemp("llama-variants")
+    checkpoint = Checkpoint.open(tiny_llama)
+    train = LabelledText([" ".join(TEXTS)] * 12, [0] * 12)  # enough text for a few blocks of 128
+    return {
+        name: optimize(checkpoint, load_recipe(name), out, sample_texts=TEXTS, train_data=train,
+                       log=lambda *_: None)
+        for name in DECODER_RECIPES
+    }  # fmt: skip
+
+
+def test_causal_lm_checkpoint_is_detected(tiny_llama):
+    assert Checkpoint.open(tiny_llama).task == "causal-lm"
+
+
+def test_onnx_export_of_a_causal_lm_carries_the_kv_cache(llama_variants):
+    import onnx
+
+    for name in ("onnx", "onnx-o2-int8"):
+        graph = onnx.load(str(llama_variants[name].path / "model.onnx"), load_external_data=False).graph
+        inputs = {i.name for i in graph.input}
+        outputs = {o.name for o in graph.output}
+        assert {"past_key_values.0.key", "past_key_values.1.value"} <= inputs, name
+        assert {"present.0.key", "present.1.value"} <= outputs, name
+    manifest = json.loads((llama_variants["onnx"].path / "slimbench.json").read_text())
+    assert manifest["notes"]["export_parity_max_abs_logit_diff"] < 1e-3
+    assert json.loads((llama_variants["onnx-o2-int8"].path / "slimbench.json").read_text())["dtype"] == "int8"
+
+
+def test_pruned_decoders_keep_their_pattern_through_recovery(llama_variants):
+    from slimbench.optimize.prune import is_two_of_four, prunable_linears
+
+    for name in ("sparse-2of4", "magnitude-50"):
+        model = llama_variants[name].model
+        linears = prunable_linears(model)
+        assert "lm_head" not in linears and len(linears) == 2 * 7
+        zeros = sum(int((m.weight == 0).sum()) for m in linears.values())
+        total = sum(m.weight.numel() for m in linears.values())
+        assert zeros / total >= 0.5, name
+        manifest = json.loads((llama_variants[name].path / "slimbench.json").read_text())
+        assert manifest["notes"]["recover_steps"] >= 1
+    assert all(
+        is_two_of_four(m.weight) for m in prunable_linears(llama_variants["sparse-2of4"].model).values()
+    )
+
+
+def test_dynamic_int8_refuses_a_causal_lm(tiny_llama, tmp_path):
+    with pytest.raises(ValueError, match="cannot generate text"):
+        optimize(Checkpoint.open(tiny_llama), load_recipe("torch-int8"), tmp_path, sample_texts=TEXTS,
+                 log=lambda *_: None)  # fmt: skip
+
+
+# Runs in a fresh interpreter and must never import slimbench: this is how a deployment loads.
+DEPLOY = r"""
+import json, sys
+from pathlib import Path
+d, text, n = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+kind = json.loads((d / "slimbench.json").read_text())["kind"]
+from transformers import AutoTokenizer
+tok = AutoTokenizer.from_pretrained(d)
+enc = tok([text], return_tensors="pt")
+if kind == "onnx":
+    from optimum.onnxruntime import ORTModelForCausalLM as Model
+else:
+    from transformers import AutoModelForCausalLM as Model
+model = Model.from_pretrained(d)
+ids = model.generate(**enc, max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=tok.pad_token_id)
+assert not [m for m in sys.modules if m.split(".")[0] == "slimbench"], "deployment imported slimbench"
+print(json.dumps(ids[0, enc["input_ids"].shape[1]:].tolist()))
+"""
+
+
+@pytest.mark.parametrize(
+    "name", ["baseline", "onnx", "onnx-o2-int8", "torchao-int8wo", "bnb-nf4", "sparse-2of4"]
+)
+def test_decoder_artifact_generates_without_slimbench(name, llama_variants, tiny_llama, tmp_path):
+    variant = llama_variants[name]
+    proc = subprocess.run(
+        [sys.executable, "-c", DEPLOY, str(variant.path), TEXTS[2], "6"], capture_output=True, text=True,
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    generated = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert len(generated) == 6
+    if name in ("onnx", "sparse-2of4"):  # fp32 graphs: the same greedy tokens as in memory
+        tok = Checkpoint.open(tiny_llama).load_tokenizer()
+        enc = tok([TEXTS[2]], return_tensors="pt")
+        model = variant.model
+        with torch.inference_mode():
+            ids = model.generate(**enc, max_new_tokens=6, min_new_tokens=6, do_sample=False,
+                                 pad_token_id=tok.pad_token_id)  # fmt: skip
+        assert generated == ids[0, enc["input_ids"].shape[1] :].tolist()
+
+
+def test_bench_records_perplexity_and_generated_tokens_per_second(llama_variants, tmp_path):
+    from slimbench.bench import run_bench
+    from slimbench.bench.timing import TimingPlan
+
+    eval_path = tmp_path / "eval.jsonl"
+    eval_path.write_text("".join(json.dumps({"text": " ".join(TEXTS) * 3}) + "\n" for _ in range(4)))
+    dirs = [llama_variants[n].path for n in ("baseline", "onnx", "onnx-o2-int8")]
+    results = tmp_path / "results.jsonl"
+    records, failures = run_bench(
+        dirs, eval_path, [2], [16], results, plan=TimingPlan(warmup=1, min_reps=2, min_seconds=0),
+        eval_seq_len=32, progress=False, log=lambda *_: None,
+    )  # fmt: skip
+    assert failures == []
+    by = {r["variant"]: r for r in records}
+    assert set(by) == {"baseline", "onnx", "onnx-o2-int8"}
+    for r in records:
+        assert r["task"] == "causal-lm" and r["metric_name"] == "perplexity"
+        assert r["throughput_items_per_s"] == pytest.approx(2 * NEW_TOKENS / (r["latency_ms_mean"] / 1e3))
+    assert by["baseline"]["agreement_with_baseline"] == 1.0
+    assert by["onnx"]["metric_ratio_to_baseline"] == pytest.approx(1.0, abs=1e-4)  # fp32 ONNX: same model
+    assert by["onnx"]["agreement_with_baseline"] > 0.99
+
+
+def test_report_budget_for_perplexity_is_at_most_one_percent_more():
+    import pandas as pd
+
+    from slimbench.reports.report import summary_table
+
+    def rec(variant, recipe, ratio, metric_name):
+        return {"task": "causal-lm", "variant": variant, "recipe": recipe, "device": "cpu", "device_name": "x", "num_threads": 2,
+                "batch_size": 1, "seq_len": 128, "latency_ms_p50": 10.0, "metric_name": metric_name,
+                "metric_ratio_to_baseline": ratio}  # fmt: skip
+
+    t = summary_table(pd.DataFrame([
+        rec("baseline", "baseline", 1.0, "perplexity"), rec("a", "x", 1.009, "perplexity"),
+        rec("b", "x", 1.02, "perplexity"), rec("c", "x", 0.95, "perplexity"),
+    ]))  # fmt: skip
+    assert dict(zip(t["variant"], t["within_budget"], strict=True)) == {
+        "baseline": True, "a": True, "b": False, "c": True,
+    }  # fmt: skip
