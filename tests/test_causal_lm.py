@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from conftest import TEXTS
+from slimbench import SlimbenchError
 from slimbench.checkpoint import Checkpoint
 from slimbench.data import LabelledText
 from slimbench.lm import NEW_TOKENS, pack, perplexity, token_nll
@@ -136,7 +137,7 @@ def test_pruned_decoders_keep_their_pattern_through_recovery(llama_variants):
 
 
 def test_dynamic_int8_refuses_a_causal_lm(tiny_llama, tmp_path):
-    with pytest.raises(ValueError, match="cannot generate text"):
+    with pytest.raises(SlimbenchError, match="cannot generate text"):
         optimize(Checkpoint.open(tiny_llama), load_recipe("torch-int8"), tmp_path, sample_texts=TEXTS,
                  log=lambda *_: None)  # fmt: skip
 
