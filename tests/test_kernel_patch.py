@@ -73,14 +73,59 @@ def test_patched_llama_matches_unpatched_with_left_padding():
     )  # padded positions are don't-care
 
 
-def test_unsupported_models_and_options_are_refused():
+def tiny_gpt2(**kw):
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    gpt2 = GPT2LMHeadModel(GPT2Config(n_layer=1, n_head=2, n_embd=16, vocab_size=50))
-    with pytest.raises(ValueError, match="BERT-family and Llama-family"):
-        apply_kernels(gpt2)
+    torch.manual_seed(0)
+    config = GPT2Config(n_layer=2, n_head=2, n_embd=64, vocab_size=120, n_positions=64, attn_implementation="sdpa",
+                        **kw)  # fmt: skip
+    return GPT2LMHeadModel(config).eval()
+
+
+@pytest.mark.parametrize("options", [dict(), dict(weight_only="int8", group_size=32)])
+def test_patched_gpt2_matches_unpatched_with_left_padding(options):
+    model = tiny_gpt2()
+    ids = torch.randint(0, 120, (2, 9))
+    mask = torch.ones(2, 9, dtype=torch.long)
+    mask[1, :3] = 0
+    position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+    with torch.inference_mode():
+        want = model(input_ids=ids, attention_mask=mask, position_ids=position_ids).logits
+    replaced = apply_kernels(model, **options)
+    kinds = {r.split(": ")[1] for r in replaced}
+    assert {"LayerNorm", "bias+GELU", "flash attention (AttentionInterface)"} <= kinds
+    if options:
+        assert (
+            sum(k == "W8A16" for k in (r.split(": ")[1] for r in replaced)) == 2 * 4
+        )  # c_attn, c_proj, c_fc, c_proj
+    with torch.inference_mode():
+        got = model(input_ids=ids, attention_mask=mask, position_ids=position_ids).logits
+    atol = 2e-2 if options else 1e-4
+    torch.testing.assert_close(got[0], want[0], atol=atol, rtol=1e-3)
+    torch.testing.assert_close(got[1, 3:], want[1, 3:], atol=atol, rtol=1e-3)
+
+
+def test_patched_gpt2_generates_the_same_tokens_with_kv_cache():
+    model = tiny_gpt2()
+    ids = torch.randint(0, 120, (1, 5))
+    with torch.inference_mode():
+        want = model.generate(ids, max_new_tokens=6, do_sample=False, pad_token_id=0)
+        apply_kernels(model)
+        got = model.generate(ids, max_new_tokens=6, do_sample=False, pad_token_id=0)
+    assert got.tolist() == want.tolist()
+
+
+def test_unsupported_models_and_options_are_refused():
+    from transformers import GPTNeoConfig, GPTNeoForCausalLM
+
+    neo = GPTNeoForCausalLM(GPTNeoConfig(num_layers=1, num_heads=2, hidden_size=16, vocab_size=50,
+                                         attention_types=[[["global"], 1]]))  # fmt: skip
+    with pytest.raises(ValueError, match="BERT-family, Llama-family and GPT-2"):
+        apply_kernels(neo)
     with pytest.raises(ValueError, match="weight_only must be"):
         apply_kernels(tiny_llama(), weight_only="int3")
+    with pytest.raises(ValueError, match="cross-attention"):
+        apply_kernels(tiny_gpt2(add_cross_attention=True))
 
 
 def test_attention_with_unsupported_head_dim_stays_on_pytorch(tiny_bert):

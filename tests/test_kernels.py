@@ -49,7 +49,18 @@ def test_bias_gelu_and_swiglu(shape, dtype):
         torch.randn(shape[-1]).to(dtype),
     )
     close(activations.bias_gelu(x, bias), activations.bias_gelu_reference(x, bias), dtype, 2)
+    tanh = activations.bias_gelu(x, bias, approximate="tanh")
+    close(tanh, activations.bias_gelu_reference(x, bias, approximate="tanh"), dtype, 2)
     close(activations.swiglu(x, up), activations.swiglu_reference(x, up), dtype, 2)
+
+
+def test_bias_gelu_tanh_is_gpt2_gelu_new():
+    from transformers.activations import NewGELUActivation
+
+    x, bias = torch.randn(3, 5, 64) * 3, torch.randn(64)
+    close(activations.bias_gelu(x, bias, approximate="tanh"), NewGELUActivation()(x + bias), torch.float32, 2)
+    with pytest.raises(ValueError, match="approximate"):
+        activations.bias_gelu(x, bias, approximate="sigmoid")
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

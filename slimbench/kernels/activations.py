@@ -1,4 +1,5 @@
-"""Bias + GELU (BERT FFN, exact erf GELU) and SwiGLU (Llama MLP: silu(gate) * up), forward."""
+"""Bias + GELU (BERT FFN: exact erf GELU; GPT-2 MLP: tanh approximation) and SwiGLU (Llama MLP:
+silu(gate) * up), forward."""
 
 from __future__ import annotations
 
@@ -13,12 +14,16 @@ BLOCK = 1024
 
 
 @triton.jit
-def _bias_gelu_kernel(X, B, Y, numel, N, BLOCK: tl.constexpr):
+def _bias_gelu_kernel(X, B, Y, numel, N, TANH: tl.constexpr, BLOCK: tl.constexpr):
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < numel
     x = tl.load(X + offs, mask=mask, other=0.0).to(tl.float32)
     x += tl.load(B + offs % N, mask=mask, other=0.0).to(tl.float32)
-    y = 0.5 * x * (1.0 + tl.math.erf(x * 0.7071067811865476))
+    if TANH:  # 0.5 x (1 + tanh(u)) = x sigmoid(2u), u = sqrt(2/pi) (x + 0.044715 x^3)
+        u = 0.7978845608028654 * (x + 0.044715 * x * x * x)
+        y = x / (1.0 + tl.exp(tl.minimum(-2.0 * u, 80.0)))  # capped: no overflow, same limit
+    else:
+        y = 0.5 * x * (1.0 + tl.math.erf(x * 0.7071067811865476))
     tl.store(Y + offs, y.to(Y.dtype.element_ty), mask=mask)
 
 
@@ -32,13 +37,17 @@ def _swiglu_kernel(G, U, Y, numel, BLOCK: tl.constexpr):
     tl.store(Y + offs, (silu * u).to(Y.dtype.element_ty), mask=mask)
 
 
-def bias_gelu(x, bias):
-    """gelu(x + bias), bias broadcast over the last dimension."""
+def bias_gelu(x, bias, approximate: str = "none"):
+    """gelu(x + bias), bias broadcast over the last dimension; approximate "tanh" as GPT-2's gelu_new."""
+    if approximate not in ("none", "tanh"):
+        raise ValueError(f"approximate must be 'none' or 'tanh', got {approximate!r}")
     if not use_triton(x):
-        return bias_gelu_reference(x, bias)
+        return bias_gelu_reference(x, bias, approximate)
     x = x.contiguous()
     y = torch.empty_like(x)
-    _bias_gelu_kernel[(triton.cdiv(x.numel(), BLOCK),)](x, bias, y, x.numel(), x.shape[-1], BLOCK=BLOCK)
+    _bias_gelu_kernel[(triton.cdiv(x.numel(), BLOCK),)](
+        x, bias, y, x.numel(), x.shape[-1], TANH=approximate == "tanh", BLOCK=BLOCK
+    )
     return y
 
 
@@ -51,8 +60,8 @@ def swiglu(gate, up):
     return y
 
 
-def bias_gelu_reference(x, bias):
-    return F.gelu(x.float() + bias.float()).to(x.dtype)
+def bias_gelu_reference(x, bias, approximate: str = "none"):
+    return F.gelu(x.float() + bias.float(), approximate=approximate).to(x.dtype)
 
 
 def swiglu_reference(gate, up):

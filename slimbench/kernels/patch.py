@@ -1,5 +1,5 @@
-"""The only place that knows Hugging Face module names: swaps the fused kernels into BERT-family
-and Llama-family models, per instance (other models in the process are untouched).
+"""The only place that knows Hugging Face module names: swaps the fused kernels into BERT-family,
+Llama-family and GPT-2 models, per instance (other models in the process are untouched).
 
 Weights are unchanged except with `weight_only`, which replaces Linear layers by QuantLinear.
 A deployed model re-applies the same call after `from_pretrained`.
@@ -87,8 +87,14 @@ def _swiglu_mlp_forward(self, x):
     return self.down_proj(swiglu(self.gate_proj(x), self.up_proj(x)))
 
 
-def _llama_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
-    """transformers AttentionInterface entry: query (B, H, S, D), key/value (B, H_kv, S_k, D)."""
+def _decoder_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    """transformers AttentionInterface entry (Llama, GPT-2): query (B, H, S, D), key/value (B, H_kv, S_k, D)."""
+    if kwargs.get("head_mask") is not None:
+        raise ValueError("the fused attention kernel does not take a head_mask")
+    if scaling is None:  # GPT-2 passes none: its attention module says how it scales
+        scaling = 1 / math.sqrt(query.shape[-1]) if getattr(module, "scale_attn_weights", True) else 1.0
+        if getattr(module, "scale_attn_by_inverse_layer_idx", False):
+            scaling /= module.layer_idx + 1
     groups = getattr(module, "num_key_value_groups", 1)
     if groups > 1:
         key, value = key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1)
@@ -100,12 +106,40 @@ def _llama_attention(module, query, key, value, attention_mask, scaling=None, dr
     return out.transpose(1, 2).contiguous(), None
 
 
-def _register_llama_attention() -> None:
+def _register_decoder_attention() -> None:
     from transformers import AttentionInterface
     from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 
-    AttentionInterface.register(ATTENTION_NAME, _llama_attention)
+    AttentionInterface.register(ATTENTION_NAME, _decoder_attention)
     ALL_MASK_ATTENTION_FUNCTIONS.register(ATTENTION_NAME, sdpa_mask)
+
+
+# ---------------------------------------------------------------------------------------- GPT-2
+
+GPT2_GELU = {"gelu_new": "tanh", "gelu_pytorch_tanh": "tanh", "gelu_fast": "tanh", "gelu": "none"}
+
+
+def _layer_norm_forward(self, hidden_states):
+    return add_layer_norm(hidden_states, None, self.weight, self.bias, self.eps)
+
+
+def _gpt2_mlp_forward(self, hidden_states):
+    c_fc = self.c_fc  # Conv1D: weight (in, out); the bias is added inside the GELU kernel
+    if isinstance(c_fc, QuantLinear):
+        h = weight_only_matmul(hidden_states, c_fc.qweight, c_fc.scale, None, c_fc.bits, c_fc.group_size)
+    else:
+        h = hidden_states @ c_fc.weight
+    h = bias_gelu(h, c_fc.bias, GPT2_GELU[self._slimbench_gelu])
+    return self.dropout(self.c_proj(h))
+
+
+def _conv1d_as_linear(conv) -> nn.Linear:
+    """GPT-2's Conv1D (y = x W + b, W of shape (in, out)) as the equivalent nn.Linear."""
+    linear = nn.Linear(conv.weight.shape[0], conv.weight.shape[1], device=conv.weight.device)
+    with torch.no_grad():
+        linear.weight.copy_(conv.weight.t())
+        linear.bias.copy_(conv.bias)
+    return linear
 
 
 # ------------------------------------------------------------------------------------------ API
@@ -117,8 +151,11 @@ def model_family(model) -> str:
         return "bert"
     if model_type in ("llama", "mistral", "qwen2"):
         return "llama"
+    if model_type == "gpt2":
+        return "gpt2"
     raise ValueError(
-        f"slimbench kernels support BERT-family and Llama-family models, not {model_type!r} ({type(model).__name__})"
+        "slimbench kernels support BERT-family, Llama-family and GPT-2 models, "
+        f"not {model_type!r} ({type(model).__name__})"
     )
 
 
@@ -128,7 +165,9 @@ def apply_kernels(model, norm: bool = True, activation: bool = True, attention: 
     if weight_only not in (None, "int8", "int4"):
         raise ValueError(f"weight_only must be None, 'int8' or 'int4', got {weight_only!r}")
     family = model_family(model)
-    act = getattr(model.config, "hidden_act", None)
+    act = getattr(model.config, "hidden_act", None) or getattr(model.config, "activation_function", None)
+    if family == "gpt2" and attention and getattr(model.config, "add_cross_attention", False):
+        raise ValueError("GPT-2 with cross-attention: the fused attention kernel is self-attention only")
     replaced = []
     for name, module in list(model.named_modules()):
         cls = type(module).__name__
@@ -147,6 +186,14 @@ def apply_kernels(model, norm: bool = True, activation: bool = True, attention: 
             ):
                 _bind(module, _bert_attention_forward)
                 replaced.append(f"{name}: flash attention")
+        elif family == "gpt2":
+            if norm and isinstance(module, nn.LayerNorm):
+                _bind(module, _layer_norm_forward)
+                replaced.append(f"{name}: LayerNorm")
+            elif activation and cls == "GPT2MLP" and act in GPT2_GELU:
+                module._slimbench_gelu = act
+                _bind(module, _gpt2_mlp_forward)
+                replaced.append(f"{name}: bias+GELU")
         else:
             if norm and cls.endswith("RMSNorm"):
                 _bind(module, _rms_norm_forward)
@@ -158,8 +205,8 @@ def apply_kernels(model, norm: bool = True, activation: bool = True, attention: 
         getattr(model.config, "head_dim", None)
         or model.config.hidden_size // model.config.num_attention_heads
     )
-    if family == "llama" and attention and head_dim in SUPPORTED_HEAD_DIMS:
-        _register_llama_attention()
+    if family in ("llama", "gpt2") and attention and head_dim in SUPPORTED_HEAD_DIMS:
+        _register_decoder_attention()
         model.config._attn_implementation = ATTENTION_NAME
         replaced.append("attention: flash attention (AttentionInterface)")
     if weight_only:
@@ -168,6 +215,8 @@ def apply_kernels(model, norm: bool = True, activation: bool = True, attention: 
         for name, module in list(model.named_modules()):
             for child_name, child in list(module.named_children()):
                 full = f"{name}.{child_name}" if name else child_name
+                if type(child).__name__ == "Conv1D" and family == "gpt2":
+                    child = _conv1d_as_linear(child)
                 if (
                     isinstance(child, nn.Linear)
                     and not full.startswith(heads)
