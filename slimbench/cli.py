@@ -71,7 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="which embedded default (default: text-classification)",
     )
     p.add_argument(
-        "--out", type=Path, default=Path("slimbench-out"), help="output directory (default: ./slimbench-out)"
+        "--out",
+        type=Path,
+        default=None,
+        help="output directory (default: ./slimbench-out, or ./slimbench-out-lm with --task causal-lm)",
     )
     p.add_argument(
         "--recipes",
@@ -275,6 +278,8 @@ def cmd_demo(args) -> int:
     from slimbench.reports import write_report
 
     names = args.recipes.split(",") if args.recipes else DEMO_RECIPES[args.task]
+    if args.out is None:  # one directory per task: variant names and results would collide
+        args.out = Path("slimbench-out-lm" if args.task == "causal-lm" else "slimbench-out")
     recipes = [load_recipe(name.strip()) for name in names if name.strip()]
     if args.task == "causal-lm":
         default = default_decoder()

@@ -62,8 +62,8 @@ def append_record(path: Path, record: dict) -> None:
         os.fsync(f.fileno())
 
 
-def _key(variant: str, device: str, batch_size: int, seq_len: int) -> tuple:
-    return (variant, device, int(batch_size), int(seq_len))
+def _key(task: str, variant: str, device: str, batch_size: int, seq_len: int) -> tuple:
+    return (task, variant, device, int(batch_size), int(seq_len))
 
 
 def _die_with_parent() -> None:
@@ -155,10 +155,11 @@ def run_bench(
     plan = plan or TimingPlan()
     run_id = uuid.uuid4().hex[:12]
     previous = read_results(results_path)
-    done = {_key(r["variant"], r["device"], r["batch_size"], r["seq_len"]) for r in previous}
+    done = {_key(r.get("task"), r["variant"], r["device"], r["batch_size"], r["seq_len"]) for r in previous}
     workloads = sorted({(int(b), int(s)) for b in batch_sizes for s in seq_lens})
     todo = {
-        d: [w for w in workloads if _key(m["variant"], device, *w) not in done] for d, m in manifests.items()
+        d: [w for w in workloads if _key(m["task"], m["variant"], device, *w) not in done]
+        for d, m in manifests.items()
     }
     skipped = sum(len(workloads) - len(t) for t in todo.values())
     if skipped:
@@ -248,7 +249,7 @@ def run_bench(
                 "latency_ms_p50": {
                     f"{device}:b{r['batch_size']}:s{r['seq_len']}": r["latency_ms_p50"]
                     for r in [*previous, *records]
-                    if r["variant"] == name and r["device"] == device
+                    if r["variant"] == name and r["device"] == device and r.get("task") == manifest["task"]
                 },
             },
         )
