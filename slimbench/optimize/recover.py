@@ -66,7 +66,7 @@ def recover(model, config: RecoverConfig, ctx):
 
 def _recover_lm(model, config: RecoverConfig, ctx, teacher):
     """Next-token recovery on the training text packed into blocks of max_len tokens."""
-    from slimbench.lm import pack, perplexity
+    from slimbench.lm import model_perplexity, pack
     from slimbench.training import LMPlan, train_causal_lm
 
     blocks = torch.from_numpy(pack(ctx.tokenizer, ctx.train_data.texts, config.max_len))
@@ -80,12 +80,7 @@ def _recover_lm(model, config: RecoverConfig, ctx, teacher):
     seconds = train_causal_lm(model, blocks, plan, teacher=teacher, masks=ctx.masks, desc="recover")
     ctx.notes["recover_seconds"] = round(seconds, 1)
     ctx.notes["recover_steps"] = steps
-
-    def logits_of(ids):
-        with torch.inference_mode():
-            return model(input_ids=torch.from_numpy(ids)).logits
-
-    ctx.notes["recover_train_perplexity_sample"], _ = perplexity(logits_of, blocks[:64].numpy())
+    ctx.notes["recover_train_perplexity_sample"] = model_perplexity(model, blocks[:64].numpy())
     return model
 
 
