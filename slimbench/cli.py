@@ -19,6 +19,11 @@ DEMO_RECIPES = {
         "magnitude-50",
     ),
 }  # fmt: skip
+# task -> (which embedded default, output directory, its quality figure in the default's info)
+DEMO_DEFAULTS = {
+    "text-classification": ("encoder", "slimbench-out", "eval_accuracy"),
+    "causal-lm": ("decoder", "slimbench-out-lm", "eval_perplexity"),
+}
 
 
 def _int_list(text: str) -> list[int]:
@@ -33,10 +38,29 @@ def _int_list(text: str) -> list[int]:
     return values
 
 
+def _device(text: str) -> str:
+    from slimbench.backends import Device
+
+    try:
+        return str(Device.parse(text))
+    except SlimbenchError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _add_overwrite(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--overwrite", action="store_true",
+        help="where the output holds files slimbench did not write, move them aside instead of stopping "
+        "(nothing is ever deleted)",
+    )  # fmt: skip
+
+
 def _add_bench_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-sizes", type=_int_list, default=[1, 32], help="comma-separated (default: 1,32)")
     p.add_argument("--seq-lens", type=_int_list, default=[128], help="comma-separated (default: 128)")
-    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where to measure (default: cpu)")
+    p.add_argument(
+        "--device", type=_device, default="cpu", help="where to measure: cpu, cuda or cuda:N (default: cpu)"
+    )
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: physical cores)")
     p.add_argument("--min-reps", type=int, default=10, help="timed repetitions at least (default: 10)")
     p.add_argument("--min-seconds", type=float, default=2.0, help="timed seconds at least (default: 2)")
@@ -55,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Compress a fine-tuned transformer checkpoint and measure every variant honestly.",
     )
     parser.add_argument("--version", action="version", version=f"slimbench {__version__}")
+    parser.add_argument(
+        "--debug", action="store_true", help="print Python tracebacks instead of one-line errors"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser(
@@ -115,6 +142,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trust-remote-code", action="store_true", help="allow the checkpoint's own Python code")
     p.add_argument("--allow-pickle", action="store_true", help="allow pickle (.bin) weights")
     p.add_argument("--force", action="store_true", help="rebuild even if an up-to-date variant exists")
+    p.add_argument(
+        "--min-agreement", type=float, default=None, metavar="SHARE",
+        help="the saved variant must keep this share of the source's predictions on the sample inputs "
+        "(default: 0.9)",
+    )  # fmt: skip
+    p.add_argument(
+        "--allow-degraded", action="store_true",
+        help="keep a variant that fails the agreement check (it is recorded in its slimbench.json)",
+    )  # fmt: skip
+    _add_overwrite(p)
 
     p = sub.add_parser(
         "bench",
@@ -140,6 +177,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("results", nargs="+", type=Path, metavar="RESULTS.jsonl")
     p.add_argument("--out", type=Path, default=Path("."), help="output directory (default: .)")
+    _add_overwrite(p)
+
+    p = sub.add_parser(
+        "compare",
+        help="the regression gate: diff two results files, exit 1 on a regression beyond the thresholds",
+        description="Compare every cell (variant x workload x device) measured in both files; exit 1 where a "
+        "field got worse by more than its threshold (latency and memory up, throughput and accuracy down, "
+        "perplexity up).",
+    )
+    p.add_argument("old", type=Path, metavar="OLD.jsonl")
+    p.add_argument("new", type=Path, metavar="NEW.jsonl")
+    p.add_argument(
+        "--fail-on", default="latency_ms_p50:5%,metric:0.5%",
+        help="comma-separated FIELD:PERCENT%% rules (default: latency_ms_p50:5%%,metric:0.5%%)",
+    )  # fmt: skip
+
+    p = sub.add_parser(
+        "verify",
+        help="check a saved variant against the sha256 of every file its slimbench.json lists",
+        description="Exit 0 when every file of the variant is as slimbench wrote it; otherwise list the changed, "
+        "missing and unlisted files and exit 1.",
+    )
+    p.add_argument("model_dirs", nargs="+", type=Path, metavar="MODEL_DIR")
 
     p = sub.add_parser(
         "recipes",
@@ -152,8 +212,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def recipes_markdown() -> str:
     """The README's step and recipe tables, generated from the registry."""
-    from slimbench.recipes import builtin_recipes, builtin_searches
-    from slimbench.registry import LOADERS, config_fields, steps
+    from slimbench.backends import LOADERS
+    from slimbench.optimize import steps
+    from slimbench.optimize.recipes import builtin_recipes, builtin_searches
+    from slimbench.optimize.registry import config_fields
 
     lines = ["| step | what it does | parameters (default) | takes -> gives |", "|---|---|---|---|"]
     for name, step in sorted(steps().items()):
@@ -175,8 +237,10 @@ def recipes_markdown() -> str:
 
 
 def cmd_recipes(args) -> int:
-    from slimbench.recipes import builtin_recipes, builtin_searches
-    from slimbench.registry import LOADERS, config_fields, steps
+    from slimbench.backends import LOADERS
+    from slimbench.optimize import steps
+    from slimbench.optimize.recipes import builtin_recipes, builtin_searches
+    from slimbench.optimize.registry import config_fields
 
     if args.markdown:
         print(recipes_markdown())
@@ -205,7 +269,7 @@ def cmd_recipes(args) -> int:
 
 def _sample_texts(path: Path | None) -> list[str]:
     if path is not None:
-        from slimbench.data import read_texts
+        from slimbench.core.data import read_texts
 
         return read_texts(path)[:16]
     from slimbench.defaults import bbc_news
@@ -215,35 +279,24 @@ def _sample_texts(path: Path | None) -> list[str]:
 
 
 def cmd_optimize(args) -> int:
-    from slimbench.checkpoint import Checkpoint
-    from slimbench.pipeline import optimize
-    from slimbench.recipes import Recipe, load_recipe
+    from slimbench.core.checkpoint import Checkpoint
+    from slimbench.optimize.recipes import load_recipe
+    from slimbench.pipeline import MIN_AGREEMENT, run
 
     recipe = load_recipe(args.recipe)  # validated before any model loads
+    min_agreement = MIN_AGREEMENT if args.min_agreement is None else args.min_agreement
+    if not 0 <= min_agreement <= 1:
+        raise SlimbenchError(f"--min-agreement must be between 0 and 1, got {min_agreement}")
     checkpoint = Checkpoint.open(args.checkpoint, args.task, args.trust_remote_code, args.allow_pickle)
     train = None
     if args.train_data is not None:
-        from slimbench.data import read_labelled
+        from slimbench.core.data import read_labelled
 
         train = read_labelled(args.train_data, checkpoint.load_config().label2id)
-    if not isinstance(recipe, Recipe):  # a search: build, measure, choose
-        from slimbench.search import run_search
-
-        if args.eval_data is None:
-            raise SlimbenchError(f"recipe {recipe.name!r} measures its candidates: pass --eval-data FILE")
-        path = run_search(recipe, checkpoint, args.out, eval_path=args.eval_data, train_data=train,
-                          sample_texts=_sample_texts(args.sample_data), bench_kwargs={})  # fmt: skip
-        print(path)
-        return 0
-    variant = optimize(
-        checkpoint,
-        recipe,
-        args.out,
-        sample_texts=_sample_texts(args.sample_data),
-        train_data=train,
-        force=args.force,
-    )
-    print(variant.path)
+    path = run(checkpoint, recipe, args.out, sample_texts=_sample_texts(args.sample_data), train_data=train,
+               eval_path=args.eval_data, force=args.force, min_agreement=min_agreement,
+               allow_degraded=args.allow_degraded, overwrite=args.overwrite)  # fmt: skip
+    print(path)
     return 0
 
 
@@ -265,28 +318,51 @@ def cmd_bench(args) -> int:
 def cmd_report(args) -> int:
     from slimbench.reports import write_report
 
-    print(f"report: {write_report(args.results, args.out)}")
+    print(f"report: {write_report(args.results, args.out, overwrite=args.overwrite)}")
     return 0
 
 
+def cmd_compare(args) -> int:
+    from slimbench.bench.compare import compare, format_rows, parse_rules
+
+    rows, alone = compare(args.old, args.new, parse_rules(args.fail_on))
+    print(format_rows(rows))
+    for line in alone:
+        print(line)
+    bad = [r for r in rows if r["regression"]]
+    print(f"\n{len(bad)} regression(s) in {len(rows)} comparison(s)")
+    return 1 if bad else 0
+
+
+def cmd_verify(args) -> int:
+    from slimbench.core.artifacts import verify
+
+    status = 0
+    for model_dir in args.model_dirs:
+        problems = verify(model_dir)
+        print(f"{model_dir}: {'ok' if not problems else 'DIFFERS'}")
+        for line in problems:
+            print(f"  {line}")
+        status = status or (1 if problems else 0)
+    return status
+
+
 def cmd_demo(args) -> int:
-    from slimbench.checkpoint import Checkpoint
-    from slimbench.data import read_labelled
+    from slimbench.core.checkpoint import Checkpoint
+    from slimbench.core.data import read_labelled
     from slimbench.defaults import default_decoder, default_encoder
+    from slimbench.optimize.recipes import load_recipe
     from slimbench.pipeline import optimize
-    from slimbench.recipes import load_recipe
     from slimbench.reports import write_report
+    from slimbench.tasks import get_task
 
     names = args.recipes.split(",") if args.recipes else DEMO_RECIPES[args.task]
+    build, out_name, info_key = DEMO_DEFAULTS[args.task]
     if args.out is None:  # one directory per task: variant names and results would collide
-        args.out = Path("slimbench-out-lm" if args.task == "causal-lm" else "slimbench-out")
+        args.out = Path(out_name)
     recipes = [load_recipe(name.strip()) for name in names if name.strip()]
-    if args.task == "causal-lm":
-        default = default_decoder()
-        quality = f"held-out perplexity {default.info['eval_perplexity']:.2f}"
-    else:
-        default = default_encoder()
-        quality = f"held-out accuracy {default.info['eval_accuracy']:.4f}"
+    default = {"encoder": default_encoder, "decoder": default_decoder}[build]()
+    quality = f"held-out {get_task(args.task).metric_name} {default.info[info_key]:.4f}"
     print(f"Embedded default: {default.path} ({quality})")
     checkpoint = Checkpoint.open(default.path)
     samples = read_labelled(default.eval_path).texts[:16]
@@ -307,6 +383,8 @@ COMMANDS = {
     "optimize": cmd_optimize,
     "bench": cmd_bench,
     "report": cmd_report,
+    "compare": cmd_compare,
+    "verify": cmd_verify,
     "recipes": cmd_recipes,
 }
 
@@ -323,7 +401,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except SlimbenchError as e:
-        print(f"slimbench: error: {e}", file=sys.stderr)
+        if args.debug:
+            raise
+        print(f"slimbench: error: {' '.join(str(e).splitlines())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\nslimbench: interrupted; finished results and variants are kept", file=sys.stderr)

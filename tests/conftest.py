@@ -9,6 +9,21 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+def _no_network(self, address, *args, **kwargs):
+    host = address[0] if isinstance(address, tuple) else address
+    if isinstance(host, str) and not (
+        host.startswith("127.") or host in ("::1", "localhost") or host.startswith("/")
+    ):
+        raise OSError(f"slimbench tests never use the network (tried {address!r})")
+    return _connect(self, address, *args, **kwargs)
+
+
+import socket  # noqa: E402
+
+_connect = socket.socket.connect
+socket.socket.connect = _no_network  # every test fails on an attempted download
+
+
 def pytest_configure(config):
     # Unit tests run the Triton kernels in the interpreter (CPU, correctness only). Triton reads
     # the variable when a kernel is defined, so it is set before any test module imports one.
@@ -106,15 +121,24 @@ def eval_jsonl(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_variants(tiny_bert, tmp_path_factory):
     """Every built-in recipe applied to the tiny BERT: {recipe name: Variant}."""
-    from slimbench.checkpoint import Checkpoint
-    from slimbench.data import LabelledText
+    from slimbench.core.checkpoint import Checkpoint
+    from slimbench.core.data import LabelledText
+    from slimbench.optimize.recipes import builtin_recipes
     from slimbench.pipeline import optimize
-    from slimbench.recipes import builtin_recipes
 
     out = tmp_path_factory.mktemp("variants")
     checkpoint = Checkpoint.open(tiny_bert)
     train = LabelledText(TEXTS * 2, [i % len(LABELS) for i in range(len(TEXTS) * 2)])
     return {
-        name: optimize(checkpoint, recipe, out, sample_texts=TEXTS, train_data=train, log=lambda *_: None)
+        # random weights: pruning and int8 flip near-tied predictions, so the agreement check only records
+        name: optimize(
+            checkpoint,
+            recipe,
+            out,
+            sample_texts=TEXTS,
+            train_data=train,
+            allow_degraded=True,
+            log=lambda *_: None,
+        )  # fmt: skip
         for name, recipe in builtin_recipes().items()
     }

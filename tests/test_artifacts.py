@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from conftest import TEXTS
-from slimbench.artifacts import MANIFEST, read_manifest, save_variant
-from slimbench.checkpoint import Checkpoint
+from slimbench.core.artifacts import MANIFEST, read_manifest, save_variant, verify
+from slimbench.core.checkpoint import Checkpoint
+from slimbench.optimize.recipes import builtin_recipes, load_recipe
 from slimbench.pipeline import optimize
-from slimbench.recipes import builtin_recipes, load_recipe
 
 # Runs in a fresh interpreter and must never import slimbench: this is how a deployment loads.
 DEPLOY = r"""
@@ -23,7 +23,8 @@ from transformers import AutoTokenizer
 enc = AutoTokenizer.from_pretrained(d)(texts, padding=True, truncation=True, max_length=48, return_tensors="pt")
 if kind == "torch":
     from transformers import AutoModelForSequenceClassification
-    logits = AutoModelForSequenceClassification.from_pretrained(d, device_map="cpu").eval()(**enc).logits
+    model = AutoModelForSequenceClassification.from_pretrained(d, device_map="cpu", dtype="auto").eval()
+    logits = model(**enc).logits.float()
 elif kind == "torch-int8":
     import torch
     logits = torch.jit.load(str(d / "model.pt"))(enc["input_ids"], enc["attention_mask"])
@@ -115,11 +116,55 @@ def test_save_replaces_an_older_variant_whole(tmp_path, tiny_bert):
     checkpoint = Checkpoint.open(tiny_bert)
     model, tokenizer = checkpoint.load_model(), checkpoint.load_tokenizer()
     save_variant(model, "torch", tmp_path, "v", tokenizer=tokenizer, manifest={"n": 1})
-    (tmp_path / "v" / "stale.txt").write_text("from the old variant")
     save_variant(model, "torch", tmp_path, "v", tokenizer=tokenizer, manifest={"n": 2})
     assert read_manifest(tmp_path / "v")["n"] == 2
-    assert not (tmp_path / "v" / "stale.txt").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["v"]
+    assert verify(tmp_path / "v") == []
+
+
+def test_files_slimbench_did_not_write_are_never_deleted(tmp_path, tiny_bert):
+    from slimbench import SlimbenchError
+
+    checkpoint = Checkpoint.open(tiny_bert)
+    model, tokenizer = checkpoint.load_model(), checkpoint.load_tokenizer()
+    save_variant(model, "torch", tmp_path, "v", tokenizer=tokenizer, manifest={"n": 1})
+    (tmp_path / "v" / "notes.txt").write_text("the user's")
+    with pytest.raises(SlimbenchError, match=r"holds files slimbench did not write \(notes.txt\)"):
+        save_variant(model, "torch", tmp_path, "v", tokenizer=tokenizer, manifest={"n": 2})
+    assert (tmp_path / "v" / "notes.txt").read_text() == "the user's"
+    assert read_manifest(tmp_path / "v")["n"] == 1 and sorted(p.name for p in tmp_path.iterdir()) == ["v"]
+    save_variant(
+        model,
+        "torch",
+        tmp_path,
+        "v",
+        tokenizer=tokenizer,
+        manifest={"n": 2},
+        overwrite=True,
+    )
+    (aside,) = tmp_path.glob("v.replaced-*")
+    assert (aside / "notes.txt").read_text() == "the user's"  # moved aside, not deleted
+    assert read_manifest(tmp_path / "v")["n"] == 2
+
+
+def test_verify_names_changed_missing_and_unlisted_files(tiny_variants, tmp_path):
+    import shutil
+
+    from slimbench.cli import main
+
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_variants["onnx"].path, copy)
+    assert verify(copy) == [] and main(["verify", str(copy)]) == 0
+    with open(copy / "model.onnx", "ab") as f:
+        f.write(b"tampered")
+    (copy / "tokenizer_config.json").unlink()
+    (copy / "extra.py").write_text("print('hi')")
+    assert verify(copy) == [
+        "changed: model.onnx",
+        "missing: tokenizer_config.json",
+        "not written by slimbench: extra.py",
+    ]
+    assert main(["verify", str(copy)]) == 1
 
 
 def test_checkpoint_refuses_pickle_and_missing_configs(tmp_path, tiny_bert):

@@ -8,10 +8,10 @@ import time
 
 import pytest
 
-from slimbench.artifacts import read_manifest
 from slimbench.bench import RECORD_FIELDS, run_bench
 from slimbench.bench.runner import append_record, read_results
 from slimbench.bench.timing import TimingPlan, summarize, time_calls
+from slimbench.core.artifacts import read_manifest
 
 FAST = TimingPlan(warmup=1, min_reps=3, min_seconds=0.0, max_reps=5)
 

@@ -11,11 +11,11 @@ import torch
 
 from conftest import TEXTS
 from slimbench import SlimbenchError
-from slimbench.checkpoint import Checkpoint
-from slimbench.data import LabelledText
-from slimbench.lm import NEW_TOKENS, pack, perplexity, token_nll
+from slimbench.core.checkpoint import Checkpoint
+from slimbench.core.data import LabelledText
+from slimbench.optimize.recipes import load_recipe
 from slimbench.pipeline import optimize
-from slimbench.recipes import load_recipe
+from slimbench.tasks.causal_lm import NEW_TOKENS, pack, perplexity, token_nll
 
 DECODER_RECIPES = ("baseline", "onnx", "onnx-o2-int8", "torchao-int8wo", "bnb-int8", "bnb-nf4",
                    "sparse-2of4", "magnitude-50")  # fmt: skip
@@ -94,9 +94,10 @@ def llama_variants(tiny_llama, tmp_path_factory):
     out = tmp_path_factory.mktemp("llama-variants")
     checkpoint = Checkpoint.open(tiny_llama)
     train = LabelledText([" ".join(TEXTS)] * 12, [0] * 12)  # enough text for a few blocks of 128
+    # random weights: pruning flips near-tied next tokens, so the agreement check only records
     return {
         name: optimize(checkpoint, load_recipe(name), out, sample_texts=TEXTS, train_data=train,
-                       log=lambda *_: None)
+                       allow_degraded=True, log=lambda *_: None)
         for name in DECODER_RECIPES
     }  # fmt: skip
 

@@ -11,8 +11,9 @@ def run_cli(*args):
 
 
 def test_recipes_lists_every_step_and_builtin(capsys):
-    from slimbench.recipes import builtin_recipes
-    from slimbench.registry import config_fields, steps
+    from slimbench.optimize import steps
+    from slimbench.optimize.recipes import builtin_recipes
+    from slimbench.optimize.registry import config_fields
 
     assert main(["recipes"]) == 0
     out = capsys.readouterr().out

@@ -1,7 +1,7 @@
 import pytest
 
 from slimbench import SlimbenchError
-from slimbench.data import read_labelled, read_texts
+from slimbench.core.data import read_labelled, read_texts
 
 LABEL2ID = {"business": 0, "sport": 1}
 

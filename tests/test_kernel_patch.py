@@ -137,10 +137,10 @@ def test_attention_with_unsupported_head_dim_stays_on_pytorch(tiny_bert):
 
 def test_kernels_step_saves_loadable_weights(bert_dir, tmp_path, bert):
     from conftest import TEXTS
-    from slimbench.checkpoint import Checkpoint
+    from slimbench.core.checkpoint import Checkpoint
     from slimbench.kernels.patch import apply_kernels as reapply
+    from slimbench.optimize.recipes import parse_recipe
     from slimbench.pipeline import optimize
-    from slimbench.recipes import parse_recipe
 
     recipe = parse_recipe({"name": "k", "steps": [{"kernels": {"weight_only": "int8", "group_size": 32}}]})
     variant = optimize(Checkpoint.open(bert_dir), recipe, tmp_path, sample_texts=TEXTS, log=lambda *_: None)

@@ -6,13 +6,13 @@ import pytest
 import torch
 
 from conftest import LABELS, TEXTS
-from slimbench.checkpoint import Checkpoint
-from slimbench.data import LabelledText
+from slimbench.core.checkpoint import Checkpoint
+from slimbench.core.data import LabelledText
 from slimbench.optimize.context import StepContext
 from slimbench.optimize.prune import PruneConfig, is_two_of_four, prunable_linears, prune
+from slimbench.optimize.recipes import parse_recipe
 from slimbench.optimize.recover import RecoverConfig, recover
 from slimbench.pipeline import optimize
-from slimbench.recipes import parse_recipe
 
 TRAIN = LabelledText(TEXTS * 4, [i % len(LABELS) for i in range(len(TEXTS) * 4)])
 
@@ -161,7 +161,7 @@ def ort_inputs(path):
 
 
 def test_only_data_dependent_variants_record_the_training_data(tiny_bert, tmp_path):
-    from slimbench.recipes import load_recipe
+    from slimbench.optimize.recipes import load_recipe
 
     checkpoint = Checkpoint.open(tiny_bert)
     plain = optimize(

@@ -3,16 +3,22 @@
 import pytest
 import torch
 
-from conftest import TEXTS
-from slimbench.checkpoint import Checkpoint
+from conftest import TEXTS, make_tiny_bert
+from slimbench.core.checkpoint import Checkpoint
 from slimbench.optimize.context import StepContext
 from slimbench.optimize.quantize import QuantizeConfig, quantize
-from slimbench.recipes import parse_recipe
+from slimbench.optimize.recipes import parse_recipe
+
+
+@pytest.fixture(scope="module")
+def bert64(tmp_path_factory):
+    """Hidden size 64: every Linear takes whole 64-wide blocks, so bitsandbytes 4-bit quantizes them all."""
+    return make_tiny_bert(tmp_path_factory.mktemp("bert64"), hidden_size=64)
 
 
 @pytest.fixture
-def ctx(tiny_bert, tmp_path):
-    checkpoint = Checkpoint.open(tiny_bert)
+def ctx(bert64, tmp_path):
+    checkpoint = Checkpoint.open(bert64)
     return StepContext(checkpoint, checkpoint.load_tokenizer(), tmp_path, TEXTS)
 
 
@@ -42,6 +48,18 @@ def test_bitsandbytes_replaces_linears(ctx, config, module, max_ratio):
     with torch.inference_mode():
         close = (model(**enc).logits.float() - fp32(**enc).logits).abs().max()
     assert close < 0.5  # quantized, but still the same model
+
+
+def test_bitsandbytes_4bit_keeps_layers_narrower_than_a_block(tiny_bert, tmp_path):
+    checkpoint = Checkpoint.open(tiny_bert)  # hidden 32: narrower than bitsandbytes' 64-wide blocks
+    ctx = StepContext(checkpoint, checkpoint.load_tokenizer(), tmp_path, TEXTS)
+    model = quantize(checkpoint.load_model(), QuantizeConfig(bits=4), ctx)
+    assert "bert.encoder.layer.0.attention.self.query" in ctx.notes["not_quantized"]
+    assert "bert.encoder.layer.0.output.dense" not in ctx.notes["not_quantized"]  # takes 64 inputs
+    assert type(model.bert.encoder.layer[0].output.dense).__name__ == "Linear4bit"
+    enc = ctx.tokenizer(TEXTS[:4], padding=True, return_tensors="pt")
+    with torch.inference_mode():  # runs, on every CPU (bitsandbytes' AVX-512-BF16 path included)
+        assert model(**enc).logits.shape == (4, 5)
 
 
 def test_torchao_weight_only_is_saved_and_validated(ctx):

@@ -1,7 +1,7 @@
 import pytest
 
 from slimbench import RecipeError
-from slimbench.recipes import builtin_recipes, load_recipe, parse_recipe
+from slimbench.optimize.recipes import builtin_recipes, load_recipe, parse_recipe
 
 
 def test_builtin_recipes_parse_and_cover_the_spine():

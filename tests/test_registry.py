@@ -3,7 +3,8 @@ from typing import Literal
 
 import pytest
 
-from slimbench.registry import Step, build_config, coerce, config_fields, steps
+from slimbench.optimize import steps
+from slimbench.optimize.registry import Step, build_config, coerce, config_fields
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,8 @@ import pytest
 
 from conftest import LABELS, TEXTS
 from slimbench import RecipeError
-from slimbench.recipes import builtin_searches, load_recipe
-from slimbench.search import choose, parse_search
+from slimbench.optimize.recipes import builtin_searches, load_recipe, parse_search
+from slimbench.optimize.search import choose
 
 GRID = {
     "name": "tiny-search",
@@ -65,9 +65,9 @@ def test_choose_takes_the_fastest_within_budget():
 def test_search_end_to_end_on_a_tiny_model(tiny_bert, eval_jsonl, tmp_path):
     from slimbench.bench.runner import read_results
     from slimbench.bench.timing import TimingPlan
-    from slimbench.checkpoint import Checkpoint
-    from slimbench.data import LabelledText
-    from slimbench.search import run_search
+    from slimbench.core.checkpoint import Checkpoint
+    from slimbench.core.data import LabelledText
+    from slimbench.optimize.search import run_search
 
     search = parse_search(GRID, "test")
     train = LabelledText(TEXTS * 2, [i % len(LABELS) for i in range(len(TEXTS) * 2)])

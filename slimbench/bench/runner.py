@@ -1,33 +1,41 @@
-"""The runner: every (variant, workload) on one device, each in a fresh process; one record per
+"""The runner: every (variant, workload) on one device, a fresh process per variant; one record per
 measurement appended to a JSONL file and flushed at once, so a run that dies keeps what it
-finished and a rerun skips it."""
+finished and a rerun skips it. Variants that cannot run on the device are "not run" records."""
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from slimbench import SlimbenchError
-from slimbench.artifacts import read_manifest, update_metrics
+from slimbench.backends import Device, cannot_run
 from slimbench.bench.timing import TimingPlan
-from slimbench.bench.worker import RESULT_PREFIX
-from slimbench.environment import environment
+from slimbench.bench.worker import ERROR_PREFIX, RESULT_PREFIX
+from slimbench.core.environment import environment
+from slimbench.core.manifest import read_manifest, update_metrics
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: status and reason ("not run" records), latency_ms_std, latency_cv, unstable
 RECORD_FIELDS = (
-    "schema_version", "run_id", "variant", "recipe", "checkpoint", "task", "device", "device_name",
-    "num_threads", "dtype", "batch_size", "seq_len", "reps", "latency_ms_p50", "latency_ms_p90",
-    "latency_ms_p99", "latency_ms_mean", "throughput_items_per_s", "peak_rss_bytes",
-    "gpu_peak_allocated_bytes", "gpu_peak_reserved_bytes", "size_on_disk_bytes", "metric_name", "metric",
-    "metric_ratio_to_baseline", "agreement_with_baseline", "env", "timestamp",
+    "schema_version", "run_id", "status", "reason", "variant", "recipe", "checkpoint", "task", "device",
+    "device_name", "num_threads", "dtype", "batch_size", "seq_len", "reps", "latency_ms_p50", "latency_ms_p90",
+    "latency_ms_p99", "latency_ms_mean", "latency_ms_std", "latency_cv", "unstable", "throughput_items_per_s",
+    "peak_rss_bytes", "gpu_peak_allocated_bytes", "gpu_peak_reserved_bytes", "size_on_disk_bytes", "metric_name",
+    "metric", "metric_ratio_to_baseline", "agreement_with_baseline", "env", "timestamp",
 )  # fmt: skip
+TIMING_FIELDS = ("reps", "latency_ms_p50", "latency_ms_p90", "latency_ms_p99", "latency_ms_mean", "latency_ms_std",
+                 "latency_cv", "throughput_items_per_s", "peak_rss_bytes", "gpu_peak_allocated_bytes",
+                 "gpu_peak_reserved_bytes")  # fmt: skip
+UNSTABLE_CV = 0.10  # a record whose latency varies more than this (std / mean) is marked unstable
 
 
 def default_num_threads() -> int:
@@ -48,10 +56,28 @@ def read_results(path: Path) -> list[dict]:
     return records
 
 
-def append_record(path: Path, record: dict) -> None:
+def append_record(path: Path, record: dict) -> bool:
+    """Append one record as one whole line, under an exclusive lock: two runs may share a file. A
+    measurement whose cell another run has recorded meanwhile is not written twice (returns False)."""
+    import fcntl
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+b") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)  # released when the file closes
+        if record.get("status", "ok") == "ok" and "variant" in record:
+            f.seek(0)
+            for line in f.read().decode(errors="ignore").splitlines():
+                try:
+                    other = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if (
+                    other.get("status", "ok") == "ok"
+                    and "variant" in other
+                    and record_key(other) == record_key(record)
+                ):
+                    return False
         f.seek(0, os.SEEK_END)
         if f.tell():  # a killed run may have left a partial last line: start a fresh one
             f.seek(-1, os.SEEK_END)
@@ -60,10 +86,11 @@ def append_record(path: Path, record: dict) -> None:
         f.write((json.dumps(record) + "\n").encode())
         f.flush()
         os.fsync(f.fileno())
+    return True
 
 
-def _key(task: str, variant: str, device: str, batch_size: int, seq_len: int) -> tuple:
-    return (task, variant, device, int(batch_size), int(seq_len))
+def record_key(r: dict) -> tuple:
+    return (r.get("task"), r["variant"], r["device"], int(r["batch_size"]), int(r["seq_len"]))
 
 
 def _die_with_parent() -> None:
@@ -74,42 +101,78 @@ def _die_with_parent() -> None:
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
-def _run_worker(job: dict, num_threads: int) -> dict:
+def run_worker(job: dict, num_threads: int, on_result: Callable[[dict], None]) -> None:
+    """Run one worker process; `on_result` gets each result as the worker prints it. A failure is
+    raised as a one-line SlimbenchError (the worker's own message, or the tail of its output)."""
     env = dict(os.environ)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         env[var] = str(num_threads)
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
-    proc = subprocess.run(
-        [sys.executable, "-m", "slimbench.bench.worker", json.dumps(job)],
-        capture_output=True,
-        text=True,
-        env=env,
-        preexec_fn=_die_with_parent if sys.platform == "linux" else None,
-    )
-    for line in reversed(proc.stdout.splitlines()):
-        if line.startswith(RESULT_PREFIX):
-            return json.loads(line[len(RESULT_PREFIX) :])
-    tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
-    raise SlimbenchError(f"measuring {Path(job['model_dir']).name} ({job['mode']}) failed:\n{tail}")
+    with tempfile.TemporaryFile("w+") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "slimbench.bench.worker", json.dumps(job)],
+            stdout=subprocess.PIPE, stderr=stderr, text=True, env=env,
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+        )  # fmt: skip
+        error = None
+        try:
+            for line in proc.stdout:
+                if line.startswith(RESULT_PREFIX):
+                    on_result(json.loads(line[len(RESULT_PREFIX) :]))
+                elif line.startswith(ERROR_PREFIX):
+                    error = line[len(ERROR_PREFIX) :].strip()
+        finally:
+            if proc.poll() is None and error is None:
+                proc.kill()
+            proc.wait()
+        if error:
+            raise SlimbenchError(error)
+        if proc.returncode != 0:
+            stderr.seek(0)
+            lines = [x for x in stderr.read().strip().splitlines() if x.strip()]
+            raise SlimbenchError(
+                f"the measuring process exited with code {proc.returncode}: {lines[-1] if lines else 'no output'}"
+                " (rerun with --debug for its whole output)"
+            )
 
 
 def _file_sha(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
-def _accuracy(model_dir: Path, manifest: dict, cache_dir: Path, base_job: dict, eval_seq_len: int) -> dict:
-    """Predictions of `model_dir` on the eval set, cached beside the results file."""
-    key = f"{manifest['variant']}-{manifest['created']}-{_file_sha(base_job['eval_path'])}-{eval_seq_len}"
-    cached = cache_dir / f"{hashlib.sha256(key.encode()).hexdigest()[:20]}.json"
-    if cached.is_file():
-        return json.loads(cached.read_text())
-    out = _run_worker({**base_job, "mode": "accuracy", "model_dir": str(model_dir), "seq_len": eval_seq_len},
-                      base_job["num_threads"])  # fmt: skip
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = cached.with_suffix(".tmp")
-    tmp.write_text(json.dumps(out))
-    os.replace(tmp, cached)
-    return out
+def check_inputs(
+    manifests: dict[Path, dict], eval_path: Path, seq_lens: list[int], eval_seq_len: int
+) -> None:
+    """Refuse, before any process starts, eval data the variants cannot be scored on and sequence
+    lengths beyond what a model can take."""
+    from transformers import AutoConfig
+
+    from slimbench.tasks import get_task
+
+    checked = set()
+    for model_dir, manifest in manifests.items():
+        config = AutoConfig.from_pretrained(model_dir)
+        limit = getattr(config, "max_position_embeddings", None)
+        longest = max([*seq_lens, eval_seq_len])
+        if limit and longest > limit:
+            raise SlimbenchError(
+                f"sequence length {longest} is longer than {manifest['variant']} takes ({limit} positions): "
+                f"use --seq-lens/--eval-seq-len of at most {limit}"
+            )
+        labels = (manifest["task"], tuple(sorted((getattr(config, "label2id", None) or {}).items())))
+        if labels not in checked:
+            get_task(manifest["task"]).check_data(eval_path, config)
+            checked.add(labels)
+
+
+def compare(acc: dict | None, base_acc: dict | None) -> tuple[float | None, float | None]:
+    """(metric / baseline metric, share of predictions equal to the baseline's)."""
+    if acc is None or base_acc is None:
+        return None, None
+    same = sum(a == b for a, b in zip(acc["predictions"], base_acc["predictions"], strict=True))
+    return (acc["metric"] / base_acc["metric"] if base_acc["metric"] else None), same / len(
+        acc["predictions"]
+    )
 
 
 def run_bench(
@@ -119,7 +182,7 @@ def run_bench(
     seq_lens: list[int],
     results_path: Path,
     *,
-    device: str = "cpu",
+    device: Device | str = "cpu",
     num_threads: int | None = None,
     baseline: str | None = None,
     plan: TimingPlan | None = None,
@@ -127,20 +190,17 @@ def run_bench(
     progress: bool = True,
     log=print,
 ) -> tuple[list[dict], list[str]]:
-    """Measure every variant x workload not yet in `results_path`. Returns (new records, failures)."""
+    """Measure every variant x workload not yet in `results_path`, one process per variant: its
+    workloads, then its eval-set score (cached beside the results file). A variant that cannot run
+    on `device` gets "not run" records with the reason. Returns (new records, failures)."""
     from tqdm.auto import tqdm
 
-    if device not in ("cpu", "cuda"):
-        raise SlimbenchError(f"device must be 'cpu' or 'cuda', got {device!r}")
-    if device == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            raise SlimbenchError("device 'cuda' asked for, but PyTorch sees no CUDA GPU")
+    device = Device.parse(device).require()
     if not Path(eval_path).is_file():
         raise SlimbenchError(f"eval data {str(eval_path)!r} does not exist")
-    manifests = {Path(d): read_manifest(Path(d)) for d in model_dirs}
-    names = [m["variant"] for m in manifests.values()]
+    listed = [(Path(d), read_manifest(Path(d))) for d in model_dirs]
+    names = [m["variant"] for _, m in listed]
+    manifests = dict(listed)
     if len(set(names)) != len(names):
         raise SlimbenchError(f"two variants share a name: {names}")
     if baseline is None:
@@ -151,107 +211,128 @@ def run_bench(
         raise SlimbenchError(
             f"baseline {baseline!r} is not among the variants benchmarked ({', '.join(names)})"
         )
+    check_inputs(manifests, Path(eval_path), seq_lens, eval_seq_len)
     num_threads = num_threads or default_num_threads()
     plan = plan or TimingPlan()
     run_id = uuid.uuid4().hex[:12]
     previous = read_results(results_path)
-    done = {_key(r.get("task"), r["variant"], r["device"], r["batch_size"], r["seq_len"]) for r in previous}
+    done = {record_key(r) for r in previous if r.get("status", "ok") == "ok"}
+    not_run = {record_key(r): r.get("reason") for r in previous if r.get("status") == "not run"}
     workloads = sorted({(int(b), int(s)) for b in batch_sizes for s in seq_lens})
     todo = {
-        d: [w for w in workloads if _key(m["task"], m["variant"], device, *w) not in done]
+        d: [w for w in workloads if (m["task"], m["variant"], str(device), *w) not in done]
         for d, m in manifests.items()
     }
     skipped = sum(len(workloads) - len(t) for t in todo.values())
     if skipped:
         log(f"{skipped} measurement(s) already in {results_path}; skipping them")
-    base_job = {
-        "eval_path": str(eval_path), "device": device, "num_threads": num_threads,
-        "plan": dataclasses.asdict(plan),
-    }  # fmt: skip
     cache_dir = Path(results_path).with_suffix(".predictions")
+    eval_sha = _file_sha(eval_path)
+
+    def cached_accuracy(manifest: dict) -> Path:
+        key = f"{manifest['variant']}-{manifest['created']}-{eval_sha}-{eval_seq_len}-{device}"
+        return cache_dir / f"{hashlib.sha256(key.encode()).hexdigest()[:20]}.json"
+
     # baseline first: every other variant's agreement is measured against its predictions
     order = sorted(manifests, key=lambda d: manifests[d]["variant"] != baseline)
-    base_dir = order[0] if manifests[order[0]]["variant"] == baseline else None
     base_acc = None
     records, failures = [], []
     bar = tqdm(total=sum(len(t) for t in todo.values()), desc="bench", unit="run", disable=not progress)
+
+    def keep(r: dict) -> None:
+        if append_record(results_path, r):
+            records.append(r)
+        bar.update()
+
     for model_dir in order:
         manifest = manifests[model_dir]
-        name = manifest["variant"]
-        if not todo[model_dir]:
+        name, is_base = manifest["variant"], manifest["variant"] == baseline
+        cache = cached_accuracy(manifest)
+        acc = json.loads(cache.read_text()) if cache.is_file() else None
+        fill = functools.partial(make_record, manifest, device=device, run_id=run_id, num_threads=num_threads)
+        reason = cannot_run(manifest, device)
+        if reason:
+            log(f"[{name}] not run on {device}: {reason}")
+            for w in todo[model_dir]:
+                if not_run.get((manifest["task"], name, str(device), *w)) == reason:
+                    bar.update()  # already recorded with the same reason
+                else:
+                    keep(fill(w, None, None, reason=reason))
             continue
-        try:
-            if base_acc is None and base_dir is not None:
-                base_acc = _accuracy(base_dir, manifests[base_dir], cache_dir, base_job, eval_seq_len)
-            acc = _accuracy(model_dir, manifest, cache_dir, base_job, eval_seq_len)
-        except SlimbenchError as e:
-            failures.append(str(e))
-            log(f"[{name}] skipped: {e}")
-            bar.update(len(todo[model_dir]))
-            continue
-        agreement = ratio = None
-        if base_acc is not None:
-            agreement = sum(
-                a == b for a, b in zip(acc["predictions"], base_acc["predictions"], strict=True)
-            ) / len(acc["predictions"])
-            ratio = acc["metric"] / base_acc["metric"] if base_acc["metric"] else None
-        for bs, seq_len in todo[model_dir]:
-            bar.set_postfix_str(f"{name} b{bs} s{seq_len}")
-            try:
-                timing = _run_worker(
-                    {
-                        **base_job,
-                        "mode": "latency",
-                        "model_dir": str(model_dir),
-                        "batch_size": bs,
-                        "seq_len": seq_len,
-                    },
-                    num_threads,
-                )
-            except SlimbenchError as e:
-                failures.append(str(e))
-                log(f"[{name}] b{bs} s{seq_len} failed: {e}")
-                bar.update()
-                continue
-            record = {
-                "schema_version": SCHEMA_VERSION,
-                "run_id": run_id,
-                "variant": name,
-                "recipe": manifest["recipe"]["name"],
-                "checkpoint": manifest["source"]["path"],
-                "task": manifest["task"],
-                "device": device,
-                "device_name": timing["device_name"],
-                "num_threads": timing["num_threads"],
-                "dtype": manifest.get("dtype", "float32"),
-                "batch_size": bs,
-                "seq_len": seq_len,
-                **{k: timing[k] for k in ("reps", "latency_ms_p50", "latency_ms_p90", "latency_ms_p99",
-                                          "latency_ms_mean", "throughput_items_per_s", "peak_rss_bytes",
-                                          "gpu_peak_allocated_bytes", "gpu_peak_reserved_bytes")},
-                "size_on_disk_bytes": manifest["size_on_disk_bytes"],
-                "metric_name": acc["metric_name"],
-                "metric": acc["metric"],
-                "metric_ratio_to_baseline": ratio,
-                "agreement_with_baseline": agreement,
-                "env": environment(),
-                "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        if todo[model_dir] or (is_base and acc is None):
+            bar.set_postfix_str(name)
+            job = {
+                "model_dir": str(model_dir), "device": str(device), "num_threads": num_threads,
+                "eval_path": str(eval_path), "eval_seq_len": eval_seq_len, "plan": dataclasses.asdict(plan),
+                "workloads": todo[model_dir], "accuracy": acc is None,
             }  # fmt: skip
-            append_record(results_path, record)
-            records.append(record)
-            bar.update()
-        update_metrics(
-            model_dir,
-            {
-                acc["metric_name"]: acc["metric"],
-                "metric_ratio_to_baseline": ratio,
+            timed, acc, error = measure_variant(job, cache, acc)
+            if error:
+                failures.append(f"{name}: {error}")
+                log(f"[{name}] failed: {error}")
+                bar.update(len(todo[model_dir]) - (len(timed) if acc else 0))
+            if acc is not None:
+                for out in timed:
+                    keep(fill(tuple(out["workload"]), acc, acc if is_base else base_acc, timing=out))
+        if is_base:
+            base_acc = acc
+        if acc is not None and (todo[model_dir] or is_base):
+            ratio, agreement = compare(acc, acc if is_base else base_acc)
+            update_metrics(model_dir, {
+                acc["metric_name"]: acc["metric"], "metric_ratio_to_baseline": ratio,
                 "agreement_with_baseline": agreement,
                 "latency_ms_p50": {
-                    f"{device}:b{r['batch_size']}:s{r['seq_len']}": r["latency_ms_p50"]
+                    f"{r['device']}:b{r['batch_size']}:s{r['seq_len']}": r["latency_ms_p50"]
                     for r in [*previous, *records]
-                    if r["variant"] == name and r["device"] == device and r.get("task") == manifest["task"]
+                    if r["variant"] == name and r.get("task") == manifest["task"] and r.get("status", "ok") == "ok"
                 },
-            },
-        )
+            })  # fmt: skip
     bar.close()
     return records, failures
+
+
+def measure_variant(job: dict, cache: Path, acc: dict | None) -> tuple[list[dict], dict | None, str | None]:
+    """Run one worker for a variant: (timed workloads, eval-set score, error or None). The score is
+    cached in `cache` as soon as it arrives."""
+    timed = []
+
+    def on_result(out: dict) -> None:
+        nonlocal acc
+        if "accuracy" not in out:
+            timed.append(out)
+            return
+        acc = out["accuracy"]
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(".tmp")
+        tmp.write_text(json.dumps(acc))
+        os.replace(tmp, cache)
+
+    try:
+        run_worker(job, job["num_threads"], on_result)
+    except SlimbenchError as e:
+        return timed, acc, str(e)
+    return timed, acc, None
+
+
+def make_record(manifest: dict, workload: tuple[int, int], acc: dict | None, base_acc: dict | None, *,
+                device: Device, run_id: str, num_threads: int, timing: dict | None = None,
+                reason: str | None = None) -> dict:  # fmt: skip
+    """One result record: a measurement (`timing`), or a "not run" record with its `reason`; metric
+    ratio and agreement against `base_acc`, the baseline's score (None where there is none)."""
+    ratio, agreement = compare(acc, base_acc)
+    timing = timing or {}
+    cv = timing.get("latency_cv")
+    record = {
+        "schema_version": SCHEMA_VERSION, "run_id": run_id, "status": "not run" if reason else "ok",
+        "reason": reason, "variant": manifest["variant"], "recipe": manifest["recipe"]["name"],
+        "checkpoint": manifest["source"]["path"], "task": manifest["task"], "device": str(device),
+        "device_name": timing.get("device_name") or device.name(),
+        "num_threads": timing.get("num_threads", num_threads), "dtype": manifest.get("dtype", "float32"),
+        "batch_size": workload[0], "seq_len": workload[1], **{k: timing.get(k) for k in TIMING_FIELDS},
+        "unstable": None if cv is None else cv > UNSTABLE_CV,
+        "size_on_disk_bytes": manifest["size_on_disk_bytes"],
+        "metric_name": acc["metric_name"] if acc else None, "metric": acc["metric"] if acc else None,
+        "metric_ratio_to_baseline": ratio, "agreement_with_baseline": agreement, "env": environment(),
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }  # fmt: skip
+    return {k: record[k] for k in RECORD_FIELDS}

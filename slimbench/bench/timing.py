@@ -1,5 +1,5 @@
-"""Timing: warm-up first, then repetitions until both a count and a duration are reached.
-CPU: perf_counter. GPU: CUDA events around each call, synchronized before reading."""
+"""Timing: warm-up first, then repetitions until both a count and a duration are reached; each call
+timed as its device times one (slimbench.backends.device: perf_counter, or CUDA events)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+
+from slimbench.backends.device import CPU, Device
 
 
 @dataclass(frozen=True)
@@ -19,31 +21,17 @@ class TimingPlan:
     max_seconds: float = 120.0
 
 
-def time_calls(fn: Callable[[int], object], plan: TimingPlan, cuda: bool = False) -> list[float]:
-    """Milliseconds per call of `fn(i)`, i counting calls (to cycle through real batches)."""
+def time_calls(fn: Callable[[int], object], plan: TimingPlan, device: Device = CPU) -> list[float]:
+    """Milliseconds per call of `fn(i)`, i counting calls (to cycle through real batches), each
+    timed as `device` times a call."""
     for i in range(plan.warmup):
         fn(i)
-    if cuda:
-        import torch
-
-        torch.cuda.synchronize()
+    device.synchronize()
     times: list[float] = []
     started = time.perf_counter()
     i = plan.warmup
     while True:
-        if cuda:
-            import torch
-
-            begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            begin.record()
-            fn(i)
-            end.record()
-            end.synchronize()
-            times.append(begin.elapsed_time(end))
-        else:
-            t0 = time.perf_counter()
-            fn(i)
-            times.append((time.perf_counter() - t0) * 1e3)
+        times.append(device.timed(lambda i=i: fn(i)))
         i += 1
         elapsed = time.perf_counter() - started
         enough = len(times) >= plan.min_reps and elapsed >= plan.min_seconds
@@ -54,11 +42,14 @@ def time_calls(fn: Callable[[int], object], plan: TimingPlan, cuda: bool = False
 def summarize(times_ms: list[float], batch_size: int) -> dict[str, float]:
     arr = np.asarray(times_ms, dtype=np.float64)
     mean = float(arr.mean())
+    std = float(arr.std(ddof=1)) if arr.size > 1 else 0.0
     return {
         "reps": int(arr.size),
         "latency_ms_p50": float(np.percentile(arr, 50)),
         "latency_ms_p90": float(np.percentile(arr, 90)),
         "latency_ms_p99": float(np.percentile(arr, 99)),
         "latency_ms_mean": mean,
+        "latency_ms_std": std,
+        "latency_cv": std / mean if mean else 0.0,
         "throughput_items_per_s": batch_size / (mean / 1e3),
     }

@@ -1,6 +1,12 @@
-"""One measurement in a fresh process, so its peak memory is its own.
+"""The measurements of one variant on one device, in a fresh process, so its memory figures are its own.
 
-`python -m slimbench.bench.worker '<job json>'` prints one line `SLIMBENCH_RESULT <json>`.
+`python -m slimbench.bench.worker '<job json>'` loads the variant once, then times every workload
+of the job (smallest first; the peak RSS is reset before each, so each workload's peak is read on
+its own, and the GPU's peak counters likewise), then scores the eval set if asked. It prints one
+line per result, as soon as it has it:
+    SLIMBENCH_RESULT {"workload": [batch, seq], ...}   a timed workload
+    SLIMBENCH_RESULT {"accuracy": {...}}               the eval-set score
+    SLIMBENCH_ERROR <one line>                         a failure meant for a person
 The parent sets the thread count in the environment before this process starts.
 """
 
@@ -12,10 +18,11 @@ import sys
 from pathlib import Path
 
 RESULT_PREFIX = "SLIMBENCH_RESULT "
+ERROR_PREFIX = "SLIMBENCH_ERROR "
 
 
 def peak_rss_bytes() -> int:
-    """Peak resident memory of this process since it started.
+    """Peak resident memory of this process since it started (or since `reset_peak_rss`).
 
     On Linux, VmHWM of the current address space: ru_maxrss would also count the parent's
     pages, since it survives fork and exec."""
@@ -29,106 +36,56 @@ def peak_rss_bytes() -> int:
     return peak if sys.platform == "darwin" else peak * 1024
 
 
-def measure_latency(job: dict) -> dict:
+def reset_peak_rss() -> bool:
+    """Set the peak RSS back to the current RSS (Linux: write 5 to /proc/self/clear_refs)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def emit(payload: dict) -> None:
+    print(RESULT_PREFIX + json.dumps(payload), flush=True)
+
+
+def run(job: dict) -> None:
     import torch
 
-    from slimbench.bench.loaders import load
+    from slimbench.backends import Device, load
     from slimbench.bench.timing import TimingPlan, summarize, time_calls
-    from slimbench.data import read_texts
-    from slimbench.environment import cpu_model
+    from slimbench.tasks import get_task
 
-    device, bs, seq_len = job["device"], job["batch_size"], job["seq_len"]
-    cuda = device == "cuda"
+    device = Device.parse(job["device"])
     loaded = load(Path(job["model_dir"]), device, job["num_threads"])
-    texts = read_texts(job["eval_path"])
-    # a few distinct real batches, encoded before timing starts
-    n_batches = max(1, min(8, len(texts) // bs))
-    pool = [
-        loaded.encode([texts[(b * bs + j) % len(texts)] for j in range(bs)], seq_len)
-        for b in range(n_batches)
-    ]
-    if loaded.generate is not None:  # causal LM: a prompt of seq_len tokens, then NEW_TOKENS greedy
-        from slimbench.lm import NEW_TOKENS
-
-        def call(i):
-            return loaded.generate(pool[i % n_batches], NEW_TOKENS)
-
-        items = bs * NEW_TOKENS  # throughput in generated tokens per second
-    else:
-
-        def call(i):
-            return loaded.forward(pool[i % n_batches])
-
-        items = bs
-    times = time_calls(call, TimingPlan(**job["plan"]), cuda=cuda)
-    out = summarize(times, items)
-    out["peak_rss_bytes"] = peak_rss_bytes()
-    out["num_threads"] = torch.get_num_threads()
-    if cuda:
-        out["device_name"] = torch.cuda.get_device_name()
-        out["gpu_peak_allocated_bytes"] = torch.cuda.max_memory_allocated()
-        out["gpu_peak_reserved_bytes"] = torch.cuda.max_memory_reserved()
-    else:
-        out["device_name"] = cpu_model()
-        out["gpu_peak_allocated_bytes"] = out["gpu_peak_reserved_bytes"] = None
-    return out
-
-
-def measure_perplexity(loaded, job: dict) -> dict:
-    """Perplexity on the first EVAL_BLOCKS blocks of the packed eval text; predictions are the
-    argmax next token at every position, for agreement with the baseline."""
-    import numpy as np
-
-    from slimbench.data import read_texts
-    from slimbench.lm import EVAL_BLOCKS, pack, perplexity
-
-    blocks = pack(loaded.tokenizer, read_texts(job["eval_path"]), job["seq_len"])[:EVAL_BLOCKS]
-
-    def logits_of(ids):
-        batch = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
-        if loaded.return_tensors == "pt":
-            import torch
-
-            batch = {k: torch.from_numpy(v) for k, v in batch.items()}
-        return loaded.logits(loaded.to_device(batch))
-
-    ppl, predictions = perplexity(logits_of, blocks)
-    return {"metric_name": "perplexity", "metric": ppl, "predictions": predictions}
-
-
-def measure_accuracy(job: dict) -> dict:
-    import numpy as np
-    from transformers import AutoConfig
-
-    from slimbench.bench.loaders import load
-    from slimbench.data import read_labelled
-
-    model_dir = Path(job["model_dir"])
-    loaded = load(model_dir, job["device"], job["num_threads"])
-    if loaded.manifest["task"] == "causal-lm":
-        return measure_perplexity(loaded, job)
-    if loaded.manifest["task"] != "text-classification":
-        from slimbench import SlimbenchError
-
-        raise SlimbenchError(f"{model_dir}: scoring task {loaded.manifest['task']!r} is not supported yet")
-    data = read_labelled(job["eval_path"], AutoConfig.from_pretrained(model_dir).label2id)
-    logits = []
-    for i in range(0, len(data), 32):
-        logits.append(loaded.logits(loaded.encode(data.texts[i : i + 32], job["seq_len"])))
-    logits = np.concatenate(logits)
-    predictions = logits.argmax(-1)
-    return {
-        "metric_name": "accuracy",
-        "metric": float((predictions == np.asarray(data.labels)).mean()),
-        "predictions": predictions.tolist(),
-        "logits": logits.round(5).tolist(),
-    }
+    task = get_task(loaded.manifest["task"])
+    texts = task.latency_texts(job["eval_path"])
+    plan = TimingPlan(**job["plan"])
+    for bs, seq_len in sorted(job["workloads"], key=lambda w: w[0] * w[1]):
+        reset_peak_rss()
+        device.reset_peak_memory()
+        call, items = task.workload(loaded, texts, bs, seq_len)
+        out = summarize(time_calls(call, plan, device), items)
+        out.update(device.peak_memory())
+        out.update(
+            workload=[bs, seq_len], peak_rss_bytes=peak_rss_bytes(), num_threads=torch.get_num_threads(),
+            device_name=device.name(),
+        )  # fmt: skip
+        emit(out)
+    if job.get("accuracy"):
+        emit({"accuracy": task.score(loaded, job["eval_path"], job["eval_seq_len"])})
 
 
 def main(argv: list[str]) -> int:
+    from slimbench import SlimbenchError
+
     job = json.loads(argv[1])
-    out = measure_latency(job) if job["mode"] == "latency" else measure_accuracy(job)
-    print(RESULT_PREFIX + json.dumps(out), flush=True)
+    try:
+        run(job)
+    except SlimbenchError as e:
+        print(ERROR_PREFIX + " ".join(str(e).split()), flush=True)
+        return 2
     return 0
 
 

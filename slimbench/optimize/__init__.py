@@ -1,9 +1,32 @@
-"""Steps that change a model: prune, recover, quantize, fused kernels, export to ONNX.
+"""Steps that change a model: prune, recover, quantize, precision, fused kernels, export to ONNX;
+the recipe runner (apply.py) with its agreement check, and the search planner (search.py).
 
-Importing this package registers every step; see slimbench.registry.
+STEPS is the registry: the one source of truth for what a recipe may name, what the CLI lists and
+what the README table is generated from. A new step is one module and one entry here.
 """
 
-from slimbench.optimize import baseline, export, kernels, prune, quantize, recover  # noqa: F401
+from slimbench.optimize import baseline, export, kernels, precision, prune, quantize, recover
 from slimbench.optimize.context import StepContext
+from slimbench.optimize.registry import Step
 
-__all__ = ["StepContext"]
+STEPS: dict[str, Step] = {
+    s.name: s
+    for s in (
+        baseline.baseline,
+        prune.prune,
+        recover.recover,
+        quantize.dynamic_int8,
+        quantize.quantize,
+        precision.precision,
+        kernels.kernels,
+        export.export,
+    )
+}
+
+
+def steps() -> dict[str, Step]:
+    """Every step, by name."""
+    return dict(STEPS)
+
+
+__all__ = ["STEPS", "Step", "StepContext", "steps"]

@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass
 
-from slimbench.registry import register
+from slimbench.optimize.registry import register
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from slimbench.checkpoint import Checkpoint
-from slimbench.data import LabelledText
+from slimbench.core.checkpoint import Checkpoint
+from slimbench.core.data import LabelledText
+from slimbench.tasks import Task, get_task
 
 
 @dataclass
@@ -19,6 +20,10 @@ class StepContext:
     train_data: LabelledText | None = None  # for recovery and calibration
     notes: dict[str, Any] = field(default_factory=dict)  # facts a step records for the manifest
     masks: dict[str, Any] = field(default_factory=dict)  # parameter name -> bool mask of kept weights
+
+    @property
+    def task(self) -> Task:
+        return get_task(self.checkpoint.task)
 
     def sample_batch(self, batch_size: int = 4, seq_len: int = 64):
 

@@ -10,8 +10,8 @@ from typing import Literal
 
 import torch
 
-from slimbench.checkpoint import TASKS, ort_class
-from slimbench.registry import register
+from slimbench.backends import Device
+from slimbench.optimize.registry import register
 
 
 @dataclass(frozen=True)
@@ -143,8 +143,10 @@ def export(model, config: ExportConfig, ctx):
     from optimum.onnxruntime import ORTOptimizer
     from optimum.onnxruntime.configuration import AutoOptimizationConfig
 
-    if config.optimize == "O4" and not torch.cuda.is_available():
-        raise RuntimeError("export: optimize O4 (fp16) runs only on a CUDA GPU; use O1-O3 on the CPU")
+    if config.optimize == "O4" and Device("cuda").unavailable():
+        raise RuntimeError(
+            f"export: optimize O4 (fp16) runs only on a CUDA GPU ({Device('cuda').unavailable()}); use O1-O3"
+        )
     work = ctx.workdir / "export"
     shutil.rmtree(work, ignore_errors=True)
     exported = work / "exported"
@@ -152,7 +154,7 @@ def export(model, config: ExportConfig, ctx):
         model.float().eval(),
         exported,
         opset=config.opset,
-        task=TASKS[ctx.checkpoint.task][2],
+        task=ctx.task.export_task,
         do_validation=False,
     )
     current = exported
@@ -165,7 +167,7 @@ def export(model, config: ExportConfig, ctx):
     batch = ctx.sample_batch()
     with torch.inference_mode():
         reference = model(**batch).logits
-    ort_cls = ort_class(ctx.checkpoint.task)
+    ort_cls = ctx.task.ort_class()
 
     # positions of real tokens: a causal LM's logits at padding depend on position-id conventions
     real = batch["attention_mask"].bool()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Literal
 
-from slimbench.registry import register
+from slimbench.optimize.registry import register
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from slimbench.registry import register
+from slimbench.optimize.registry import register
 
 HEAD_NAMES = ("classifier", "score", "lm_head", "qa_outputs")  # task heads are never pruned
 
@@ -102,11 +102,14 @@ def is_two_of_four(weight: torch.Tensor) -> bool:
 
 
 def to_semi_structured(model, targets):
-    if not torch.cuda.is_available() or torch.cuda.get_device_capability() < (8, 0):
-        raise RuntimeError("semi_structured needs a CUDA GPU of compute capability 8.0 or newer")
     from torch.sparse import to_sparse_semi_structured
 
-    model = model.half().cuda()
+    from slimbench.backends import Device
+
+    device = Device.best()
+    if (device.compute_capability() or (0, 0)) < (8, 0):
+        raise RuntimeError("semi_structured needs a CUDA GPU of compute capability 8.0 or newer")
+    model = model.half().to(str(device))
     for module in targets.values():
         module.weight = nn.Parameter(to_sparse_semi_structured(module.weight))
     return model

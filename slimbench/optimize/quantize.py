@@ -12,7 +12,7 @@ from typing import Literal
 
 import torch
 
-from slimbench.registry import register
+from slimbench.optimize.registry import register
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,7 @@ class DynamicInt8Config:
 @register("dynamic-int8", DynamicInt8Config, takes=("torch",), gives="torch-int8")
 def dynamic_int8(model, config: DynamicInt8Config, ctx):
     """PyTorch dynamic int8 Linear layers (CPU int8 GEMM), saved as TorchScript."""
-    if ctx.checkpoint.task == "causal-lm":
+    if ctx.task.generates:
         raise ValueError(
             "dynamic-int8 saves a TorchScript forward pass, which cannot generate text; for a causal LM "
             "use `export: {quantize: dynamic-int8}` (ONNX with KV cache) or `quantize`"
@@ -54,23 +54,7 @@ def dynamic_int8(model, config: DynamicInt8Config, ctx):
     return quantized
 
 
-class LogitsOnly(torch.nn.Module):
-    """`(input_ids, attention_mask) -> logits`: the signature the TorchScript artifact exposes."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, input_ids, attention_mask):
-        return self.model(input_ids=input_ids, attention_mask=attention_mask, return_dict=False)[0]
-
-
-def to_torchscript(model, example) -> torch.jit.ScriptModule:
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # tracer warnings about Python bools in HF code
-        return torch.jit.trace(
-            LogitsOnly(model).eval(), (example["input_ids"], example["attention_mask"]), strict=False
-        )
+BNB_BLOCK = 64  # bitsandbytes 4-bit block size along a Linear layer's input
 
 
 @dataclass(frozen=True)
@@ -92,7 +76,7 @@ class QuantizeConfig:
         if self.group_size not in (32, 64, 128, 256):
             raise ValueError(f"group_size must be 32, 64, 128 or 256, got {self.group_size}")
 
-    def transformers_config(self):
+    def transformers_config(self, skip_modules: list[str] | None = None):
         if self.backend == "bitsandbytes":
             from transformers import BitsAndBytesConfig
 
@@ -103,6 +87,7 @@ class QuantizeConfig:
                 bnb_4bit_quant_type=self.quant_type,
                 bnb_4bit_use_double_quant=self.double_quant,
                 bnb_4bit_compute_dtype=getattr(torch, self.compute_dtype),
+                llm_int8_skip_modules=skip_modules,
             )
         from torchao.quantization import (
             Int4WeightOnlyConfig,
@@ -122,15 +107,30 @@ class QuantizeConfig:
 @register("quantize", QuantizeConfig, takes=("torch",))
 def quantize(model, config: QuantizeConfig, ctx):
     """bitsandbytes 8/4-bit or torchao weight quantization; reloads with plain from_pretrained."""
-    from slimbench.checkpoint import auto_class
+    from slimbench.backends import Device
 
     # transformers quantizes while loading: save what the steps before produced, reload quantized
     staged = ctx.workdir / "quantize-source"
     model.save_pretrained(staged, safe_serialization=True)
-    device_map = "cuda" if torch.cuda.is_available() else "cpu"
-    quantized = auto_class(ctx.checkpoint.task).from_pretrained(
-        staged, quantization_config=config.transformers_config(), device_map=device_map
+    device = str(Device.best())
+    skip = None
+    if config.backend == "bitsandbytes" and config.bits == 4:
+        # bitsandbytes packs 4-bit weights in blocks of 64 along the input; its AVX-512-BF16 CPU kernel
+        # fails on layers with fewer (or a remainder), so those stay in the compute dtype
+        small = [
+            n
+            for n, m in model.named_modules()
+            if isinstance(m, torch.nn.Linear) and m.in_features % BNB_BLOCK
+        ]
+        if small:
+            from transformers.integrations import get_keys_to_not_convert
+
+            skip = get_keys_to_not_convert(model) + small
+            ctx.notes["not_quantized"] = small
+    quantized = ctx.task.auto_class().from_pretrained(
+        staged, quantization_config=config.transformers_config(skip), device_map=device
     )
     ctx.notes["dtype"] = f"int{config.bits}" if config.backend == "bitsandbytes" else config.scheme
-    ctx.notes["quantization_device"] = device_map
+    ctx.notes["quantization"] = config.backend
+    ctx.notes["quantization_device"] = device
     return quantized.eval()

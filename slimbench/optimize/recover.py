@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
-from slimbench.registry import register
-from slimbench.training import TrainPlan, accuracy, train_classifier
+from slimbench.optimize.registry import register
+from slimbench.optimize.training import TrainPlan, accuracy, train_classifier
 
 
 @dataclass(frozen=True)
@@ -43,11 +43,11 @@ def recover(model, config: RecoverConfig, ctx):
     """Short fine-tune after pruning, with optional distillation from the unpruned model."""
     if ctx.train_data is None:
         raise ValueError("recover needs training data: pass --train-data FILE (JSONL or CSV, text and label)")
-    if ctx.checkpoint.task not in ("text-classification", "causal-lm"):
-        raise ValueError(f"recover supports text-classification and causal-lm, not {ctx.checkpoint.task}")
+    if not ctx.task.trainable:
+        raise ValueError(f"recover cannot fine-tune a {ctx.task.name} model yet")
     torch.manual_seed(config.seed)
     teacher = ctx.checkpoint.load_model() if config.distill else None
-    if ctx.checkpoint.task == "causal-lm":
+    if ctx.task.generates:
         return _recover_lm(model, config, ctx, teacher)
     plan = TrainPlan(
         epochs=config.epochs, lr=config.lr, batch_size=config.batch_size, max_len=config.max_len,
@@ -66,8 +66,8 @@ def recover(model, config: RecoverConfig, ctx):
 
 def _recover_lm(model, config: RecoverConfig, ctx, teacher):
     """Next-token recovery on the training text packed into blocks of max_len tokens."""
-    from slimbench.lm import model_perplexity, pack
-    from slimbench.training import LMPlan, train_causal_lm
+    from slimbench.optimize.training import LMPlan, train_causal_lm
+    from slimbench.tasks.causal_lm import model_perplexity, pack
 
     blocks = torch.from_numpy(pack(ctx.tokenizer, ctx.train_data.texts, config.max_len))
     steps = config.epochs * -(-len(blocks) // config.batch_size)
@@ -85,6 +85,6 @@ def _recover_lm(model, config: RecoverConfig, ctx, teacher):
 
 
 def _head(data, n):
-    from slimbench.data import LabelledText
+    from slimbench.core.data import LabelledText
 
     return LabelledText(data.texts[:n], data.labels[:n])

@@ -8,12 +8,15 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
+from slimbench.backends.device import cpu_model, gpu_facts
+
 _LIBRARIES = (
     "torch",
     "transformers",
     "optimum",
     "optimum-onnx",
     "onnxruntime",
+    "onnxruntime-gpu",
     "bitsandbytes",
     "triton",
     "torchao",
@@ -24,29 +27,6 @@ def _version(dist: str) -> str | None:
     try:
         return metadata.version(dist)
     except metadata.PackageNotFoundError:
-        return None
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _gpu_driver() -> str | None:
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-        try:
-            return str(pynvml.nvmlSystemGetDriverVersion())
-        finally:
-            pynvml.nvmlShutdown()
-    except Exception:
         return None
 
 
@@ -68,14 +48,8 @@ def git_rev() -> str | None:
 def environment() -> dict:
     env = {"python": platform.python_version()}
     env.update({name.replace("-", "_"): _version(name) for name in _LIBRARIES})
-    try:
-        import torch
-
-        env["cuda"] = torch.version.cuda if torch.cuda.is_available() else None
-    except ImportError:
-        env["cuda"] = None
+    env.update(gpu_facts())
     env["cpu_model"] = cpu_model()
-    env["gpu_driver"] = _gpu_driver() if env["cuda"] else None
     env["git_rev"] = git_rev()
     env["platform"] = platform.platform()
     return env

@@ -1,4 +1,6 @@
-"""Recipes: data, not code. An ordered list of registered steps with their parameters.
+"""Recipes: data, not code. An ordered list of registered steps with their parameters, or a
+search: a grid of such recipes, measured, the fastest within budget kept (slimbench.optimize.search
+runs it).
 
 A recipe is validated completely (step names, fields, types, values, step order) before
 any model loads. Built-in recipes ship as YAML files beside this module.
@@ -6,6 +8,7 @@ any model loads. Built-in recipes ship as YAML files beside this module.
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass
 from importlib import resources
@@ -15,7 +18,8 @@ from typing import Any
 import yaml
 
 from slimbench import RecipeError
-from slimbench.registry import build_config, config_to_dict, steps
+from slimbench.optimize import steps
+from slimbench.optimize.registry import build_config, config_to_dict
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -97,15 +101,43 @@ def parse_recipe(data: Any, source: str = "recipe") -> Recipe:
     return Recipe(name, tuple(calls), description)
 
 
-def _parse_any(data: Any, source: str):
-    """A Recipe, or a Search for a file with a `grid` (slimbench.search)."""
-    if isinstance(data, dict) and "grid" in data:
-        from slimbench.search import parse_search
+@dataclass(frozen=True)
+class Search:
+    name: str
+    candidates: tuple[Recipe, ...]
+    batch_size: int
+    seq_len: int
+    description: str = ""
 
-        if not isinstance(data.get("name"), str) or not _NAME.match(data["name"]):
-            raise RecipeError(
-                f"{source}: 'name' must be letters, digits, '.', '_' or '-', got {data.get('name')!r}"
-            )
+
+def parse_search(data: dict, source: str) -> Search:
+    """A recipe file with `grid: {prune: [...], recover: {...}, finish: [...]}` instead of `steps`."""
+    if not isinstance(data.get("name"), str) or not _NAME.match(data["name"]):
+        raise RecipeError(
+            f"{source}: 'name' must be letters, digits, '.', '_' or '-', got {data.get('name')!r}"
+        )
+    grid = data.get("grid")
+    if not isinstance(grid, dict) or not {"prune", "finish"} <= set(grid):
+        raise RecipeError(f"{source}: 'grid' needs 'prune' (a list) and 'finish' (a list of steps)")
+    unknown = set(grid) - {"prune", "recover", "finish", "batch_size", "seq_len"}
+    if unknown:
+        raise RecipeError(f"{source}: grid: unknown key {sorted(unknown)[0]!r}")
+    candidates = []
+    for i, (prune, finish) in enumerate(itertools.product(grid["prune"], grid["finish"]), start=1):
+        steps_: list[Any] = [{"prune": prune}]
+        if grid.get("recover") is not None:
+            steps_.append({"recover": grid["recover"]})
+        steps_.append(finish)
+        candidates.append(
+            parse_recipe({"name": f"{data['name']}-{i:02d}", "steps": steps_}, f"{source}: candidate {i}")
+        )
+    return Search(data["name"], tuple(candidates), int(grid.get("batch_size", 32)), int(grid.get("seq_len", 128)),
+                  data.get("description", ""))  # fmt: skip
+
+
+def _parse_any(data: Any, source: str) -> Recipe | Search:
+    """A Recipe, or a Search for a file with a `grid`."""
+    if isinstance(data, dict) and "grid" in data:
         return parse_search(data, source)
     return parse_recipe(data, source)
 
@@ -124,12 +156,12 @@ def builtin_recipes() -> dict[str, Recipe]:
     return {name: r for name, r in _builtins().items() if isinstance(r, Recipe)}
 
 
-def builtin_searches() -> dict:
+def builtin_searches() -> dict[str, Search]:
     """Built-in search recipes (a grid of candidates, measured, the fastest within budget kept)."""
     return {name: r for name, r in _builtins().items() if not isinstance(r, Recipe)}
 
 
-def load_recipe(name_or_path: str | Path) -> Recipe:
+def load_recipe(name_or_path: str | Path) -> Recipe | Search:
     """A built-in recipe by name, or a YAML file by path."""
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") or path.exists():

@@ -33,12 +33,12 @@ def _read_frame(path: str | Path, columns: set[str]):
             raise SlimbenchError(f"data file {str(path)!r}: use .jsonl or .csv")
     except ValueError as e:
         raise SlimbenchError(f"data file {str(path)!r} could not be read: {e}") from None
+    if len(df) == 0:
+        raise SlimbenchError(f"data file {str(path)!r} has no rows")
     missing = columns - set(df.columns)
     if missing:
         need = " and ".join(repr(c) for c in sorted(columns))
         raise SlimbenchError(f"data file {str(path)!r} lacks column(s) {sorted(missing)} (needs {need})")
-    if len(df) == 0:
-        raise SlimbenchError(f"data file {str(path)!r} has no rows")
     return df
 
 

@@ -1,9 +1,15 @@
 """Causal language modelling on plain text: packing documents into fixed-length token blocks,
-and perplexity from logits, the same arithmetic for PyTorch and ONNX Runtime models."""
+perplexity from logits (the same arithmetic for PyTorch and ONNX Runtime models), and the task:
+a prompt of seq_len tokens then NEW_TOKENS greedy tokens as the workload, perplexity as the metric,
+next-token agreement with the source."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+
+from slimbench.tasks.base import Task
 
 EVAL_BLOCKS = 128  # blocks of the eval text scored for perplexity (128 x 128 = 16k tokens)
 NEW_TOKENS = 32  # tokens generated per prompt in a causal-LM latency workload
@@ -56,3 +62,52 @@ def model_perplexity(model, blocks: np.ndarray, batch_size: int = 16) -> float:
             return model(input_ids=torch.from_numpy(ids)).logits
 
     return perplexity(logits_of, blocks, batch_size)[0]
+
+
+class CausalLM(Task):
+    name = "causal-lm"
+    auto_class_name = "AutoModelForCausalLM"
+    ort_class_name = "ORTModelForCausalLM"
+    export_task = "text-generation-with-past"
+    architecture_suffixes = ("ForCausalLM", "LMHeadModel")
+    metric_name = "perplexity"
+    lower_is_better = True
+    generates = True
+    throughput_unit = "tokens/s"
+    trainable = True
+
+    def prepare_tokenizer(self, tokenizer) -> None:
+        tokenizer.padding_side = "left"  # prompts end where generation starts
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+
+    def check_data(self, path: Path, config) -> int:
+        return len(self.latency_texts(path))
+
+    def workload(self, loaded, texts, batch_size, seq_len):
+        batch = self.batches(loaded, texts, batch_size, seq_len)
+        # throughput in generated tokens per second
+        return (lambda i: loaded.generate(batch(i), NEW_TOKENS)), batch_size * NEW_TOKENS
+
+    def score(self, loaded, path: Path, seq_len: int) -> dict:
+        """Perplexity on the first EVAL_BLOCKS blocks of the packed eval text; predictions are the
+        argmax next token at every position, for agreement with the baseline."""
+        blocks = pack(loaded.tokenizer, self.latency_texts(path), seq_len)[:EVAL_BLOCKS]
+
+        def logits_of(ids):
+            batch = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+            if loaded.return_tensors == "pt":
+                import torch
+
+                batch = {k: torch.from_numpy(v) for k, v in batch.items()}
+            return loaded.logits(loaded.to_device(batch))
+
+        ppl, predictions = perplexity(logits_of, blocks)
+        return {"metric_name": self.metric_name, "metric": ppl, "predictions": predictions}
+
+    def agreement(self, source: np.ndarray, variant: np.ndarray, mask: np.ndarray) -> float:
+        same = source.argmax(-1) == variant.argmax(-1)
+        return float(same[mask.astype(bool)].mean())
+
+
+TASK = CausalLM()

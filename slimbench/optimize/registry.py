@@ -1,8 +1,7 @@
-"""The step registry: the one source of truth for what a recipe may name.
-
-A step is a frozen config dataclass plus one function `apply(model, config, ctx) -> model`.
-The CLI lists this registry, recipes validate against it, and the README table comes from it.
-"""
+"""Steps and their configs: a step is a frozen config dataclass plus one function
+`apply(model, config, ctx) -> model`; recipe parameters are validated against the config's field
+types before any model loads. The list of steps (the registry the CLI, recipes and the README
+table read) is in slimbench.optimize."""
 
 from __future__ import annotations
 
@@ -13,20 +12,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-# What a model is between steps. "torch": a transformers PreTrainedModel (saved with
-# save_pretrained); "torch-int8": eager PyTorch with dynamically quantized Linear layers
-# (saved as TorchScript, the only standard format that keeps its packed int8 weights);
-# "onnx": an optimum ORTModel (saved as an ONNX directory).
-# "torch-kernels": a transformers model with slimbench's Triton kernels swapped in (saved with
-# save_pretrained; `slimbench.kernels.apply_kernels` is applied again after loading).
+# What a model is between steps; each kind is a format of slimbench.backends (how it is saved,
+# loaded and placed). "torch": a transformers PreTrainedModel; "torch-int8": eager PyTorch with
+# dynamically quantized Linear layers (saved as TorchScript); "onnx": an optimum ORTModel;
+# "torch-kernels": a transformers model with slimbench's Triton kernels swapped in.
 ModelKind = Literal["torch", "torch-int8", "torch-kernels", "onnx"]
-
-LOADERS: dict[str, str] = {
-    "torch": "transformers.AutoModelFor*.from_pretrained",
-    "torch-int8": "torch.jit.load",
-    "torch-kernels": "transformers.AutoModelFor*.from_pretrained + slimbench.kernels.apply_kernels",
-    "onnx": "optimum.onnxruntime.ORTModelFor*.from_pretrained",
-}
 
 
 @dataclass(frozen=True)
@@ -41,28 +31,19 @@ class Step:
     def output_kind(self, kind: str) -> str:
         return self.gives or kind
 
-
-_STEPS: dict[str, Step] = {}
+    def __call__(self, model, config, ctx):
+        return self.apply(model, config, ctx)
 
 
 def register(name: str, config_cls: type, *, takes=("torch",), gives: str | None = None):
-    """Register `apply(model, config, ctx) -> model` under `name`, the word recipes use."""
+    """Make `apply(model, config, ctx) -> model` the step `name`, the word recipes use. The steps a
+    recipe may name are the explicit list in slimbench.optimize."""
 
-    def wrap(fn):
-        if name in _STEPS:
-            raise ValueError(f"step {name!r} is registered twice")
+    def wrap(fn) -> Step:
         doc = (fn.__doc__ or config_cls.__doc__ or "").strip().splitlines()
-        _STEPS[name] = Step(name, config_cls, fn, tuple(takes), gives, doc[0] if doc else "")
-        return fn
+        return Step(name, config_cls, fn, tuple(takes), gives, doc[0] if doc else "")
 
     return wrap
-
-
-def steps() -> dict[str, Step]:
-    """Every registered step, by name. Importing the step packages fills the registry."""
-    import slimbench.optimize  # noqa: F401
-
-    return dict(_STEPS)
 
 
 # ---------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from slimbench.data import LabelledText, encode
+from slimbench.core.data import LabelledText, encode
 
 
 def _with_distillation(loss, logits, teacher, batch: dict, plan) -> torch.Tensor:

@@ -4,51 +4,12 @@ its task and tokenizer. safetensors only and no remote code unless the user opts
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from slimbench import SlimbenchError
-
-# task -> (transformers Auto class, optimum ORTModel class, optimum export task)
-TASKS: dict[str, tuple[str, str, str]] = {
-    "text-classification": (
-        "AutoModelForSequenceClassification",
-        "ORTModelForSequenceClassification",
-        "text-classification",
-    ),
-    "token-classification": (
-        "AutoModelForTokenClassification",
-        "ORTModelForTokenClassification",
-        "token-classification",
-    ),
-    "causal-lm": ("AutoModelForCausalLM", "ORTModelForCausalLM", "text-generation-with-past"),
-}
-_SUFFIX_TO_TASK = {
-    "ForSequenceClassification": "text-classification",
-    "ForTokenClassification": "token-classification",
-    "ForCausalLM": "causal-lm",
-    "LMHeadModel": "causal-lm",
-}
-
-
-def detect_task(architectures: list[str] | None) -> str | None:
-    for arch in architectures or []:
-        for suffix, task in _SUFFIX_TO_TASK.items():
-            if arch.endswith(suffix):
-                return task
-    return None
-
-
-def auto_class(task: str):
-    import transformers
-
-    return getattr(transformers, TASKS[task][0])
-
-
-def ort_class(task: str):
-    import optimum.onnxruntime
-
-    return getattr(optimum.onnxruntime, TASKS[task][1])
+from slimbench.tasks import TASKS, detect_task, get_task
 
 
 def weight_files(path: Path, allow_pickle: bool = False) -> list[Path]:
@@ -58,10 +19,12 @@ def weight_files(path: Path, allow_pickle: bool = False) -> list[Path]:
     return files
 
 
-def sha256_files(files: list[Path]) -> str:
+def sha256_files(files: list[Path], with_names: bool = True) -> str:
+    """One sha256 over the files' contents (and names, unless `with_names` is False)."""
     h = hashlib.sha256()
     for f in files:
-        h.update(f.name.encode())
+        if with_names:
+            h.update(f.name.encode())
         with open(f, "rb") as fh:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 h.update(block)
@@ -89,9 +52,20 @@ class Checkpoint:
         if not weight_files(path, allow_pickle):
             hint = "" if allow_pickle else " (pickle .bin weights load only with --allow-pickle)"
             raise SlimbenchError(f"checkpoint {str(path)!r} has no .safetensors weights{hint}")
+        if task is not None and task not in TASKS:
+            raise SlimbenchError(f"unknown task {task!r} (known: {', '.join(TASKS)})")
+        try:
+            json.loads((path / "config.json").read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as e:
+            raise SlimbenchError(f"{str(path / 'config.json')!r} is not valid JSON ({e})") from None
         from transformers import AutoConfig
 
-        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+        try:
+            config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+        except (OSError, ValueError, KeyError) as e:
+            raise SlimbenchError(
+                f"checkpoint {str(path)!r}: transformers cannot read its config: {e}"
+            ) from None
         found = detect_task(config.architectures)
         task = task or found
         if task not in TASKS:
@@ -106,8 +80,12 @@ class Checkpoint:
         return sha256_files(weight_files(self.path, self.allow_pickle))
 
     def load_model(self):
-        model = auto_class(self.task).from_pretrained(
-            self.path, use_safetensors=not self.allow_pickle, trust_remote_code=self.trust_remote_code
+        model = (
+            get_task(self.task)
+            .auto_class()
+            .from_pretrained(
+                self.path, use_safetensors=not self.allow_pickle, trust_remote_code=self.trust_remote_code
+            )
         )
         return model.eval()
 

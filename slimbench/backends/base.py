@@ -1,0 +1,87 @@
+"""The shape every format answers: can it run on a device (and if not, why, in one line), how it is
+saved, how it is loaded and placed as a deployment would load it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from slimbench.backends.device import Device
+
+
+@dataclass
+class Loaded:
+    """A variant loaded for measuring: its manifest and config, the tokenizer, and calls."""
+
+    manifest: dict
+    config: Any  # transformers PretrainedConfig (labels, positions)
+    tokenizer: Any
+    forward: Callable[[dict], Any]  # encoded batch -> logits
+    return_tensors: str  # what the tokenizer should produce: "pt" or "np"
+    to_device: Callable[[dict], dict]
+    generate: Callable[[dict, int], Any] | None = None  # causal LM: (prompts, new tokens) -> ids
+    device: Device | None = None
+
+    def encode(self, texts: list[str], seq_len: int) -> dict:
+        enc = self.tokenizer(
+            texts,
+            max_length=seq_len,
+            truncation=True,
+            padding="max_length",
+            return_tensors=self.return_tensors,
+        )
+        return self.to_device(dict(enc))
+
+    def logits(self, batch: dict) -> np.ndarray:
+        out = self.forward(batch)
+        return (
+            out.detach().float().cpu().numpy()
+            if hasattr(out, "detach")
+            else np.asarray(out, dtype=np.float32)
+        )
+
+
+class Backend:
+    kind: str  # the manifest's "kind"
+    loader: str  # the standard loader a deployment uses, for people
+
+    def unavailable(self, device: Device, manifest: dict | None = None) -> str | None:
+        """None where this format can run on `device`; otherwise the one-line reason."""
+        return device.unavailable()
+
+    def save(self, model, path: Path, example_inputs=None) -> None:
+        raise NotImplementedError
+
+    def load(self, model_dir: Path, manifest: dict, task, tokenizer, config, device: Device,
+             num_threads: int | None = None) -> Loaded:  # fmt: skip
+        raise NotImplementedError
+
+
+def torch_logits(model) -> Callable[[dict], Any]:
+    import torch
+
+    def forward(batch):
+        with torch.inference_mode():
+            return model(**batch).logits
+
+    return forward
+
+
+def greedy_generate(model, tokenizer) -> Callable[[dict, int], Any]:
+    """Greedy decoding of exactly `new_tokens` tokens (the workload's length, whatever is sampled)."""
+    import torch
+
+    def generate(batch, new_tokens: int):
+        with torch.inference_mode():
+            return model.generate(**batch, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
+                                  pad_token_id=tokenizer.pad_token_id)  # fmt: skip
+
+    return generate
+
+
+def placer(device: Device) -> Callable[[dict], dict]:
+    return lambda batch: {k: v.to(str(device)) for k, v in batch.items()}

@@ -1,0 +1,62 @@
+"""PyTorch dynamic int8 (fbgemm/qnnpack Linear layers) saved as TorchScript, the only standard
+format that keeps its packed int8 weights: `(input_ids, attention_mask) -> logits`, CPU only."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import torch
+
+from slimbench import SlimbenchError
+from slimbench.backends.base import Backend, Loaded, placer
+from slimbench.backends.device import Device
+
+TORCHSCRIPT_FILE = "model.pt"
+
+
+class LogitsOnly(torch.nn.Module):
+    """`(input_ids, attention_mask) -> logits`: the signature the TorchScript artifact exposes."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask):
+        return self.model(input_ids=input_ids, attention_mask=attention_mask, return_dict=False)[0]
+
+
+def to_torchscript(model, example) -> torch.jit.ScriptModule:
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer warnings about Python bools in HF code
+        return torch.jit.trace(
+            LogitsOnly(model).eval(), (example["input_ids"], example["attention_mask"]), strict=False
+        )
+
+
+class TorchScriptInt8(Backend):
+    kind = "torch-int8"
+    loader = "torch.jit.load"
+
+    def unavailable(self, device: Device, manifest: dict | None = None) -> str | None:
+        if device.is_cuda:
+            return "PyTorch dynamic int8 (TorchScript, fbgemm/qnnpack kernels) runs on the CPU only"
+        return None
+
+    def save(self, model, path: Path, example_inputs=None) -> None:
+        to_torchscript(model, example_inputs).save(str(path / TORCHSCRIPT_FILE))
+        model.config.save_pretrained(path)
+
+    def load(self, model_dir, manifest, task, tokenizer, config, device, num_threads=None) -> Loaded:
+        if task.generates:
+            raise SlimbenchError(f"{model_dir}: a TorchScript (torch-int8) variant cannot generate text")
+        model = torch.jit.load(str(Path(model_dir) / TORCHSCRIPT_FILE)).eval()
+
+        def forward(batch):
+            with torch.inference_mode():
+                return model(batch["input_ids"], batch["attention_mask"])
+
+        return Loaded(manifest, config, tokenizer, forward, "pt", placer(device), None, device)
+
+
+BACKEND = TorchScriptInt8()

@@ -1,0 +1,29 @@
+"""The tasks slimbench serves, one file each with the same shape (slimbench.tasks.base.Task):
+text classification, token classification and causal LM. Everything that differs between tasks
+(data, workload, metric, loader classes, generation) is asked of the task, never tested by name."""
+
+from __future__ import annotations
+
+from slimbench import SlimbenchError
+from slimbench.tasks import causal_lm, classification, token_classification
+from slimbench.tasks.base import BUDGET, Task
+
+TASKS: dict[str, Task] = {t.name: t for t in (classification.TASK, token_classification.TASK, causal_lm.TASK)}
+
+
+def get_task(name: str) -> Task:
+    if name not in TASKS:
+        raise SlimbenchError(f"unknown task {name!r} (known: {', '.join(TASKS)})")
+    return TASKS[name]
+
+
+def detect_task(architectures: list[str] | None) -> str | None:
+    """The task a config's `architectures` names (e.g. BertForSequenceClassification), if any."""
+    for arch in architectures or []:
+        for task in TASKS.values():
+            if arch.endswith(task.architecture_suffixes):
+                return task.name
+    return None
+
+
+__all__ = ["BUDGET", "TASKS", "Task", "detect_task", "get_task"]

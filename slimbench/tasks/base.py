@@ -1,0 +1,81 @@
+"""What every task answers, in one shape: how its labelled data is read, how a workload's inputs
+are built and timed, how a variant is scored and compared with its source, which transformers and
+optimum classes load it. One file per task beside this one."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+BUDGET = 0.99  # a variant is within budget when its metric is >= 99% of the baseline's (MLPerf's rule)
+
+
+class Task:
+    name: str
+    auto_class_name: str  # transformers AutoModelFor*
+    ort_class_name: str  # optimum.onnxruntime ORTModelFor*
+    export_task: str  # optimum exporter task
+    architecture_suffixes: tuple[str, ...]  # config.architectures entries that mean this task
+    metric_name: str
+    lower_is_better: bool = False  # the metric: accuracy-like (False) or perplexity-like (True)
+    generates: bool = False  # latency is generate(): prompt, then new tokens
+    throughput_unit: str = "items/s"
+    trainable: bool = False  # the recover step can fine-tune it
+
+    def auto_class(self):
+        import transformers
+
+        return getattr(transformers, self.auto_class_name)
+
+    def ort_class(self):
+        import optimum.onnxruntime
+
+        return getattr(optimum.onnxruntime, self.ort_class_name)
+
+    def prepare_tokenizer(self, tokenizer) -> None:
+        """Set what this task needs of a tokenizer (padding side, pad token) before encoding."""
+
+    def check_data(self, path: Path, config) -> int:
+        """Read labelled eval data against the model's config; returns the number of examples or
+        raises SlimbenchError naming the file and the fix."""
+        raise NotImplementedError
+
+    def latency_texts(self, path: Path) -> list[str]:
+        """Real text from the eval file for the latency workloads."""
+        from slimbench.core.data import read_texts
+
+        return read_texts(path)
+
+    @staticmethod
+    def batches(loaded, texts: list[str], batch_size: int, seq_len: int) -> Callable[[int], dict]:
+        """A few distinct real batches, encoded (and placed) before timing starts; `batch(i)` cycles
+        through them."""
+        n_batches = max(1, min(8, len(texts) // batch_size))
+        pool = [
+            loaded.encode([texts[(b * batch_size + j) % len(texts)] for j in range(batch_size)], seq_len)
+            for b in range(n_batches)
+        ]
+        return lambda i: pool[i % n_batches]
+
+    def workload(self, loaded, texts: list[str], batch_size: int, seq_len: int) -> tuple[Callable, int]:
+        """(call(i), items per call): the call timed once per repetition."""
+        batch = self.batches(loaded, texts, batch_size, seq_len)
+        return (lambda i: loaded.forward(batch(i))), batch_size
+
+    def score(self, loaded, path: Path, seq_len: int) -> dict[str, Any]:
+        """{metric_name, metric, predictions} of a loaded variant on the eval file."""
+        raise NotImplementedError
+
+    def agreement(self, source: np.ndarray, variant: np.ndarray, mask: np.ndarray) -> float:
+        """Share of predictions (argmax) the variant shares with its source on the same inputs."""
+        raise NotImplementedError
+
+    def within_budget(self, ratio: float | None, budget: float = BUDGET) -> bool | None:
+        """Whether metric / baseline metric keeps the budget: >= budget, or for a lower-is-better
+        metric at most (1 - budget) above the baseline."""
+        if ratio is None:
+            return None
+        return ratio <= 2 - budget if self.lower_is_better else ratio >= budget

@@ -1,0 +1,103 @@
+"""Token classification (NER and the like): JSONL rows `{"tokens": [...], "tags": [...]}` with tags
+as names from the model's `label2id` (or ids), scored with seqeval's entity-level F1 on the first
+sub-word of each word; agreement is per real token."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from slimbench import SlimbenchError
+from slimbench.tasks.base import Task
+
+
+class TokenClassification(Task):
+    name = "token-classification"
+    auto_class_name = "AutoModelForTokenClassification"
+    ort_class_name = "ORTModelForTokenClassification"
+    export_task = "token-classification"
+    architecture_suffixes = ("ForTokenClassification",)
+    metric_name = "entity_f1"
+
+    def read(self, path: Path, config) -> tuple[list[list[str]], list[list[str]]]:
+        """(words per sentence, tag names per sentence), checked against the model's labels."""
+        path = Path(path)
+        if not path.is_file():
+            raise SlimbenchError(f"data file {str(path)!r} does not exist")
+        if path.suffix not in (".jsonl", ".json"):
+            raise SlimbenchError(
+                f"data file {str(path)!r}: token-classification data is JSONL with 'tokens' and 'tags'"
+            )
+        id2label = {int(k): v for k, v in (getattr(config, "id2label", None) or {}).items()}
+        words, tags = [], []
+        for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                raise SlimbenchError(f"data file {str(path)!r} line {i}: not valid JSON") from None
+            if not isinstance(row, dict) or not {"tokens", "tags"} <= set(row):
+                raise SlimbenchError(f"data file {str(path)!r} line {i}: needs 'tokens' and 'tags' lists")
+            if len(row["tokens"]) != len(row["tags"]):
+                raise SlimbenchError(f"data file {str(path)!r} line {i}: {len(row['tokens'])} tokens but "
+                                     f"{len(row['tags'])} tags")  # fmt: skip
+            names = []
+            for tag in row["tags"]:
+                name = id2label.get(tag) if isinstance(tag, int) else tag
+                if name not in id2label.values():
+                    raise SlimbenchError(f"data file {str(path)!r} line {i}: tag {tag!r} is not one of the "
+                                         f"model's labels ({', '.join(map(str, id2label.values()))})")  # fmt: skip
+                names.append(name)
+            words.append([str(w) for w in row["tokens"]])
+            tags.append(names)
+        if not words:
+            raise SlimbenchError(f"data file {str(path)!r} has no rows")
+        return words, tags
+
+    def check_data(self, path: Path, config) -> int:
+        return len(self.read(path, config)[0])
+
+    def latency_texts(self, path: Path) -> list[str]:
+        rows = [
+            json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()
+        ]
+        return [" ".join(map(str, r["tokens"])) for r in rows]
+
+    def score(self, loaded, path: Path, seq_len: int) -> dict:
+        from seqeval.metrics import f1_score
+
+        words, gold = self.read(path, loaded.config)
+        id2label = {int(k): v for k, v in loaded.config.id2label.items()}
+        predicted, flat = [], []
+        for i in range(0, len(words), 32):
+            chunk = words[i : i + 32]
+            enc = loaded.tokenizer(chunk, is_split_into_words=True, max_length=seq_len, truncation=True,
+                                   padding="max_length")  # fmt: skip
+            batch = {k: v for k, v in enc.convert_to_tensors(loaded.return_tensors).items()}
+            argmax = loaded.logits(loaded.to_device(batch)).argmax(-1)
+            for row, sentence in enumerate(chunk):
+                first = {}  # word index -> position of its first sub-word
+                for pos, w in enumerate(enc.word_ids(row)):
+                    if w is not None and w not in first:
+                        first[w] = pos
+                # words cut off by truncation are predicted "O"
+                tags = [
+                    id2label[int(argmax[row, first[w]])] if w in first else "O" for w in range(len(sentence))
+                ]
+                predicted.append(tags)
+                flat.extend(tags)
+        return {
+            "metric_name": self.metric_name,
+            "metric": float(f1_score(gold, predicted)),
+            "predictions": flat,
+        }
+
+    def agreement(self, source: np.ndarray, variant: np.ndarray, mask: np.ndarray) -> float:
+        same = source.argmax(-1) == variant.argmax(-1)
+        return float(same[mask.astype(bool)].mean())
+
+
+TASK = TokenClassification()

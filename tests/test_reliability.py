@@ -1,0 +1,196 @@
+"""Bad input through the CLI: each case exits 2 with one line naming the fix and no traceback, before
+any model is loaded where the input can be checked first. docs/reliability.md is generated from CASES
+(`python -m pytest tests/test_reliability.py` fails when it drifts)."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import LABELS
+from slimbench.cli import main
+
+# (what is wrong, command, what the one line says)
+CASES = [
+    ("checkpoint path does not exist", "optimize {tmp}/nope --recipe baseline --out {tmp}/o",
+     "is neither a local directory nor a hub id in the local cache"),
+    ("checkpoint directory has no config.json", "optimize {empty} --recipe baseline --out {tmp}/o",
+     "has no config.json: not a Hugging Face model directory"),
+    ("config.json is not valid JSON", "optimize {badjson} --recipe baseline --out {tmp}/o", "is not valid JSON"),
+    ("only pickle weights", "optimize {pickle} --recipe baseline --out {tmp}/o",
+     "pickle .bin weights load only with --allow-pickle"),
+    ("architecture names no task", "optimize {notask} --recipe baseline --out {tmp}/o",
+     "cannot tell the task of"),
+    ("unknown --task", "optimize {bert} --task summarization --recipe baseline --out {tmp}/o",
+     "unknown task 'summarization'"),
+    ("unknown recipe name", "optimize {bert} --recipe fastest --out {tmp}/o", "unknown recipe 'fastest'"),
+    ("recipe file does not exist", "optimize {bert} --recipe {tmp}/nope.yaml --out {tmp}/o", "does not exist"),
+    ("recipe file is not YAML", "optimize {bert} --recipe {badyaml} --out {tmp}/o", "not valid YAML"),
+    ("recipe names an unknown field", "optimize {bert} --recipe {badfield} --out {tmp}/o",
+     "step 1 'prune': unknown field 'sparsty'"),
+    ("recipe value out of range", "optimize {bert} --recipe {badvalue} --out {tmp}/o",
+     "step 1 'prune': sparsity must be between 0 and 1"),
+    ("recipe steps in an impossible order", "optimize {bert} --recipe {badorder} --out {tmp}/o",
+     "step 2 'prune': takes a torch model, but the steps before it produce a onnx model"),
+    ("recover without training data", "optimize {bert} --recipe magnitude-50 --out {tmp}/o",
+     "has a 'recover' step: pass training data (--train-data FILE)"),
+    ("training data does not exist", "optimize {bert} --recipe magnitude-50 --train-data {tmp}/none.jsonl --out {tmp}/o",
+     "data file '{tmp}/none.jsonl' does not exist"),
+    ("training data lacks a column", "optimize {bert} --recipe magnitude-50 --train-data {nolabel} --out {tmp}/o",
+     "lacks column(s) ['label']"),
+    ("training label unknown to the model", "optimize {bert} --recipe magnitude-50 --train-data {badlabel} --out {tmp}/o",
+     "label 'weather' is neither an id nor one of"),
+    ("training data empty", "optimize {bert} --recipe magnitude-50 --train-data {emptydata} --out {tmp}/o",
+     "has no rows"),
+    ("training data of an unknown format", "optimize {bert} --recipe magnitude-50 --train-data {txt} --out {tmp}/o",
+     "use .jsonl or .csv"),
+    ("sample data does not exist", "optimize {bert} --recipe baseline --sample-data {tmp}/none.jsonl --out {tmp}/o",
+     "does not exist"),
+    ("output holds a file of the user's", "optimize {bert} --recipe baseline --out {usersout}",
+     "holds files slimbench did not write (notes.txt)"),
+    ("--min-agreement outside 0..1", "optimize {bert} --recipe baseline --min-agreement 2 --out {tmp}/o",
+     "--min-agreement must be between 0 and 1"),
+    ("search recipe without eval data", "optimize {bert} --recipe fastest-within-1pct --train-data {train} --out {tmp}/o",
+     "measures its candidates: pass --eval-data FILE"),
+    ("bench: not a variant directory", "bench {bert} --eval-data {eval} --results {tmp}/r.jsonl",
+     "is not a slimbench variant (no slimbench.json)"),
+    ("bench: variant manifest is not JSON", "bench {badmanifest} --eval-data {eval} --results {tmp}/r.jsonl",
+     "slimbench.json' is not valid JSON"),
+    ("bench: eval data does not exist", "bench {variant} --eval-data {tmp}/none.jsonl --results {tmp}/r.jsonl",
+     "does not exist"),
+    ("bench: eval data lacks columns", "bench {variant} --eval-data {nolabel} --results {tmp}/r.jsonl",
+     "lacks column(s) ['label']"),
+    ("bench: eval label unknown to the model", "bench {variant} --eval-data {badlabel} --results {tmp}/r.jsonl",
+     "label 'weather' is neither an id nor one of"),
+    ("bench: eval data empty", "bench {variant} --eval-data {emptydata} --results {tmp}/r.jsonl", "has no rows"),
+    ("bench: eval data not UTF-8", "bench {variant} --eval-data {latin1} --results {tmp}/r.jsonl", "could not be read"),
+    ("bench: sequence longer than the model takes",
+     "bench {variant} --eval-data {eval} --results {tmp}/r.jsonl --seq-lens 100000",
+     "sequence length 100000 is longer than baseline takes (128 positions)"),
+    ("bench: --device cuda without a GPU", "bench {variant} --eval-data {eval} --results {tmp}/r.jsonl --device cuda",
+     "PyTorch sees no CUDA GPU on this machine"),
+    ("bench: unknown device", "bench {variant} --eval-data {eval} --results {tmp}/r.jsonl --device gpu",
+     "device must be cpu, cuda or cuda:N, got 'gpu'"),
+    ("bench: --baseline not among the variants", "bench {variant} --eval-data {eval} --results {tmp}/r.jsonl --baseline x",
+     "baseline 'x' is not among the variants benchmarked"),
+    ("bench: batch size 0", "bench {variant} --eval-data {eval} --results {tmp}/r.jsonl --batch-sizes 0",
+     "expected positive integers like 1,32, got '0'"),
+    ("bench: two variants of one name", "bench {variant} {variant} --eval-data {eval} --results {tmp}/r.jsonl",
+     "two variants share a name"),
+    ("report: results file does not exist", "report {tmp}/none.jsonl --out {tmp}/rep", "does not exist"),
+    ("report: results file holds no record", "report {emptydata} --out {tmp}/rep", "the results files hold no records"),
+    ("report: --out holds the user's report.md", "report {results} --out {usersreport}",
+     "were not written by slimbench"),
+    ("compare: a rule without a percent", "compare {results} {results} --fail-on latency_ms_p50", "write each rule as FIELD:PERCENT%"),
+    ("compare: unknown field", "compare {results} {results} --fail-on speed:5%", "unknown field 'speed'"),
+    ("verify: not a variant", "verify {bert}", "is not a slimbench variant"),
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def world(tiny_variants, tiny_bert, eval_jsonl, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("reliability")
+    paths = {"tmp": tmp, "bert": tiny_bert, "eval": eval_jsonl, "variant": tiny_variants["baseline"].path}
+    for name in ("empty", "badjson", "notask", "pickle"):
+        paths[name] = tmp / name
+    (tmp / "empty").mkdir()
+    for name, config in [("badjson", "{not json"), ("notask", None)]:
+        d = tmp / name
+        d.mkdir()
+        cfg = json.loads((tiny_bert / "config.json").read_text())
+        cfg["architectures"] = ["BertModel"]
+        (d / "config.json").write_text(config or json.dumps(cfg))
+        (d / "model.safetensors").write_bytes((tiny_bert / "model.safetensors").read_bytes())
+    (tmp / "pickle").mkdir()
+    (tmp / "pickle" / "config.json").write_text((tiny_bert / "config.json").read_text())
+    (tmp / "pickle" / "pytorch_model.bin").write_bytes(b"")
+    recipes = {
+        "badyaml": "name: [unclosed\n",
+        "badfield": "name: r\nsteps:\n  - prune: {sparsty: 0.5}\n",
+        "badvalue": "name: r\nsteps:\n  - prune: {sparsity: 1.5}\n",
+        "badorder": "name: r\nsteps:\n  - export: {}\n  - prune: {}\n",
+    }
+    for name, text in recipes.items():
+        paths[name] = tmp / f"{name}.yaml"
+        paths[name].write_text(text)
+    rows = {
+        "nolabel": [{"text": "a"}],
+        "badlabel": [{"text": "a", "label": "weather"}],
+        "train": [{"text": "a b c", "label": LABELS[0]}],
+    }
+    for name, data in rows.items():
+        paths[name] = tmp / f"{name}.jsonl"
+        paths[name].write_text("".join(json.dumps(r) + "\n" for r in data))
+    paths["emptydata"] = tmp / "empty.jsonl"
+    paths["emptydata"].write_text("")
+    paths["txt"] = tmp / "data.txt"
+    paths["txt"].write_text("text,label\n")
+    paths["latin1"] = tmp / "latin1.jsonl"
+    paths["latin1"].write_bytes(b'{"text": "caf\xe9", "label": 0}\n')
+    paths["usersout"] = tmp / "users-out"
+    (paths["usersout"] / "baseline").mkdir(parents=True)
+    (paths["usersout"] / "baseline" / "notes.txt").write_text("mine")
+    paths["usersreport"] = tmp / "users-report"
+    paths["usersreport"].mkdir()
+    (paths["usersreport"] / "report.md").write_text("# my own notes\n")
+    paths["badmanifest"] = tmp / "badmanifest"
+    paths["badmanifest"].mkdir()
+    (paths["badmanifest"] / "slimbench.json").write_text("{")
+    paths["results"] = tmp / "results.jsonl"
+    record = {"status": "ok", "task": "text-classification", "variant": "baseline", "recipe": "baseline",
+              "device": "cpu", "device_name": "cpu", "num_threads": 1, "batch_size": 1, "seq_len": 8,
+              "latency_ms_p50": 1.0, "timestamp": "2026", "metric": 0.9, "metric_name": "accuracy"}  # fmt: skip
+    paths["results"].write_text(json.dumps(record) + "\n")
+    return paths
+
+
+def _fill(text: str, world) -> str:
+    return text.format(**{k: str(v) for k, v in world.items()})
+
+
+@pytest.mark.parametrize("case, command, message", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_is_one_line_exit_2(case, command, message, world, capsys):
+    try:
+        code = main(_fill(command, world).split())
+    except SystemExit as e:  # argparse's own checks
+        code = e.code
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("slimbench") and "error: " in last
+    if "usage:" not in err:
+        assert len(err.strip().splitlines()) == 1, err
+    assert _fill(message, world) in last
+
+
+def test_user_files_survive_every_refusal(world):
+    assert (world["usersout"] / "baseline" / "notes.txt").read_text() == "mine"
+    assert (world["usersreport"] / "report.md").read_text() == "# my own notes\n"
+
+
+def reliability_markdown() -> str:
+    lines = [
+        "# What slimbench says to bad input",
+        "",
+        "Every case below exits with code 2 and prints one line, `slimbench: error: ...` (argparse's own checks "
+        "print the usage line first), with no Python traceback unless `--debug` is given. Inputs are checked "
+        "before any model is loaded or any measuring process starts, where they can be. Generated from "
+        "`CASES` in `tests/test_reliability.py`, which runs each one through the CLI: the table cannot drift "
+        "from what slimbench does. `{tmp}` and the other braces stand for paths the test creates.",
+        "",
+        "| # | what is wrong | command | the line says (excerpt) |",
+        "|---|---|---|---|",
+    ]
+    for i, (case, command, message) in enumerate(CASES, start=1):
+        lines.append(f"| {i} | {case} | `slimbench {command}` | {message.replace('|', '&#124;')} |")
+    return "\n".join(lines) + "\n"
+
+
+def test_docs_table_is_generated_from_the_cases():
+    doc = Path(__file__).parents[1] / "docs" / "reliability.md"
+    assert len(CASES) >= 30
+    assert doc.read_text() == reliability_markdown(), (
+        'docs/reliability.md is stale: python -c \'import sys; sys.path.insert(0, "tests"); '
+        'from test_reliability import reliability_markdown as m; print(m(), end="")\' > docs/reliability.md'
+    )
