@@ -19,6 +19,13 @@ DEMO_RECIPES = {
         "magnitude-50",
     ),
 }  # fmt: skip
+# on a GPU: half precision, compiled packages, bitsandbytes and ONNX (not run without ONNX Runtime's CUDA provider)
+GPU_DEMO_RECIPES = {
+    "text-classification": (
+        "baseline", "fp16", "bf16", "compiled", "bf16-compiled", "bnb-int8", "bnb-nf4", "torchao-int8wo", "onnx-o2",
+    ),
+    "causal-lm": ("baseline", "fp16", "bf16", "bnb-int8", "bnb-nf4", "torchao-int8wo", "onnx"),
+}  # fmt: skip
 # task -> (which embedded default, output directory, its quality figure in the default's info)
 DEMO_DEFAULTS = {
     "text-classification": ("encoder", "slimbench-out", "eval_accuracy"),
@@ -106,8 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--recipes",
         default=None,
-        help="comma-separated (default: "
+        help="comma-separated (default on the CPU: "
         + "; ".join(f"{task}: {','.join(names)}" for task, names in DEMO_RECIPES.items())
+        + "; with --device cuda: "
+        + "; ".join(f"{task}: {','.join(names)}" for task, names in GPU_DEMO_RECIPES.items())
         + ")",
     )
     _add_bench_options(p)
@@ -348,6 +357,7 @@ def cmd_verify(args) -> int:
 
 
 def cmd_demo(args) -> int:
+    from slimbench.backends import Device
     from slimbench.core.checkpoint import Checkpoint
     from slimbench.core.data import read_labelled
     from slimbench.defaults import default_decoder, default_encoder
@@ -356,12 +366,18 @@ def cmd_demo(args) -> int:
     from slimbench.reports import write_report
     from slimbench.tasks import get_task
 
-    names = args.recipes.split(",") if args.recipes else DEMO_RECIPES[args.task]
+    device = Device.parse(args.device).require()
+    names = (
+        args.recipes.split(",")
+        if args.recipes
+        else (GPU_DEMO_RECIPES if device.is_cuda else DEMO_RECIPES)[args.task]
+    )
     build, out_name, info_key = DEMO_DEFAULTS[args.task]
     if args.out is None:  # one directory per task: variant names and results would collide
         args.out = Path(out_name)
     recipes = [load_recipe(name.strip()) for name in names if name.strip()]
-    default = {"encoder": default_encoder, "decoder": default_decoder}[build]()
+    # the encoder default fine-tunes where the demo measures (the decoder default trains on the CPU)
+    default = default_encoder(device=str(device)) if build == "encoder" else default_decoder()
     quality = f"held-out {get_task(args.task).metric_name} {default.info[info_key]:.4f}"
     print(f"Embedded default: {default.path} ({quality})")
     checkpoint = Checkpoint.open(default.path)

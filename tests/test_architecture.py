@@ -86,7 +86,13 @@ def test_only_the_backends_and_kernels_ask_torch_about_cuda():
 
 
 # the capability table on this CPU machine: format -> (cpu reason or None, cuda reason contains)
-EXPECTED_CPU = {"torch": None, "torch-int8": None, "onnx": None, "torch-kernels": "CUDA GPU only"}
+EXPECTED_CPU = {
+    "torch": None,
+    "torch-int8": None,
+    "onnx": None,
+    "torch-kernels": "CUDA GPU only",
+    "torch-aoti": None,
+}
 
 
 @pytest.mark.parametrize("kind", sorted(BACKENDS))
@@ -106,6 +112,14 @@ def test_capability_table_answers_for_every_format_and_device(kind, device):
         assert "CUDA GPU" in reason
     else:
         assert reason == "PyTorch sees no CUDA GPU on this machine"
+
+
+def test_a_compiled_package_runs_only_where_it_was_compiled():
+    manifest = {"kind": "torch-aoti", "notes": {"compiled_for": "cuda"}}
+    assert cannot_run(manifest, "cpu") == (
+        "an AOTInductor package compiled for cuda runs there only; compile again on cpu"
+    )
+    assert cannot_run({"kind": "torch-aoti", "notes": {"compiled_for": "cpu"}}, "cpu") is None
 
 
 def test_quantized_format_names_its_missing_package(monkeypatch):

@@ -28,6 +28,9 @@ if kind == "torch":
 elif kind == "torch-int8":
     import torch
     logits = torch.jit.load(str(d / "model.pt"))(enc["input_ids"], enc["attention_mask"])
+elif kind == "torch-aoti":
+    import torch
+    logits = torch._inductor.aoti_load_package(str(d / "model.pt2"))(enc["input_ids"], enc["attention_mask"]).float()
 else:
     from optimum.onnxruntime import ORTModelForSequenceClassification
     logits = ORTModelForSequenceClassification.from_pretrained(d)(**enc).logits
@@ -39,12 +42,13 @@ print(json.dumps(logits.tolist()))
 def in_memory_logits(variant, tokenizer, texts):
     enc = tokenizer(texts, padding=True, truncation=True, max_length=48, return_tensors="pt")
     with torch.inference_mode():
-        out = (
-            variant.model(**enc)
-            if variant.kind != "torch-int8"
-            else variant.model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
-        )
-    return torch.as_tensor(out.logits).float()
+        if variant.kind == "torch-aoti":  # the compiled package: (input_ids, attention_mask) -> logits
+            return variant.model(enc["input_ids"], enc["attention_mask"]).float()
+        if variant.kind == "torch-int8":
+            return variant.model(
+                input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]
+            ).logits.float()
+        return torch.as_tensor(variant.model(**enc).logits).float()
 
 
 @pytest.mark.parametrize("name", sorted(builtin_recipes()))

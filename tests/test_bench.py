@@ -127,3 +127,45 @@ def test_worker_peak_rss_is_its_own_not_the_parents():
     )
     assert 5 * 2**20 < child < 300 * 2**20
     del ballast
+
+
+def test_a_variant_that_cannot_run_on_the_device_is_a_not_run_record(
+    tiny_bert, tiny_variants, eval_jsonl, tmp_path
+):
+    from conftest import TEXTS
+    from slimbench.core.checkpoint import Checkpoint
+    from slimbench.optimize.recipes import parse_recipe
+    from slimbench.pipeline import optimize
+
+    kernels = optimize(Checkpoint.open(tiny_bert), parse_recipe({"name": "kernels", "steps": [{"kernels": {}}]}),
+                       tmp_path / "v", sample_texts=TEXTS, log=lambda *_: None).path  # fmt: skip
+    results = tmp_path / "r.jsonl"
+    dirs = [tiny_variants["baseline"].path, kernels]
+    logged = []
+    records, failures = run_bench(dirs, eval_jsonl, [1, 2], [16], results, num_threads=1, plan=FAST, progress=False,
+                                  log=logged.append)  # fmt: skip
+    assert failures == []
+    not_run = [r for r in records if r["status"] == "not run"]
+    assert [(r["variant"], r["batch_size"]) for r in not_run] == [("kernels", 1), ("kernels", 2)]
+    assert all(
+        r["reason"] == "Triton kernels are measured on a CUDA GPU only (--device cuda)" for r in not_run
+    )
+    assert all(tuple(r) == RECORD_FIELDS and r["latency_ms_p50"] is None for r in not_run)
+    assert any("[kernels] not run on cpu: Triton kernels" in line for line in logged)
+    # a rerun does not record the same reason again, and the report shows the cell as not run
+    assert run_bench(dirs, eval_jsonl, [1, 2], [16], results, num_threads=1, plan=FAST, progress=False,
+                     log=lambda *_: None)[0] == []  # fmt: skip
+    from slimbench.reports import write_report
+
+    report = write_report([results], tmp_path / "report").read_text()
+    assert "- **kernels** not run (b1 s16, b2 s16): Triton kernels are measured on a CUDA GPU only" in report
+
+
+def test_statistics_flag_unstable_records():
+    steady = summarize([10.0, 10.1, 9.9, 10.0], batch_size=1)
+    assert steady["latency_cv"] < 0.01 and steady["latency_ms_std"] == pytest.approx(0.0816, abs=1e-3)
+    noisy = summarize([10.0, 20.0, 10.0, 20.0], batch_size=1)
+    assert noisy["latency_cv"] == pytest.approx(5.7735 / 15, abs=1e-3)
+    from slimbench.bench.runner import UNSTABLE_CV
+
+    assert noisy["latency_cv"] > UNSTABLE_CV > steady["latency_cv"]

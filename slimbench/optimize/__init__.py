@@ -5,7 +5,7 @@ STEPS is the registry: the one source of truth for what a recipe may name, what 
 what the README table is generated from. A new step is one module and one entry here.
 """
 
-from slimbench.optimize import baseline, export, kernels, precision, prune, quantize, recover
+from slimbench.optimize import aot, baseline, export, kernels, precision, prune, quantize, recover
 from slimbench.optimize.context import StepContext
 from slimbench.optimize.registry import Step
 
@@ -19,6 +19,7 @@ STEPS: dict[str, Step] = {
         quantize.quantize,
         precision.precision,
         kernels.kernels,
+        aot.compile_aot,
         export.export,
     )
 }

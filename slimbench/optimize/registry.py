@@ -15,8 +15,9 @@ from typing import Any, Literal
 # What a model is between steps; each kind is a format of slimbench.backends (how it is saved,
 # loaded and placed). "torch": a transformers PreTrainedModel; "torch-int8": eager PyTorch with
 # dynamically quantized Linear layers (saved as TorchScript); "onnx": an optimum ORTModel;
-# "torch-kernels": a transformers model with slimbench's Triton kernels swapped in.
-ModelKind = Literal["torch", "torch-int8", "torch-kernels", "onnx"]
+# "torch-kernels": a transformers model with slimbench's Triton kernels swapped in; "torch-aoti": an
+# AOTInductor package compiled for one device.
+ModelKind = Literal["torch", "torch-int8", "torch-kernels", "onnx", "torch-aoti"]
 
 
 @dataclass(frozen=True)

@@ -67,14 +67,19 @@ def train_classifier(
     masks: dict[str, torch.Tensor] | None = None,
     progress: bool = True,
     desc: str = "train",
+    device: str = "cpu",
 ) -> float:
-    """Train `model` in place on `data`; returns the seconds spent. The batch order is seeded by
-    `plan.seed`; dropout draws from the global generator, which the caller seeds."""
+    """Train `model` in place on `data` (on `device`; the model is back on the CPU afterwards);
+    returns the seconds spent. The batch order is seeded by `plan.seed`; dropout draws from the
+    global generator, which the caller seeds."""
     from tqdm.auto import tqdm
     from transformers import get_linear_schedule_with_warmup
 
-    enc = encode(tokenizer, data.texts, plan.max_len)
-    labels = torch.tensor(data.labels)
+    enc = {k: v.to(device) for k, v in encode(tokenizer, data.texts, plan.max_len).items()}
+    labels = torch.tensor(data.labels, device=device)
+    model.to(device)
+    if teacher is not None:
+        teacher.to(device)
     steps_per_epoch = -(-len(data) // plan.batch_size)
     total = steps_per_epoch * plan.epochs
     if plan.max_steps:
@@ -93,7 +98,7 @@ def train_classifier(
         for i in range(steps_per_epoch):
             if epoch * steps_per_epoch + i >= total:
                 break
-            idx = order[i * plan.batch_size : (i + 1) * plan.batch_size]
+            idx = order[i * plan.batch_size : (i + 1) * plan.batch_size].to(device)
             batch = {k: v[idx] for k, v in enc.items()}
             logits = model(**batch).logits
             loss = F.cross_entropy(logits, labels[idx])
@@ -103,7 +108,9 @@ def train_classifier(
             bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}")
             bar.update()
     bar.close()
-    model.eval()
+    model.eval().to("cpu")
+    if teacher is not None:
+        teacher.to("cpu")
     return time.perf_counter() - start
 
 

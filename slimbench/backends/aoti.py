@@ -1,0 +1,78 @@
+"""AOTInductor packages (`model.pt2`, from the `compile` step): loaded with
+`torch._inductor.aoti_load_package`, `(input_ids, attention_mask) -> logits`, on the device they
+were compiled for; on a GPU each input shape can be replayed as a CUDA graph."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from slimbench.backends.base import Backend, Loaded, placer
+from slimbench.backends.device import Device
+
+PACKAGE_FILE = "model.pt2"
+
+
+def cuda_graph_replay(fn):
+    """Capture `fn(input_ids, attention_mask)` once per input shape into a CUDA graph with static
+    input buffers, then replay it: one launch per call instead of one per kernel."""
+    import torch
+
+    graphs = {}
+
+    def call(input_ids, attention_mask):
+        key = tuple(input_ids.shape)
+        if key not in graphs:
+            static = (input_ids.clone(), attention_mask.clone())
+            stream = torch.cuda.Stream()
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream):
+                for _ in range(2):  # warm-up outside the graph (allocations, autotuning)
+                    fn(*static)
+            torch.cuda.current_stream().wait_stream(stream)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                out = fn(*static)
+            graphs[key] = (graph, static, out)
+        graph, (ids, mask), out = graphs[key]
+        ids.copy_(input_ids)
+        mask.copy_(attention_mask)
+        graph.replay()
+        return out
+
+    return call
+
+
+class AOTInductor(Backend):
+    kind = "torch-aoti"
+    loader = "torch._inductor.aoti_load_package"
+
+    def unavailable(self, device: Device, manifest: dict | None = None) -> str | None:
+        reason = device.unavailable()
+        if reason:
+            return reason
+        compiled_for = (manifest or {}).get("notes", {}).get("compiled_for")
+        if compiled_for and compiled_for != device.type:
+            return f"an AOTInductor package compiled for {compiled_for} runs there only; compile again on {device.type}"
+        return None
+
+    def save(self, model, path: Path, example_inputs=None) -> None:
+        shutil.copy2(model.path, path / PACKAGE_FILE)
+        model.config.save_pretrained(path)
+
+    def load(self, model_dir, manifest, task, tokenizer, config, device, num_threads=None) -> Loaded:
+        import torch
+
+        runner = torch._inductor.aoti_load_package(str(Path(model_dir) / PACKAGE_FILE))
+        call = (
+            cuda_graph_replay(runner) if device.is_cuda and manifest["notes"].get("cuda_graphs") else runner
+        )
+
+        def forward(batch):
+            with torch.inference_mode():
+                return call(batch["input_ids"], batch["attention_mask"])
+
+        return Loaded(manifest, config, tokenizer, forward, "pt", placer(device), None, device)
+
+
+BACKEND = AOTInductor()
