@@ -181,11 +181,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "report",
-        help="compare results side by side: report.md and report.csv",
-        description="Read results files and write report.md and report.csv.",
+        help="compare results across hardware: report.md, report.csv, report.html and plots",
+        description="Read results files (from any number of machines and runs) and write one comparison: per "
+        "hardware configuration the variant x workload table, the variant to deploy there, a cross-hardware table, "
+        "Pareto and speedup plots, as report.md, report.csv, a self-contained report.html and PNG files.",
     )
-    p.add_argument("results", nargs="+", type=Path, metavar="RESULTS.jsonl")
+    p.add_argument(
+        "results", nargs="+", type=Path, metavar="RESULTS", help="results JSONL or pytest-benchmark JSON"
+    )
     p.add_argument("--out", type=Path, default=Path("."), help="output directory (default: .)")
+    p.add_argument(
+        "--baseline", help="variant the others are compared with (default: the 'baseline' recipe's)"
+    )
+    p.add_argument("--budget", type=float, default=0.99,
+                   help="share of the baseline's metric a variant must keep (default: 0.99)")  # fmt: skip
+    p.add_argument("--no-plots", action="store_true", help="tables only (faster)")
     _add_overwrite(p)
 
     p = sub.add_parser(
@@ -327,7 +337,9 @@ def cmd_bench(args) -> int:
 def cmd_report(args) -> int:
     from slimbench.reports import write_report
 
-    print(f"report: {write_report(args.results, args.out, overwrite=args.overwrite)}")
+    report = write_report(args.results, args.out, overwrite=args.overwrite, budget=args.budget,
+                          baseline=args.baseline, plots=not args.no_plots)  # fmt: skip
+    print(f"report: {report}\nhtml: {report.with_suffix('.html')}")
     return 0
 
 

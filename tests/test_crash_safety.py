@@ -78,6 +78,22 @@ def test_bench_killed_while_measuring_keeps_whole_records_and_resumes_to_the_sam
     assert len(keys) == len(set(keys)) == 6  # 2 variants x 3 batch sizes, each once
 
 
+def test_ctrl_c_ends_a_bench_with_one_line_and_the_records_so_far(tiny_variants, eval_jsonl, tmp_path):
+    results = tmp_path / "r.jsonl"
+    proc = subprocess.Popen([sys.executable, "-m", "slimbench", *map(str, bench_args(tiny_variants, eval_jsonl, results))],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+    deadline = time.time() + 300
+    while not read_results(results) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C sends to the terminal's process group
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    assert err.strip().splitlines()[-1] == "slimbench: interrupted; finished results and variants are kept"
+    assert "Traceback" not in err
+    kept = read_results(results)
+    assert 1 <= len(kept) < 6 and all(r["status"] == "ok" for r in kept)
+
+
 def test_two_runs_sharing_a_results_file_write_each_record_once(tiny_variants, eval_jsonl, tmp_path):
     results = tmp_path / "shared.jsonl"
     procs = [start(*bench_args(tiny_variants, eval_jsonl, results)) for _ in range(2)]

@@ -17,6 +17,8 @@ CASES = [
     ("checkpoint directory has no config.json", "optimize {empty} --recipe baseline --out {tmp}/o",
      "has no config.json: not a Hugging Face model directory"),
     ("config.json is not valid JSON", "optimize {badjson} --recipe baseline --out {tmp}/o", "is not valid JSON"),
+    ("weights file truncated", "optimize {truncated} --recipe baseline --out {tmp}/o",
+     "is not a readable safetensors file"),
     ("only pickle weights", "optimize {pickle} --recipe baseline --out {tmp}/o",
      "pickle .bin weights load only with --allow-pickle"),
     ("architecture names no task", "optimize {notask} --recipe baseline --out {tmp}/o",
@@ -81,6 +83,11 @@ CASES = [
     ("report: results file holds no record", "report {emptydata} --out {tmp}/rep", "the results files hold no records"),
     ("report: --out holds the user's report.md", "report {results} --out {usersreport}",
      "were not written by slimbench"),
+    ("report: --budget outside (0, 1]", "report {results} --out {tmp}/rep --budget 1.5", "--budget must be in (0, 1]"),
+    ("report: --baseline not in the results", "report {results} --out {tmp}/rep --baseline nope",
+     "--baseline 'nope' is not a variant in these results"),
+    ("report: a file of another schema", "report {future} --out {tmp}/rep",
+     "holds records of schema_version 99; this slimbench reads up to 2"),
     ("compare: a rule without a percent", "compare {results} {results} --fail-on latency_ms_p50", "write each rule as FIELD:PERCENT%"),
     ("compare: unknown field", "compare {results} {results} --fail-on speed:5%", "unknown field 'speed'"),
     ("verify: not a variant", "verify {bert}", "is not a slimbench variant"),
@@ -91,7 +98,7 @@ CASES = [
 def world(tiny_variants, tiny_bert, eval_jsonl, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("reliability")
     paths = {"tmp": tmp, "bert": tiny_bert, "eval": eval_jsonl, "variant": tiny_variants["baseline"].path}
-    for name in ("empty", "badjson", "notask", "pickle"):
+    for name in ("empty", "badjson", "notask", "pickle", "truncated"):
         paths[name] = tmp / name
     (tmp / "empty").mkdir()
     for name, config in [("badjson", "{not json"), ("notask", None)]:
@@ -101,6 +108,11 @@ def world(tiny_variants, tiny_bert, eval_jsonl, tmp_path_factory):
         cfg["architectures"] = ["BertModel"]
         (d / "config.json").write_text(config or json.dumps(cfg))
         (d / "model.safetensors").write_bytes((tiny_bert / "model.safetensors").read_bytes())
+    (tmp / "truncated").mkdir()
+    (tmp / "truncated" / "config.json").write_text((tiny_bert / "config.json").read_text())
+    (tmp / "truncated" / "model.safetensors").write_bytes(
+        (tiny_bert / "model.safetensors").read_bytes()[:1000]
+    )
     (tmp / "pickle").mkdir()
     (tmp / "pickle" / "config.json").write_text((tiny_bert / "config.json").read_text())
     (tmp / "pickle" / "pytorch_model.bin").write_bytes(b"")
@@ -141,6 +153,8 @@ def world(tiny_variants, tiny_bert, eval_jsonl, tmp_path_factory):
               "device": "cpu", "device_name": "cpu", "num_threads": 1, "batch_size": 1, "seq_len": 8,
               "latency_ms_p50": 1.0, "timestamp": "2026", "metric": 0.9, "metric_name": "accuracy"}  # fmt: skip
     paths["results"].write_text(json.dumps(record) + "\n")
+    paths["future"] = tmp / "future.jsonl"
+    paths["future"].write_text(json.dumps({**record, "schema_version": 99}) + "\n")
     return paths
 
 

@@ -52,6 +52,9 @@ class Checkpoint:
         if not weight_files(path, allow_pickle):
             hint = "" if allow_pickle else " (pickle .bin weights load only with --allow-pickle)"
             raise SlimbenchError(f"checkpoint {str(path)!r} has no .safetensors weights{hint}")
+        for file in weight_files(path):  # the header of each: a truncated or foreign file fails here
+            if file.suffix == ".safetensors":
+                _check_safetensors(file)
         if task is not None and task not in TASKS:
             raise SlimbenchError(f"unknown task {task!r} (known: {', '.join(TASKS)})")
         try:
@@ -98,6 +101,16 @@ class Checkpoint:
         from transformers import AutoTokenizer
 
         return AutoTokenizer.from_pretrained(self.path, trust_remote_code=self.trust_remote_code)
+
+
+def _check_safetensors(file: Path) -> None:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(file), framework="pt") as f:
+            f.keys()
+    except Exception as e:
+        raise SlimbenchError(f"weights file {str(file)!r} is not a readable safetensors file ({e})") from None
 
 
 def _from_local_hub_cache(repo_id: str) -> Path:

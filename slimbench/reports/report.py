@@ -1,62 +1,68 @@
-"""Comparison tables: per device, variant x workload, with speedup over `baseline` on the same
-device and workload and the within-budget flag: 99% of the baseline metric (MLPerf's rule), or
-at most 1% more perplexity."""
+"""Comparison across hardware configurations: per configuration the variant x workload table with
+speedup over `baseline` on the same hardware and workload and the within-budget flag (99% of the
+baseline metric, MLPerf's rule, or at most 1% more perplexity); the recommendation per
+configuration and workload; a cross-hardware table with "not run" and "not measured" cells;
+plots; an environment appendix. Written as report.md, report.csv, report.html and PNG files."""
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import pandas as pd
 
 from slimbench import SlimbenchError
-from slimbench.tasks import get_task
+from slimbench.reports.load import config_label, load_results
+from slimbench.tasks import BUDGET, get_task
 from slimbench.tasks.causal_lm import EVAL_BLOCKS, NEW_TOKENS
 
 MIB = 1024 * 1024
+REPORT_HEADER = "# slimbench report"
+OUTPUTS = ("report.md", "report.csv", "report.html")
+HW = ["task", "device", "device_name", "num_threads"]
+
+__all__ = ["load_results", "summary_table", "write_report"]
 
 
-def load_results(paths: list[Path]) -> pd.DataFrame:
-    """All records of the given JSONL files; for a repeated measurement the newest wins."""
-    rows = []
-    for path in paths:
-        path = Path(path)
-        if not path.is_file():
-            raise SlimbenchError(f"results file {str(path)!r} does not exist")
-        for line in path.read_text().splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    if not rows:
-        raise SlimbenchError("no results to report: the results files hold no records")
-    from slimbench.bench.runner import RECORD_FIELDS
-
-    df = pd.DataFrame(rows)
-    df = df.reindex(columns=[*RECORD_FIELDS, *(c for c in df.columns if c not in RECORD_FIELDS)])
-    df = df.sort_values("timestamp").drop_duplicates(
-        ["task", "variant", "device", "device_name", "num_threads", "batch_size", "seq_len"], keep="last"
-    )
-    return df.reset_index(drop=True)
-
-
-def summary_table(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per (hardware, variant, workload) with speedup and budget columns added."""
-    hw = ["task", "device", "device_name", "num_threads"]
+def summary_table(df: pd.DataFrame, baseline: str | None = None) -> pd.DataFrame:
+    """One row per (hardware, variant, workload) with speedup over `baseline` (a variant name;
+    default: the variants made by the `baseline` recipe), budget, configuration and workload columns."""
     df = df.assign(status=df["status"].fillna("ok") if "status" in df else "ok")  # schema 1 has no status
-    base = df[(df["recipe"] == "baseline") & (df["status"] == "ok")][
-        [*hw, "batch_size", "seq_len", "latency_ms_p50"]
-    ]
-    base = base.rename(columns={"latency_ms_p50": "_base_p50"})
-    out = df.merge(base, on=[*hw, "batch_size", "seq_len"], how="left")
+    is_base = df["variant"] == baseline if baseline else df["recipe"] == "baseline"
+    if baseline and not is_base.any():
+        raise SlimbenchError(f"--baseline {baseline!r} is not a variant in these results")
+    ok = df[is_base & (df["status"] == "ok")]
+    base = ok[[*HW, "batch_size", "seq_len", "latency_ms_p50"]].rename(
+        columns={"latency_ms_p50": "_base_p50"}
+    )
+    out = df.merge(base, on=[*HW, "batch_size", "seq_len"], how="left")
     out["speedup_vs_baseline"] = out["_base_p50"] / out["latency_ms_p50"]
     out["within_budget"] = pd.array(
         [get_task(task).within_budget(None if pd.isna(r) else float(r))
          for task, r in zip(out["task"], out["metric_ratio_to_baseline"], strict=True)],
         dtype="boolean",
     )  # NA where there is no baseline  # fmt: skip
-    return out.drop(columns=["_base_p50"]).sort_values([*hw, "batch_size", "seq_len", "latency_ms_p50"])
+    out["config"] = [
+        config_label(*row) for row in zip(out["device"], out["device_name"], out["num_threads"], strict=True)
+    ]
+    out["workload"] = [f"b{b} s{s}" for b, s in zip(out["batch_size"], out["seq_len"], strict=True)]
+    return out.drop(columns=["_base_p50"]).sort_values([*HW, "batch_size", "seq_len", "latency_ms_p50"])
+
+
+def _memory_mib(row) -> float | None:
+    value = (
+        row["gpu_peak_allocated_bytes"]
+        if pd.notna(row["gpu_peak_allocated_bytes"])
+        else row["peak_rss_bytes"]
+    )
+    return None if pd.isna(value) else value / MIB
+
+
+def _cv(cv, unstable) -> str:
+    """Coefficient of variation of the latency, flagged where the record is unstable."""
+    if cv is None or pd.isna(cv):
+        return ""
+    return f"{cv:.0%}" + (" unstable" if unstable is True else "")
 
 
 def _fmt_table(t: pd.DataFrame) -> pd.DataFrame:
@@ -78,47 +84,99 @@ def _fmt_table(t: pd.DataFrame) -> pd.DataFrame:
             "vs baseline": t["metric_ratio_to_baseline"].map(lambda x: "" if pd.isna(x) else f"{x:.2%}"),
             "agreement": t["agreement_with_baseline"].map(lambda x: "" if pd.isna(x) else f"{x:.2%}"),
             "within budget": t["within_budget"].map(lambda x: "" if pd.isna(x) else ("yes" if x else "no")),
-            "reps": t["reps"],
-            "CV": [_cv(cv, unstable) for cv, unstable in zip(t.get("latency_cv", [None] * len(t)),
-                                                              t.get("unstable", [None] * len(t)), strict=True)],
+            "reps": t["reps"].map(lambda x: "" if pd.isna(x) else f"{int(x)}"),
+            "CV": [_cv(cv, u) for cv, u in zip(t["latency_cv"], t["unstable"], strict=True)],
         }
-    )  # fmt: skip
-
-
-def _cv(cv, unstable) -> str:
-    """Coefficient of variation of the latency, flagged where the record is unstable."""
-    if cv is None or pd.isna(cv):
-        return ""
-    return f"{cv:.0%}" + (" unstable" if unstable is True else "")
+    )
 
 
 def _not_run_lines(t: pd.DataFrame) -> list[str]:
     lines = []
-    for (variant, reason), w in t.groupby(["variant", "reason"], sort=False):
+    for (variant, reason), w in t.groupby(["variant", "reason"], sort=False, dropna=False):
         shapes = ", ".join(f"b{b} s{s}" for b, s in zip(w["batch_size"], w["seq_len"], strict=True))
         lines.append(f"- **{variant}** not run ({shapes}): {reason}")
     return lines
 
 
-def _best_lines(t: pd.DataFrame) -> list[str]:
-    lines = []
-    for (bs, seq), w in t.groupby(["batch_size", "seq_len"]):
+def recommendations(table: pd.DataFrame) -> pd.DataFrame:
+    """Per task, configuration and workload: the fastest variant within budget."""
+    rows = []
+    measured = table[table["status"] == "ok"]
+    for (task, config, bs, seq), w in measured.groupby(
+        ["task", "config", "batch_size", "seq_len"], sort=False
+    ):
         ok = w[w["within_budget"].fillna(False).astype(bool)]
         if ok.empty:
+            rows.append({"task": task, "config": config, "batch_size": bs, "seq_len": seq, "variant": None})
             continue
         best = ok.sort_values("latency_ms_p50").iloc[0]
-        speed = (
-            "" if pd.isna(best["speedup_vs_baseline"]) else f", {best['speedup_vs_baseline']:.2f}x baseline"
-        )
-        lines.append(
-            f"- batch {bs}, seq {seq}: fastest within budget is **{best['variant']}** "
-            f"({best['latency_ms_p50']:.1f} ms p50{speed}, {best['metric_name']} {best['metric']:.4f})"
-        )
-    return lines
+        rows.append({
+            "task": task, "config": config, "batch_size": bs, "seq_len": seq, "variant": best["variant"],
+            "latency_ms_p50": best["latency_ms_p50"], "speedup_vs_baseline": best["speedup_vs_baseline"],
+            "memory_mib": _memory_mib(best), "metric_name": best["metric_name"], "metric": best["metric"],
+            "metric_ratio_to_baseline": best["metric_ratio_to_baseline"],
+        })  # fmt: skip
+    return pd.DataFrame(rows)
 
 
-REPORT_HEADER = "# slimbench report"
-OUTPUTS = ("report.md", "report.csv")
+def _recommendation_table(rec: pd.DataFrame) -> pd.DataFrame:
+    def fmt(row):
+        if row["variant"] is None or pd.isna(row["variant"]):
+            return "no variant within budget (or no baseline measured)"
+        speed = "" if pd.isna(row["speedup_vs_baseline"]) else f", {row['speedup_vs_baseline']:.2f}x baseline"
+        memory = (
+            ""
+            if row["memory_mib"] is None or pd.isna(row["memory_mib"])
+            else f", {row['memory_mib']:.0f} MiB peak"
+        )
+        return (f"**{row['variant']}**: {row['latency_ms_p50']:.2f} ms p50{speed}{memory}, {row['metric_name']} "
+                f"{row['metric']:.4f} ({row['metric_ratio_to_baseline']:.2%} of baseline)")  # fmt: skip
+
+    return pd.DataFrame(
+        {"configuration": rec["config"], "workload": [f"batch {b}, seq {s}" for b, s in
+                                                      zip(rec["batch_size"], rec["seq_len"], strict=True)],
+         "deploy": [fmt(r) for _, r in rec.iterrows()]}
+    )  # fmt: skip
+
+
+def cross_hardware(table: pd.DataFrame, task: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Variant x (configuration, workload): "p50 ms (speedup)", "not run: reason" or "not measured";
+    and the speedups alone (NaN where there is no figure) for the heatmap."""
+    t = table[table["task"] == task]
+    configs = list(dict.fromkeys(t["config"]))
+    workloads = list(dict.fromkeys(t.sort_values(["batch_size", "seq_len"])["workload"]))
+    variants = list(dict.fromkeys(t.sort_values("variant")["variant"]))
+    cells, speed = {}, {}
+    for config in configs:
+        for workload in workloads:
+            column = f"{config} · {workload}" if len(workloads) > 1 else config
+            cells[column], speed[column] = [], []
+            for variant in variants:
+                hit = t[(t["config"] == config) & (t["workload"] == workload) & (t["variant"] == variant)]
+                if hit.empty:
+                    cells[column].append("not measured")
+                    speed[column].append(float("nan"))
+                elif hit["status"].iloc[0] != "ok":
+                    cells[column].append(f"not run: {hit['reason'].iloc[0]}")
+                    speed[column].append(float("nan"))
+                else:
+                    r = hit.iloc[0]
+                    s = r["speedup_vs_baseline"]
+                    cells[column].append(
+                        f"{r['latency_ms_p50']:.2f} ms" + ("" if pd.isna(s) else f" ({s:.2f}x)")
+                    )
+                    speed[column].append(s)
+    return pd.DataFrame(cells, index=variants), pd.DataFrame(speed, index=variants)
+
+
+def _environment_lines(t: pd.DataFrame) -> list[str]:
+    env = t["env"].dropna().iloc[0] if t["env"].notna().any() else {}
+    keys = ["torch", "transformers", "optimum", "optimum_onnx", "onnxruntime", "onnxruntime_gpu", "bitsandbytes",
+            "torchao", "triton", "cuda", "gpu_driver", "python", "cpu_model", "platform", "git_rev"]  # fmt: skip
+    return [f"- {k}: {env.get(k)}" for k in keys if env.get(k) is not None] + [
+        f"- threads: {t['num_threads'].iloc[0]}",
+        f"- runs: {', '.join(sorted(set(map(str, t['run_id'].dropna()))))}",
+    ]
 
 
 def _claim_outputs(out_dir: Path, overwrite: bool) -> None:
@@ -137,48 +195,96 @@ def _claim_outputs(out_dir: Path, overwrite: bool) -> None:
         path.rename(path.with_name(f"{path.name}.replaced-{stamp}"))
 
 
-def write_report(paths: list[Path], out_dir: Path, overwrite: bool = False) -> Path:
-    """Write `report.md` and `report.csv` under `out_dir`; returns the Markdown path."""
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")[:60]
+
+
+def write_report(paths: list[Path], out_dir: Path, overwrite: bool = False, budget: float = BUDGET,
+                 baseline: str | None = None, plots: bool = True) -> Path:  # fmt: skip
+    """Write report.md, report.csv, report.html and the plots (PNG) under `out_dir`; returns the
+    Markdown path."""
+    from slimbench.reports import html
+    from slimbench.reports import plots as draw
+
     out_dir = Path(out_dir)
     if out_dir.is_dir():
         _claim_outputs(out_dir, overwrite)
-    table = summary_table(load_results(paths))
+    df = load_results(paths)
+    if not 0 < budget <= 1:
+        raise SlimbenchError(f"--budget must be in (0, 1], got {budget}")
+    table = summary_table(df, baseline)
+    if budget != BUDGET:
+        table["within_budget"] = pd.array(
+            [get_task(task).within_budget(None if pd.isna(r) else float(r), budget)
+             for task, r in zip(table["task"], table["metric_ratio_to_baseline"], strict=True)], dtype="boolean",
+        )  # fmt: skip
     out_dir.mkdir(parents=True, exist_ok=True)
-    csv_cols = [c for c in table.columns if c != "env"]
-    table[csv_cols].to_csv(out_dir / "report.csv", index=False)
-    lines = [
-        REPORT_HEADER,
-        "",
-        f"Sources: {', '.join(str(p) for p in paths)}. Latency is per batch; speedup is baseline p50 / variant p50 "
-        "on the same hardware and workload. *Within budget*: the variant's metric is at least 99% of the "
-        "baseline's (MLPerf's rule); for perplexity, at most 1% above it. Causal LM workloads: a prompt of "
-        f"*seq* tokens, then {NEW_TOKENS} greedy tokens generated; tokens/s counts generated tokens; "
-        f"perplexity on {EVAL_BLOCKS} blocks of the held-out text. Peak RSS is the measuring process's own (one fresh "
-        "process per variant, its peak reset before each workload). CV: standard deviation / mean of the latency; "
-        "*unstable* above 10%.",
-        "",
+    table[[c for c in table.columns if c != "env"]].to_csv(out_dir / "report.csv", index=False)
+    rec = recommendations(table)
+    images: dict[str, bytes] = {}
+    sections = []  # (heading, markdown lines, [(title, DataFrame)], [image names]) for both renderings
+    dropped = df.attrs.get("dropped", 0)
+    intro = [
+        f"Sources: {', '.join(str(p) for p in paths)}"
+        + (f" ({dropped} older measurement(s) of a cell dropped; the newest kept)" if dropped else "")
+        + ". Latency is per batch; speedup is baseline p50 / variant p50 on the same hardware and workload. "
+        f"*Within budget*: the variant's metric is at least {budget:.0%} of the baseline's (MLPerf's rule); for "
+        f"perplexity, at most {1 - budget:.0%} above it. Causal LM workloads: a prompt of *seq* tokens, then "
+        f"{NEW_TOKENS} greedy tokens generated; tokens/s counts generated tokens; perplexity on {EVAL_BLOCKS} "
+        "blocks of the held-out text. Peak RSS is the measuring process's own (one fresh process per variant, its "
+        "peak reset before each workload). CV: standard deviation / mean of the latency; *unstable* above 10%.",
     ]
-    for (device, device_name, threads, task), t in table.groupby(
-        ["device", "device_name", "num_threads", "task"], sort=False
-    ):
-        env = t["env"].iloc[0] or {}
+    for task in dict.fromkeys(table["task"]):
+        task_rec = rec[rec["task"] == task]
+        sections.append((f"Which variant to deploy: {task}", [], [("", _recommendation_table(task_rec))], []))
+        cells, speed = cross_hardware(table, task)
+        name = f"heatmap-{_slug(task)}.png"
+        if plots and speed.notna().any().any():
+            images[name] = draw.heatmap_png(speed, f"{task}: speedup over baseline, per configuration")
+        sections.append(
+            (
+                f"Across hardware: {task}",
+                [
+                    "Each cell: p50 latency (speedup over that configuration's "
+                    "baseline); *not run* says why; *not measured*: no record."
+                ],  # fmt: skip
+                [("", cells.rename_axis("variant").reset_index())],
+                [name] if name in images else [],
+            )
+        )
+    for (task, config), t in table.groupby(["task", "config"], sort=False):
         measured, not_run = t[t["status"] == "ok"], t[t["status"] != "ok"]
-        lines += [
-            f"## {task} on {device}: {device_name}, {threads} thread{'s' if threads != 1 else ''}",
-            "",
-            f"torch {env.get('torch')}, transformers {env.get('transformers')}, onnxruntime "
-            f"{env.get('onnxruntime')}, optimum-onnx {env.get('optimum_onnx')}"
-            + (f", CUDA {env.get('cuda')}, driver {env.get('gpu_driver')}" if env.get("cuda") else "")
-            + f"; slimbench git {env.get('git_rev')}",
-            "",
-            *_best_lines(measured),
-            "",
-            _fmt_table(measured).to_markdown(index=False)
-            if len(measured)
-            else "No variant was measured here.",
-            "",
-            *([*_not_run_lines(not_run), ""] if len(not_run) else []),
-        ]
-    md = out_dir / "report.md"
-    md.write_text("\n".join(lines))
-    return md
+        pictures = []
+        if plots and len(measured):
+            lower = get_task(task).lower_is_better
+            for (bs, seq), w in measured.groupby(["batch_size", "seq_len"]):
+                chosen = rec[(rec["task"] == task) & (rec["config"] == config) & (rec["batch_size"] == bs)
+                             & (rec["seq_len"] == seq)]["variant"]  # fmt: skip
+                name = f"pareto-{_slug(config)}-{_slug(task)}-b{bs}-s{seq}.png"
+                images[name] = draw.pareto_png(w, f"{config}, batch {bs}, seq {seq}", chosen.iloc[0] if len(chosen)
+                                               else None, lower)  # fmt: skip
+                pictures.append(name)
+            name = f"speedup-{_slug(config)}-{_slug(task)}.png"
+            images[name] = draw.speedup_png(measured, f"{config}: speedup over baseline")
+            pictures.append(name)
+        lines = [*(_not_run_lines(not_run) if len(not_run) else [])]
+        tables = [("", _fmt_table(measured))] if len(measured) else []
+        sections.append((f"{task} on {config}", lines, tables, pictures))
+    appendix = [
+        (f"Environment: {config}", _environment_lines(t)) for config, t in table.groupby("config", sort=False)
+    ]
+    for name, data in images.items():
+        (out_dir / name).write_bytes(data)
+
+    md = [REPORT_HEADER, "", *intro, ""]
+    for heading, lines, tables, pictures in sections:
+        md += [f"## {heading}", "", *lines, *([""] if lines else [])]
+        for _, frame in tables:
+            md += [frame.to_markdown(index=False), ""]
+        md += [f"![{p}]({p})" for p in pictures] + ([""] if pictures else [])
+    md += ["## Appendix", ""]
+    for heading, lines in appendix:
+        md += [f"### {heading}", "", *lines, ""]
+    (out_dir / "report.md").write_text("\n".join(md))
+    (out_dir / "report.html").write_text(html.render("slimbench report", intro, sections, appendix, images))
+    return out_dir / "report.md"
