@@ -68,7 +68,7 @@ def compare(old_path: Path, new_path: Path, rules: list[Rule]) -> tuple[list[dic
     old, new = _cells(old_path), _cells(new_path)
     rows = []
     for key in sorted(old.keys() & new.keys(), key=str):
-        task, variant, device, batch, seq = key
+        task, variant, device, _, batch, seq = key
         for rule in rules:
             a, b = old[key].get(rule.field), new[key].get(rule.field)
             if a is None or b is None:
@@ -83,10 +83,10 @@ def compare(old_path: Path, new_path: Path, rules: list[Rule]) -> tuple[list[dic
                 "threshold_percent": rule.percent,
             })  # fmt: skip
     alone = [
-        f"only in {old_path}: {k[1]} {k[2]} b{k[3]} s{k[4]}" for k in sorted(old.keys() - new.keys(), key=str)
+        f"only in {old_path}: {k[1]} {k[2]} b{k[4]} s{k[5]}" for k in sorted(old.keys() - new.keys(), key=str)
     ]
     alone += [
-        f"only in {new_path}: {k[1]} {k[2]} b{k[3]} s{k[4]}" for k in sorted(new.keys() - old.keys(), key=str)
+        f"only in {new_path}: {k[1]} {k[2]} b{k[4]} s{k[5]}" for k in sorted(new.keys() - old.keys(), key=str)
     ]
     return rows, alone
 

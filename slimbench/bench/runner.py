@@ -90,7 +90,10 @@ def append_record(path: Path, record: dict) -> bool:
 
 
 def record_key(r: dict) -> tuple:
-    return (r.get("task"), r["variant"], r["device"], int(r["batch_size"]), int(r["seq_len"]))
+    """A cell: task, variant, device, CPU threads (a CPU's configuration), workload."""
+    threads = r.get("num_threads")
+    return (r.get("task"), r["variant"], r["device"], None if threads is None else int(threads),
+            int(r["batch_size"]), int(r["seq_len"]))  # fmt: skip
 
 
 def _die_with_parent() -> None:
@@ -220,7 +223,7 @@ def run_bench(
     not_run = {record_key(r): r.get("reason") for r in previous if r.get("status") == "not run"}
     workloads = sorted({(int(b), int(s)) for b in batch_sizes for s in seq_lens})
     todo = {
-        d: [w for w in workloads if (m["task"], m["variant"], str(device), *w) not in done]
+        d: [w for w in workloads if (m["task"], m["variant"], str(device), num_threads, *w) not in done]
         for d, m in manifests.items()
     }
     skipped = sum(len(workloads) - len(t) for t in todo.values())
@@ -254,7 +257,7 @@ def run_bench(
         if reason:
             log(f"[{name}] not run on {device}: {reason}")
             for w in todo[model_dir]:
-                if not_run.get((manifest["task"], name, str(device), *w)) == reason:
+                if not_run.get((manifest["task"], name, str(device), num_threads, *w)) == reason:
                     bar.update()  # already recorded with the same reason
                 else:
                     keep(fill(w, None, None, reason=reason))
