@@ -1,3 +1,5 @@
+import pytest
+
 pytest_plugins = ["pytester"]
 
 SUITE = """
@@ -15,5 +17,46 @@ def test_unit():
 def test_benchmark_suite_is_skipped_by_default_and_selected_by_flag(pytester):
     pytester.makepyfile(SUITE)
     pytester.runpytest().assert_outcomes(passed=1, skipped=1)
-    result = pytester.runpytest("--benchmark")
+    result = pytester.runpytest("--benchmark", "--slimbench-no-variants")
     result.assert_outcomes(passed=1, deselected=1)
+
+
+def test_the_flag_alone_selects_only_marked_tests_with_no_variants(pytester):
+    pytester.makepyfile(SUITE)
+    pytester.runpytest("--benchmark", "--slimbench-no-variants").assert_outcomes(passed=1, deselected=1)
+
+
+def test_variant_suite_times_every_cell_and_records_it(pytester, tiny_bert, eval_jsonl, tmp_path):
+    """`pytest --benchmark` over a user's checkpoint: pytest-benchmark's JSON carries slimbench's
+    record in extra_info, the same record is in results.jsonl, a CUDA-only variant is a skip with
+    its reason and a not-run record."""
+    import json
+
+    kernels = tmp_path / "kernels.yaml"
+    kernels.write_text("name: kernels\nsteps:\n  - kernels: {}\n")
+    out, bench_json = tmp_path / "out", tmp_path / "bench.json"
+    pytester.makepyfile(SUITE)
+    result = pytester.runpytest(
+        "--benchmark", "--slimbench-checkpoint", str(tiny_bert), "--slimbench-eval-data", str(eval_jsonl),
+        "--slimbench-recipes", f"baseline,torch-int8,{kernels}", "--slimbench-devices", "cpu",
+        "--slimbench-batch-sizes", "1,2", "--slimbench-seq-lens", "16", "--slimbench-rounds", "3",
+        "--slimbench-warmup", "1", "--slimbench-threads", "1", "--slimbench-out", str(out),
+        f"--benchmark-json={bench_json}", "-rs",
+    )  # fmt: skip
+    result.assert_outcomes(passed=5, skipped=2, deselected=1)  # 4 cells + test_speed; kernels x 2 not run
+    result.stdout.fnmatch_lines(["*not run on cpu: Triton kernels are measured on a CUDA GPU only*"])
+    benchmarks = json.loads(bench_json.read_text())["benchmarks"]
+    cells = {
+        (b["extra_info"]["variant"], b["extra_info"]["batch_size"]): b for b in benchmarks if b["extra_info"]
+    }
+    assert set(cells) == {("baseline", 1), ("baseline", 2), ("torch-int8", 1), ("torch-int8", 2)}
+    info = cells[("torch-int8", 2)]["extra_info"]
+    assert info["status"] == "ok" and info["device"] == "cpu" and info["num_threads"] == 1
+    assert info["metric_name"] == "accuracy" and 0 <= info["agreement_with_baseline"] <= 1
+    assert info["reps"] == 3 and info["peak_rss_bytes"] > 0
+    assert info["latency_ms_p50"] * 1e-3 == pytest.approx(cells[("torch-int8", 2)]["stats"]["median"])
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert len(records) == 6 and sum(r["status"] == "not run" for r in records) == 2
+    from slimbench.reports import load_results
+
+    assert len(load_results([bench_json])) == 4 and len(load_results([out / "results.jsonl"])) == 6

@@ -1,10 +1,16 @@
-"""pytest plugin (entry point `pytest11`): `pytest --benchmark` runs slimbench's benchmark suite.
+"""pytest plugin (entry point `pytest11`): `pytest --benchmark` runs slimbench's benchmark suites.
 
 Tests marked `slimbench_benchmark` are skipped unless `--benchmark` is given; with it, only they
-run. Kept free of heavy imports: pytest loads it in every session.
+run, together with the variant suite that ships in the package (slimbench/bench/suite.py: every
+variant x workload x device of the `--slimbench-*` options below; `--slimbench-no-variants` leaves
+it out). Kept free of heavy imports: pytest loads it in every session.
 """
 
+from pathlib import Path
+
 import pytest
+
+SUITE = Path(__file__).with_name("suite.py")
 
 
 def pytest_addoption(parser):
@@ -13,12 +19,45 @@ def pytest_addoption(parser):
         "--benchmark",
         action="store_true",
         default=False,
-        help="run slimbench's benchmark suite (tests marked slimbench_benchmark) instead of the unit tests",
+        help="run slimbench's benchmark suites (tests marked slimbench_benchmark, and the variant suite) instead "
+        "of the unit tests",
     )
+    add = group.addoption
+    add(
+        "--slimbench-checkpoint",
+        default=None,
+        help="model directory to benchmark (default: the embedded default)",
+    )
+    add(
+        "--slimbench-recipes",
+        default=None,
+        help="comma-separated built-in recipes or YAML files (default: the demo's recipes for each device)",
+    )
+    add(
+        "--slimbench-devices",
+        default=None,
+        help="comma-separated cpu, cuda, cuda:N (default: cuda if any, else cpu)",
+    )
+    add("--slimbench-batch-sizes", default="1,32", help="comma-separated (default: 1,32)")
+    add("--slimbench-seq-lens", default="128", help="comma-separated (default: 128)")
+    add("--slimbench-eval-data", default=None, help="JSONL/CSV with text and label (default: the default's)")
+    add("--slimbench-train-data", default=None, help="JSONL/CSV with text and label, for recipes that train")
+    add(
+        "--slimbench-out",
+        default="slimbench-bench",
+        help="variants and results.jsonl (default: ./slimbench-bench)",
+    )
+    add("--slimbench-rounds", default=20, type=int, help="timed calls per cell (default: 20)")
+    add("--slimbench-warmup", default=3, type=int, help="untimed calls first (default: 3)")
+    add("--slimbench-threads", default=None, type=int, help="CPU threads (default: PyTorch's)")
+    add("--slimbench-no-variants", action="store_true", default=False,
+        help="with --benchmark, leave the variant suite out (only the tests marked slimbench_benchmark)")  # fmt: skip
 
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slimbench_benchmark: part of the suite `pytest --benchmark` runs")
+    if config.getoption("--benchmark") and not config.getoption("--slimbench-no-variants"):
+        config.args.append(str(SUITE))  # collected beside the paths given (or the testpaths)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -1,0 +1,211 @@
+"""The variant suite `pytest --benchmark` collects: one test per variant x workload x device, timed
+by pytest-benchmark's `benchmark` fixture, so `--benchmark-json`, `--benchmark-compare` and
+`--benchmark-only` work as they do for functions.
+
+The checkpoint (default: the embedded default), recipes, devices and workloads come from the
+`--slimbench-*` options. Each variant is built once (an up-to-date one is reused), loaded once per
+device, scored once per device; each cell's slimbench record (memory, accuracy, agreement, device,
+environment) goes into the benchmark's `extra_info` and is appended to `<out>/results.jsonl`, so
+`slimbench report` reads either. A variant that cannot run on a device is a "not run" record and a
+skipped test whose reason says why.
+
+Timing here is pytest-benchmark's: the pytest process itself, the device synchronized after every
+call on a GPU. Memory is this process's (GPU peak counters and peak RSS reset before each cell);
+`slimbench bench` measures each variant in a fresh process of its own.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slimbench_benchmark
+
+
+def _csv(text: str) -> list[str]:
+    return [x.strip() for x in str(text).split(",") if x.strip()]
+
+
+@dataclass
+class Plan:
+    checkpoint: Path | None
+    recipes: list[str] | None
+    devices: list[str]
+    batch_sizes: list[int]
+    seq_lens: list[int]
+    eval_data: Path | None
+    train_data: Path | None
+    out: Path
+    rounds: int
+    warmup: int
+    threads: int | None
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+
+    @classmethod
+    def from_config(cls, config) -> Plan:
+        from slimbench.backends import Device
+
+        opt = config.getoption
+        devices = _csv(opt("--slimbench-devices") or "")
+        if not devices:
+            devices = [str(Device.best())]
+        try:
+            sizes = [int(x) for x in _csv(opt("--slimbench-batch-sizes"))]
+            lens = [int(x) for x in _csv(opt("--slimbench-seq-lens"))]
+        except ValueError:
+            raise pytest.UsageError(
+                "--slimbench-batch-sizes and --slimbench-seq-lens take integers like 1,32"
+            ) from None
+        path = opt("--slimbench-checkpoint")
+        return cls(
+            checkpoint=Path(path) if path else None,
+            recipes=_csv(opt("--slimbench-recipes")) or None,
+            devices=[str(Device.parse(d)) for d in devices],
+            batch_sizes=sizes, seq_lens=lens,
+            eval_data=Path(opt("--slimbench-eval-data")) if opt("--slimbench-eval-data") else None,
+            train_data=Path(opt("--slimbench-train-data")) if opt("--slimbench-train-data") else None,
+            out=Path(opt("--slimbench-out")), rounds=int(opt("--slimbench-rounds")),
+            warmup=int(opt("--slimbench-warmup")), threads=opt("--slimbench-threads"),
+        )  # fmt: skip
+
+    def recipes_for(self, device: str) -> list[str]:
+        from slimbench.cli import DEMO_RECIPES, GPU_DEMO_RECIPES
+
+        if self.recipes:
+            return self.recipes
+        return list((GPU_DEMO_RECIPES if device.startswith("cuda") else DEMO_RECIPES)["text-classification"])
+
+
+def pytest_generate_tests(metafunc):
+    if "cell" not in metafunc.fixturenames:
+        return
+    plan = Plan.from_config(metafunc.config)
+    cells = [
+        (recipe, device, bs, seq)
+        for device in plan.devices
+        for recipe in plan.recipes_for(device)
+        for bs in plan.batch_sizes
+        for seq in plan.seq_lens
+    ]
+    names = [f"{Path(r).stem}-{d}-b{bs}-s{s}" for r, d, bs, s in cells]
+    metafunc.parametrize("cell", cells, ids=names)
+
+
+@pytest.fixture(scope="session")
+def plan(pytestconfig) -> Plan:
+    return Plan.from_config(pytestconfig)
+
+
+class Workbench:
+    """The variants of the plan, built on first use; one loaded variant at a time; scores cached."""
+
+    def __init__(self, plan: Plan):
+        from slimbench.core.checkpoint import Checkpoint
+        from slimbench.core.data import read_labelled, read_texts
+
+        self.plan = plan
+        if plan.checkpoint is None:
+            from slimbench.defaults import default_encoder
+
+            default = default_encoder()
+            plan.checkpoint = default.path
+            plan.eval_data = plan.eval_data or default.eval_path
+            plan.train_data = plan.train_data or default.train_path
+        if plan.eval_data is None:
+            raise pytest.UsageError(
+                "--slimbench-checkpoint needs --slimbench-eval-data (JSONL or CSV, text and label)"
+            )
+        self.checkpoint = Checkpoint.open(plan.checkpoint)
+        self.samples = read_texts(plan.eval_data)[:16]
+        self.train = (
+            read_labelled(plan.train_data, self.checkpoint.load_config().label2id)
+            if plan.train_data
+            else None
+        )
+        self.variants: dict[str, Path] = {}
+        self.loaded = (None, None)
+        self.scores: dict[tuple, dict] = {}
+
+    def variant(self, recipe: str) -> Path:
+        from slimbench.optimize.recipes import load_recipe
+        from slimbench.pipeline import optimize
+
+        if recipe not in self.variants:
+            variant = optimize(self.checkpoint, load_recipe(recipe), self.plan.out / "models", sample_texts=self.samples,
+                               train_data=self.train, progress=False, log=lambda *_: None)  # fmt: skip
+            self.variants[recipe] = variant.path
+        return self.variants[recipe]
+
+    def load(self, path: Path, device: str):
+        from slimbench.backends import load
+
+        if self.loaded[0] != (path, device):
+            self.loaded = (None, None)  # the previous variant is released first
+            self.loaded = ((path, device), load(path, device, self.plan.threads))
+        return self.loaded[1]
+
+    def score(self, path: Path, device: str, seq_len: int = 128) -> dict:
+        from slimbench.tasks import get_task
+
+        key = (path, device)
+        if key not in self.scores:
+            loaded = self.load(path, device)
+            self.scores[key] = get_task(loaded.manifest["task"]).score(loaded, self.plan.eval_data, seq_len)
+        return self.scores[key]
+
+
+@pytest.fixture(scope="session")
+def workbench(plan) -> Workbench:
+    return Workbench(plan)
+
+
+def test_variant(cell, workbench, plan, benchmark):
+    from slimbench.backends import Device, cannot_run
+    from slimbench.bench.runner import append_record, make_record
+    from slimbench.bench.timing import summarize
+    from slimbench.bench.worker import peak_rss_bytes, reset_peak_rss
+    from slimbench.core.manifest import read_manifest
+    from slimbench.tasks import get_task
+
+    recipe, device_spec, bs, seq = cell
+    device = Device.parse(device_spec).require()
+    path = workbench.variant(recipe)
+    manifest = read_manifest(path)
+    results = plan.out / "results.jsonl"
+    fill = dict(device=device, run_id=plan.run_id, num_threads=plan.threads or 0)
+    reason = cannot_run(manifest, device)
+    if reason:
+        record = make_record(manifest, (bs, seq), None, None, reason=reason, **fill)
+        append_record(results, record)
+        benchmark.extra_info.update({k: v for k, v in record.items() if k != "env"})
+        pytest.skip(f"not run on {device}: {reason}")
+    base = workbench.score(workbench.variant("baseline"), str(device))
+    acc = workbench.score(path, str(device))
+    loaded = workbench.load(path, str(device))
+    task = get_task(manifest["task"])
+    call, items = task.workload(loaded, task.latency_texts(plan.eval_data), bs, seq)
+    counter = itertools.count()
+
+    def run():
+        call(next(counter))
+        device.synchronize()
+
+    reset_peak_rss()
+    device.reset_peak_memory()
+    benchmark.pedantic(run, rounds=plan.rounds, warmup_rounds=plan.warmup, iterations=1)
+    if benchmark.stats is None:  # --benchmark-disable: run once, nothing to record
+        return
+    timing = summarize([t * 1e3 for t in benchmark.stats.stats.data], items)
+    import torch
+
+    timing.update(device.peak_memory(), peak_rss_bytes=peak_rss_bytes(), device_name=device.name(),
+                  num_threads=torch.get_num_threads())  # fmt: skip
+    fill["num_threads"] = timing["num_threads"]
+    record = make_record(manifest, (bs, seq), acc, base, timing=timing, **fill)
+    append_record(results, record)
+    benchmark.extra_info.update(json.loads(json.dumps(record, default=str)))
