@@ -24,11 +24,22 @@ _connect = socket.socket.connect
 socket.socket.connect = _no_network  # every test fails on an attempted download
 
 
+def pytest_addoption(parser):
+    parser.addoption(
+        "--kernel-device", choices=["cpu", "cuda"], default="cpu",
+        help="where the kernel unit tests (test_kernels.py, test_kernel_patch.py) put their tensors: cpu runs the "
+        "Triton interpreter, cuda the compiled kernels natively (default: cpu)",
+    )  # fmt: skip
+
+
+KERNEL_TEST_MODULES = ("test_kernels.py", "test_kernel_patch.py")
+
+
 def pytest_configure(config):
     # Unit tests run the Triton kernels in the interpreter (CPU, correctness only). Triton reads
     # the variable when a kernel is defined, so it is set before any test module imports one.
-    # The benchmark suite (`pytest --benchmark`) needs compiled kernels on a GPU instead.
-    if not config.getoption("--benchmark"):
+    # The benchmark suite (`pytest --benchmark`) and --kernel-device cuda need compiled kernels on a GPU.
+    if not config.getoption("--benchmark") and config.getoption("--kernel-device") == "cpu":
         os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
@@ -97,6 +108,23 @@ def make_tiny_llama(path: Path, seed: int = 0, hidden_size: int = 32) -> Path:
     )
     LlamaForCausalLM(config).eval().save_pretrained(path)
     return path
+
+
+@pytest.fixture(autouse=True)
+def kernel_device(request):
+    """The kernel unit tests' tensors on the device --kernel-device names (the same tests, natively on a GPU)."""
+    if request.config.getoption("--kernel-device") != "cuda" or request.path.name not in KERNEL_TEST_MODULES:
+        yield
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("--kernel-device cuda: PyTorch sees no CUDA GPU here")
+    torch.set_default_device("cuda")
+    try:
+        yield
+    finally:
+        torch.set_default_device(None)
 
 
 @pytest.fixture(scope="session")

@@ -60,6 +60,7 @@ def test_records_have_the_schema_and_honest_values(bench_run):
         assert 0 < r["latency_ms_p50"] <= r["latency_ms_p99"]
         assert r["throughput_items_per_s"] == pytest.approx(r["batch_size"] / (r["latency_ms_mean"] / 1e3))
         assert r["peak_rss_bytes"] > 50 * 2**20
+        assert r["ttft_ms_p50"] is None and r["tpot_ms_p50"] is None  # classification generates nothing
         assert r["metric_name"] == "accuracy" and 0 <= r["metric"] <= 1
         assert set(r["env"]) >= {"python", "torch", "transformers", "optimum", "onnxruntime", "bitsandbytes",
                                  "triton", "cpu_model", "gpu_driver", "cuda", "git_rev"}  # fmt: skip

@@ -206,6 +206,9 @@ def test_bench_records_perplexity_and_generated_tokens_per_second(llama_variants
     for r in records:
         assert r["task"] == "causal-lm" and r["metric_name"] == "perplexity"
         assert r["throughput_items_per_s"] == pytest.approx(2 * NEW_TOKENS / (r["latency_ms_mean"] / 1e3))
+        # the first token alone is quicker than all 32; the others share the rest
+        assert 0 < r["ttft_ms_p50"] < r["latency_ms_p50"]
+        assert r["tpot_ms_p50"] == pytest.approx((r["latency_ms_p50"] - r["ttft_ms_p50"]) / (NEW_TOKENS - 1))
     assert by["baseline"]["agreement_with_baseline"] == 1.0
     assert by["onnx"]["metric_ratio_to_baseline"] == pytest.approx(1.0, abs=1e-4)  # fp32 ONNX: same model
     assert by["onnx"]["agreement_with_baseline"] > 0.99

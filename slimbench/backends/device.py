@@ -98,6 +98,36 @@ class Device:
 
         return torch.cuda.get_device_name(self.index or 0)
 
+    def facts(self) -> dict:
+        """What names this hardware configuration beyond its model: for a GPU, the count visible, MIG
+        mode, SM clocks, power limit, memory and compute capability (nvidia-ml-py, where it answers)."""
+        if not self.is_cuda or self.unavailable():
+            return {}
+        import torch
+
+        index = self.index or 0
+        props = torch.cuda.get_device_properties(index)
+        out = {"gpu_count": torch.cuda.device_count(), "gpu_memory_bytes": props.total_memory,
+               "gpu_compute_capability": f"{props.major}.{props.minor}"}  # fmt: skip
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            try:
+                handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+                out["gpu_sm_clock_mhz"] = pynvml.nvmlDeviceGetClockInfo(handle, pynvml.NVML_CLOCK_SM)
+                out["gpu_max_sm_clock_mhz"] = pynvml.nvmlDeviceGetMaxClockInfo(handle, pynvml.NVML_CLOCK_SM)
+                out["gpu_power_limit_w"] = pynvml.nvmlDeviceGetEnforcedPowerLimit(handle) / 1000
+                try:
+                    out["gpu_mig_mode"] = bool(pynvml.nvmlDeviceGetMigMode(handle)[0])
+                except pynvml.NVMLError:
+                    out["gpu_mig_mode"] = None  # not a MIG-capable GPU
+            finally:
+                pynvml.nvmlShutdown()
+        except Exception:  # no NVML here: the figures PyTorch gives stand alone
+            pass
+        return out
+
     def activate(self) -> None:
         """Make this the current CUDA device, so that `"cuda"` placements land on it."""
         if self.is_cuda and self.index is not None:

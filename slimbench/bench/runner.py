@@ -24,17 +24,19 @@ from slimbench.bench.worker import ERROR_PREFIX, RESULT_PREFIX
 from slimbench.core.environment import environment
 from slimbench.core.manifest import read_manifest, update_metrics
 
-SCHEMA_VERSION = 2  # 2: status and reason ("not run" records), latency_ms_std, latency_cv, unstable
+SCHEMA_VERSION = (
+    2  # 2: status and reason ("not run" records), latency_ms_std, latency_cv, unstable, ttft/tpot
+)
 RECORD_FIELDS = (
     "schema_version", "run_id", "status", "reason", "variant", "recipe", "checkpoint", "task", "device",
     "device_name", "num_threads", "dtype", "batch_size", "seq_len", "reps", "latency_ms_p50", "latency_ms_p90",
     "latency_ms_p99", "latency_ms_mean", "latency_ms_std", "latency_cv", "unstable", "throughput_items_per_s",
-    "peak_rss_bytes", "gpu_peak_allocated_bytes", "gpu_peak_reserved_bytes", "size_on_disk_bytes", "metric_name",
+    "ttft_ms_p50", "ttft_ms_p99", "tpot_ms_p50", "tpot_ms_p99", "peak_rss_bytes", "gpu_peak_allocated_bytes", "gpu_peak_reserved_bytes", "size_on_disk_bytes", "metric_name",
     "metric", "metric_ratio_to_baseline", "agreement_with_baseline", "env", "timestamp",
 )  # fmt: skip
 TIMING_FIELDS = ("reps", "latency_ms_p50", "latency_ms_p90", "latency_ms_p99", "latency_ms_mean", "latency_ms_std",
-                 "latency_cv", "throughput_items_per_s", "peak_rss_bytes", "gpu_peak_allocated_bytes",
-                 "gpu_peak_reserved_bytes")  # fmt: skip
+                 "latency_cv", "throughput_items_per_s", "ttft_ms_p50", "ttft_ms_p99", "tpot_ms_p50", "tpot_ms_p99",
+                 "peak_rss_bytes", "gpu_peak_allocated_bytes", "gpu_peak_reserved_bytes")  # fmt: skip
 UNSTABLE_CV = 0.10  # a record whose latency varies more than this (std / mean) is marked unstable
 
 
@@ -335,7 +337,8 @@ def make_record(manifest: dict, workload: tuple[int, int], acc: dict | None, bas
         "unstable": None if cv is None else cv > UNSTABLE_CV,
         "size_on_disk_bytes": manifest["size_on_disk_bytes"],
         "metric_name": acc["metric_name"] if acc else None, "metric": acc["metric"] if acc else None,
-        "metric_ratio_to_baseline": ratio, "agreement_with_baseline": agreement, "env": environment(),
+        "metric_ratio_to_baseline": ratio, "agreement_with_baseline": agreement,
+        "env": {**environment(), **device.facts()},
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }  # fmt: skip
     return {k: record[k] for k in RECORD_FIELDS}

@@ -46,6 +46,24 @@ def reset_peak_rss() -> bool:
         return False
 
 
+def generation_latency(task, loaded, texts, bs, seq_len, plan, device, whole: dict) -> dict:
+    """Time to first token (the prefill and one token, timed on its own) and time per output
+    token, derived: (whole generate - first token) / (new tokens - 1), at p50 and p99."""
+    from slimbench.bench.timing import summarize, time_calls
+    from slimbench.tasks.causal_lm import NEW_TOKENS
+
+    first = task.first_token(loaded, texts, bs, seq_len)
+    if first is None:
+        return {}
+    ttft = summarize(time_calls(first, plan, device), bs)
+    return {
+        "ttft_ms_p50": ttft["latency_ms_p50"],
+        "ttft_ms_p99": ttft["latency_ms_p99"],
+        "tpot_ms_p50": (whole["latency_ms_p50"] - ttft["latency_ms_p50"]) / (NEW_TOKENS - 1),
+        "tpot_ms_p99": (whole["latency_ms_p99"] - ttft["latency_ms_p50"]) / (NEW_TOKENS - 1),
+    }
+
+
 def emit(payload: dict) -> None:
     print(RESULT_PREFIX + json.dumps(payload), flush=True)
 
@@ -67,6 +85,7 @@ def run(job: dict) -> None:
         device.reset_peak_memory()
         call, items = task.workload(loaded, texts, bs, seq_len)
         out = summarize(time_calls(call, plan, device), items)
+        out.update(generation_latency(task, loaded, texts, bs, seq_len, plan, device, out))
         out.update(device.peak_memory())
         out.update(
             workload=[bs, seq_len], peak_rss_bytes=peak_rss_bytes(), num_threads=torch.get_num_threads(),

@@ -14,11 +14,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from slimbench.kernels.activations import bias_gelu, swiglu
-from slimbench.kernels.attention import flash_attention
-from slimbench.kernels.layer_norm import add_layer_norm
-from slimbench.kernels.quant_matmul import QuantLinear, weight_only_matmul
-from slimbench.kernels.rms_norm import rms_norm
+# the custom-op forms (torch.ops.slimbench.*): torch.compile and CUDA graphs capture them whole
+from slimbench.kernels.ops import (
+    add_layer_norm,
+    bias_gelu,
+    flash_attention,
+    rms_norm,
+    swiglu,
+    weight_only_matmul,
+)
+from slimbench.kernels.quant_matmul import QuantLinear
 
 ATTENTION_NAME = "slimbench_flash"
 SUPPORTED_HEAD_DIMS = (16, 32, 64, 128)
@@ -36,7 +41,7 @@ def _bert_add_norm_forward(self, hidden_states, input_tensor):
     if self.training:  # dropout sits between dense and the residual add while training
         return self._slimbench_original_forward(hidden_states, input_tensor)
     ln = self.LayerNorm
-    return add_layer_norm(self.dense(hidden_states), input_tensor, ln.weight, ln.bias, ln.eps)
+    return add_layer_norm(self.dense(hidden_states), input_tensor, ln.weight, ln.bias, float(ln.eps))
 
 
 def _bert_intermediate_forward(self, hidden_states):
@@ -80,7 +85,7 @@ def _bert_attention_forward(self, hidden_states, attention_mask=None, head_mask=
 
 
 def _rms_norm_forward(self, hidden_states):
-    return rms_norm(hidden_states, self.weight, self.variance_epsilon)
+    return rms_norm(hidden_states, self.weight, float(self.variance_epsilon))
 
 
 def _swiglu_mlp_forward(self, x):
@@ -102,7 +107,7 @@ def _decoder_attention(module, query, key, value, attention_mask, scaling=None, 
     if attention_mask is not None:  # bool (B, 1, S_q, S_k), True = attend; its last row holds the padding
         mask = attention_mask if attention_mask.dtype == torch.bool else attention_mask == 0
         keep = mask[:, 0, -1, :]
-    out = flash_attention(query, key, value, keep, causal=True, sm_scale=scaling)
+    out = flash_attention(query, key, value, keep, causal=True, sm_scale=float(scaling))
     return out.transpose(1, 2).contiguous(), None
 
 
@@ -120,7 +125,7 @@ GPT2_GELU = {"gelu_new": "tanh", "gelu_pytorch_tanh": "tanh", "gelu_fast": "tanh
 
 
 def _layer_norm_forward(self, hidden_states):
-    return add_layer_norm(hidden_states, None, self.weight, self.bias, self.eps)
+    return add_layer_norm(hidden_states, None, self.weight, self.bias, float(self.eps))
 
 
 def _gpt2_mlp_forward(self, hidden_states):

@@ -99,6 +99,20 @@ def reference(x, qweight, scale, bias=None, bits: int = 8, group_size: int = 128
     return F.linear(x.float(), w, None if bias is None else bias.float()).to(x.dtype)
 
 
+def _weight_only_matmul_op(x, qweight, scale, bias, bits: int, group_size: int):
+    return weight_only_matmul(x, qweight, scale, bias, bits, group_size)
+
+
+# torch.compile and CUDA graphs capture the custom op whole (see slimbench.kernels.ops)
+weight_only_matmul_op = torch.library.custom_op(
+    "slimbench::weight_only_matmul",
+    _weight_only_matmul_op,
+    mutates_args=(),
+    schema="(Tensor x, Tensor qweight, Tensor scale, Tensor? bias, int bits, int group_size) -> Tensor",
+)
+weight_only_matmul_op.register_fake(reference)
+
+
 class QuantLinear(nn.Module):
     """A Linear whose weight is int8 (per channel) or int4 (per group), dequantized in the kernel."""
 
@@ -121,7 +135,7 @@ class QuantLinear(nn.Module):
         )
 
     def forward(self, x):
-        return weight_only_matmul(x, self.qweight, self.scale, self.bias, self.bits, self.group_size)
+        return weight_only_matmul_op(x, self.qweight, self.scale, self.bias, self.bits, self.group_size)
 
     def extra_repr(self) -> str:
         return f"in={self.in_features}, out={self.out_features}, bits={self.bits}, group={self.group_size}"

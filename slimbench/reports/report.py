@@ -66,6 +66,10 @@ def _cv(cv, unstable) -> str:
 
 
 def _fmt_table(t: pd.DataFrame) -> pd.DataFrame:
+    generation = {}
+    if get_task(t["task"].iloc[0]).generates:  # time to first token and per output token
+        generation = {f"{name} ms": t[f"{field}_ms_p50"].map(lambda x: "" if pd.isna(x) else f"{x:.1f}")
+                      for name, field in (("TTFT", "ttft"), ("TPOT", "tpot"))}  # fmt: skip
     return pd.DataFrame(
         {
             "variant": t["variant"],
@@ -75,6 +79,7 @@ def _fmt_table(t: pd.DataFrame) -> pd.DataFrame:
             "p99 ms": t["latency_ms_p99"].map("{:.1f}".format),
             get_task(t["task"].iloc[0]).throughput_unit: t["throughput_items_per_s"].map("{:.1f}".format),
             "speedup": t["speedup_vs_baseline"].map(lambda x: "" if pd.isna(x) else f"{x:.2f}x"),
+            **generation,
             "peak RSS MiB": (t["peak_rss_bytes"] / MIB).map("{:.0f}".format),
             "GPU peak MiB": t["gpu_peak_allocated_bytes"].map(
                 lambda x: "" if pd.isna(x) else f"{x / MIB:.0f}"
@@ -172,7 +177,9 @@ def cross_hardware(table: pd.DataFrame, task: str) -> tuple[pd.DataFrame, pd.Dat
 def _environment_lines(t: pd.DataFrame) -> list[str]:
     env = t["env"].dropna().iloc[0] if t["env"].notna().any() else {}
     keys = ["torch", "transformers", "optimum", "optimum_onnx", "onnxruntime", "onnxruntime_gpu", "bitsandbytes",
-            "torchao", "triton", "cuda", "gpu_driver", "python", "cpu_model", "platform", "git_rev"]  # fmt: skip
+            "torchao", "triton", "cuda", "gpu_driver", "gpu_count", "gpu_compute_capability", "gpu_memory_bytes",
+            "gpu_sm_clock_mhz", "gpu_max_sm_clock_mhz", "gpu_power_limit_w", "gpu_mig_mode", "python", "cpu_model",
+            "platform", "git_rev"]  # fmt: skip
     return [f"- {k}: {env.get(k)}" for k in keys if env.get(k) is not None] + [
         f"- threads: {t['num_threads'].iloc[0]}",
         f"- runs: {', '.join(sorted(set(map(str, t['run_id'].dropna()))))}",

@@ -65,6 +65,10 @@ class Task:
         batch = self.batches(loaded, texts, batch_size, seq_len)
         return (lambda i: loaded.forward(batch(i))), batch_size
 
+    def first_token(self, loaded, texts: list[str], batch_size: int, seq_len: int) -> Callable | None:
+        """For generating tasks, the call whose time is the time to first token; None otherwise."""
+        return None
+
     def score(self, loaded, path: Path, seq_len: int) -> dict[str, Any]:
         """{metric_name, metric, predictions} of a loaded variant on the eval file."""
         raise NotImplementedError

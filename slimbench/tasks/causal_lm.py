@@ -89,6 +89,11 @@ class CausalLM(Task):
         # throughput in generated tokens per second
         return (lambda i: loaded.generate(batch(i), NEW_TOKENS)), batch_size * NEW_TOKENS
 
+    def first_token(self, loaded, texts, batch_size, seq_len):
+        """The prefill alone: generate() of one token over the same prompts (time to first token)."""
+        batch = self.batches(loaded, texts, batch_size, seq_len)
+        return lambda i: loaded.generate(batch(i), 1)
+
     def score(self, loaded, path: Path, seq_len: int) -> dict:
         """Perplexity on the first EVAL_BLOCKS blocks of the packed eval text; predictions are the
         argmax next token at every position, for agreement with the baseline."""
