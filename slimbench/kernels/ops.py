@@ -3,7 +3,6 @@ graphs capture them as single opaque calls instead of breaking the graph at a Tr
 op's fake (meta) implementation is its PyTorch reference run on fake tensors, so shapes and dtypes
 can never disagree with the reference the unit tests hold the kernel to. The patch layer calls these."""
 
-
 import torch
 from torch import Tensor
 

@@ -74,8 +74,10 @@ class Task:
         raise NotImplementedError
 
     def agreement(self, source: np.ndarray, variant: np.ndarray, mask: np.ndarray) -> float:
-        """Share of predictions (argmax) the variant shares with its source on the same inputs."""
-        raise NotImplementedError
+        """Share of predictions (argmax) the variant shares with its source on the same inputs: one
+        per row for logits (batch, classes), one per real token for logits (batch, tokens, classes)."""
+        same = source.argmax(-1) == variant.argmax(-1)
+        return float(same[mask.astype(bool)].mean() if same.ndim == 2 else same.mean())
 
     def within_budget(self, ratio: float | None, budget: float = BUDGET) -> bool | None:
         """Whether metric / baseline metric keeps the budget: >= budget, or for a lower-is-better

@@ -110,9 +110,5 @@ class CausalLM(Task):
         ppl, predictions = perplexity(logits_of, blocks)
         return {"metric_name": self.metric_name, "metric": ppl, "predictions": predictions}
 
-    def agreement(self, source: np.ndarray, variant: np.ndarray, mask: np.ndarray) -> float:
-        same = source.argmax(-1) == variant.argmax(-1)
-        return float(same[mask.astype(bool)].mean())
-
 
 TASK = CausalLM()

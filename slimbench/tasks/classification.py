@@ -39,8 +39,5 @@ class Classification(Task):
             "logits": logits.round(5).tolist(),
         }
 
-    def agreement(self, source: np.ndarray, variant: np.ndarray, mask: np.ndarray) -> float:
-        return float((source.argmax(-1) == variant.argmax(-1)).mean())
-
 
 TASK = Classification()

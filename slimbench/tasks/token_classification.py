@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
-
 from slimbench import SlimbenchError
 from slimbench.tasks.base import Task
 
@@ -94,10 +92,6 @@ class TokenClassification(Task):
             "metric": float(f1_score(gold, predicted)),
             "predictions": flat,
         }
-
-    def agreement(self, source: np.ndarray, variant: np.ndarray, mask: np.ndarray) -> float:
-        same = source.argmax(-1) == variant.argmax(-1)
-        return float(same[mask.astype(bool)].mean())
 
 
 TASK = TokenClassification()
