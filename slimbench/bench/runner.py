@@ -249,50 +249,54 @@ def run_bench(
             records.append(r)
         bar.update()
 
-    for model_dir in order:
-        manifest = manifests[model_dir]
-        name, is_base = manifest["variant"], manifest["variant"] == baseline
-        cache = cached_accuracy(manifest)
-        acc = json.loads(cache.read_text()) if cache.is_file() else None
-        fill = functools.partial(make_record, manifest, device=device, run_id=run_id, num_threads=num_threads)
-        reason = cannot_run(manifest, device)
-        if reason:
-            log(f"[{name}] not run on {device}: {reason}")
-            for w in todo[model_dir]:
-                if not_run.get((manifest["task"], name, str(device), num_threads, *w)) == reason:
-                    bar.update()  # already recorded with the same reason
-                else:
-                    keep(fill(w, None, None, reason=reason))
-            continue
-        if todo[model_dir] or (is_base and acc is None):
-            bar.set_postfix_str(name)
-            job = {
-                "model_dir": str(model_dir), "device": str(device), "num_threads": num_threads,
-                "eval_path": str(eval_path), "eval_seq_len": eval_seq_len, "plan": dataclasses.asdict(plan),
-                "workloads": todo[model_dir], "accuracy": acc is None,
-            }  # fmt: skip
-            timed, acc, error = measure_variant(job, cache, acc)
-            if error:
-                failures.append(f"{name}: {error}")
-                log(f"[{name}] failed: {error}")
-                bar.update(len(todo[model_dir]) - (len(timed) if acc else 0))
-            if acc is not None:
-                for out in timed:
-                    keep(fill(tuple(out["workload"]), acc, acc if is_base else base_acc, timing=out))
-        if is_base:
-            base_acc = acc
-        if acc is not None and (todo[model_dir] or is_base):
-            ratio, agreement = compare(acc, acc if is_base else base_acc)
-            update_metrics(model_dir, {
-                acc["metric_name"]: acc["metric"], "metric_ratio_to_baseline": ratio,
-                "agreement_with_baseline": agreement,
-                "latency_ms_p50": {
-                    f"{r['device']}:b{r['batch_size']}:s{r['seq_len']}": r["latency_ms_p50"]
-                    for r in [*previous, *records]
-                    if r["variant"] == name and r.get("task") == manifest["task"] and r.get("status", "ok") == "ok"
-                },
-            })  # fmt: skip
-    bar.close()
+    try:
+        for model_dir in order:
+            manifest = manifests[model_dir]
+            name, is_base = manifest["variant"], manifest["variant"] == baseline
+            cache = cached_accuracy(manifest)
+            acc = json.loads(cache.read_text()) if cache.is_file() else None
+            fill = functools.partial(
+                make_record, manifest, device=device, run_id=run_id, num_threads=num_threads
+            )
+            reason = cannot_run(manifest, device)
+            if reason:
+                log(f"[{name}] not run on {device}: {reason}")
+                for w in todo[model_dir]:
+                    if not_run.get((manifest["task"], name, str(device), num_threads, *w)) == reason:
+                        bar.update()  # already recorded with the same reason
+                    else:
+                        keep(fill(w, None, None, reason=reason))
+                continue
+            if todo[model_dir] or (is_base and acc is None):
+                bar.set_postfix_str(name)
+                job = {
+                    "model_dir": str(model_dir), "device": str(device), "num_threads": num_threads,
+                    "eval_path": str(eval_path), "eval_seq_len": eval_seq_len, "plan": dataclasses.asdict(plan),
+                    "workloads": todo[model_dir], "accuracy": acc is None,
+                }  # fmt: skip
+                timed, acc, error = measure_variant(job, cache, acc)
+                if error:
+                    failures.append(f"{name}: {error}")
+                    log(f"[{name}] failed: {error}")
+                    bar.update(len(todo[model_dir]) - (len(timed) if acc else 0))
+                if acc is not None:
+                    for out in timed:
+                        keep(fill(tuple(out["workload"]), acc, acc if is_base else base_acc, timing=out))
+            if is_base:
+                base_acc = acc
+            if acc is not None and (todo[model_dir] or is_base):
+                ratio, agreement = compare(acc, acc if is_base else base_acc)
+                update_metrics(model_dir, {
+                    acc["metric_name"]: acc["metric"], "metric_ratio_to_baseline": ratio,
+                    "agreement_with_baseline": agreement,
+                    "latency_ms_p50": {
+                        f"{r['device']}:b{r['batch_size']}:s{r['seq_len']}": r["latency_ms_p50"]
+                        for r in [*previous, *records]
+                        if r["variant"] == name and r.get("task") == manifest["task"] and r.get("status", "ok") == "ok"
+                    },
+                })  # fmt: skip
+    finally:
+        bar.close()  # before any message of an interrupted run, so that message is the last line
     return records, failures
 
 

@@ -160,21 +160,22 @@ def optimize(
     with tempfile.TemporaryDirectory(prefix="slimbench-") as work:
         ctx = StepContext(checkpoint, tokenizer, Path(work), sample_texts, train_data=train_data)
         timings = {}
-        bar = tqdm(recipe.steps, desc=recipe.name, unit="step", disable=not progress)
-        for i, call in enumerate(bar, start=1):
-            step = registry[call.name]
-            bar.set_postfix_str(call.name)
-            log(f"[{recipe.name}] step {i}/{len(recipe.steps)}: {call.name}")
-            start = time.perf_counter()
-            try:
-                model = step.apply(model, call.config, ctx)
-            except SlimbenchError:
-                raise
-            except Exception as e:
-                raise SlimbenchError(f"recipe {recipe.name!r} step {i} '{call.name}' failed: {e}") from e
-            timings[f"{i}:{call.name}"] = round(time.perf_counter() - start, 3)
-            kind = step.output_kind(kind)
-        bar.close()
+        with tqdm(
+            recipe.steps, desc=recipe.name, unit="step", disable=not progress
+        ) as bar:  # closed on Ctrl-C too
+            for i, call in enumerate(bar, start=1):
+                step = registry[call.name]
+                bar.set_postfix_str(call.name)
+                log(f"[{recipe.name}] step {i}/{len(recipe.steps)}: {call.name}")
+                start = time.perf_counter()
+                try:
+                    model = step.apply(model, call.config, ctx)
+                except SlimbenchError:
+                    raise
+                except Exception as e:
+                    raise SlimbenchError(f"recipe {recipe.name!r} step {i} '{call.name}' failed: {e}") from e
+                timings[f"{i}:{call.name}"] = round(time.perf_counter() - start, 3)
+                kind = step.output_kind(kind)
         manifest = {
             "recipe": recipe.to_dict(),
             "task": checkpoint.task,
