@@ -72,7 +72,7 @@ class AOTInductor(Backend):
             with torch.inference_mode():
                 return call(batch["input_ids"], batch["attention_mask"])
 
-        return Loaded(manifest, config, tokenizer, forward, "pt", placer(device), None, device)
+        return Loaded(manifest, config, tokenizer, forward, "pt", placer(device))
 
 
 BACKEND = AOTInductor()

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from slimbench.backends.device import Device
 
@@ -24,7 +25,6 @@ class Loaded:
     return_tensors: str  # what the tokenizer should produce: "pt" or "np"
     to_device: Callable[[dict], dict]
     generate: Callable[[dict, int], Any] | None = None  # causal LM: (prompts, new tokens) -> ids
-    device: Device | None = None
 
     def encode(self, texts: list[str], seq_len: int) -> dict:
         enc = self.tokenizer(
@@ -43,6 +43,18 @@ class Loaded:
             if hasattr(out, "detach")
             else np.asarray(out, dtype=np.float32)
         )
+
+
+class LogitsOnly(torch.nn.Module):
+    """`(input_ids, attention_mask) -> logits`: the signature the traced (TorchScript) and compiled
+    (AOTInductor) artifacts expose."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask):
+        return self.model(input_ids=input_ids, attention_mask=attention_mask, return_dict=False)[0]
 
 
 class Backend:

@@ -45,7 +45,7 @@ class Eager(Backend):
         # dtype "auto": a half-precision variant computes in the dtype it was saved in
         model = task.auto_class().from_pretrained(model_dir, device_map=str(device), dtype="auto").eval()
         gen = greedy_generate(model, tokenizer) if task.generates else None
-        return Loaded(manifest, config, tokenizer, torch_logits(model), "pt", placer(device), gen, device)
+        return Loaded(manifest, config, tokenizer, torch_logits(model), "pt", placer(device), gen)
 
 
 BACKEND = Eager()

@@ -47,10 +47,10 @@ class OnnxRuntime(Backend):
         gen = greedy_generate(model, tokenizer) if task.generates else None
         forward = lambda b: model(**b).logits  # noqa: E731
         if device.is_cuda:
-            return Loaded(manifest, config, tokenizer, forward, "pt", placer(device), gen, device)
+            return Loaded(manifest, config, tokenizer, forward, "pt", placer(device), gen)
         if task.generates:  # optimum's generate() takes torch tensors, its forward() numpy too
-            return Loaded(manifest, config, tokenizer, forward, "pt", lambda b: b, gen, device)
-        return Loaded(manifest, config, tokenizer, forward, "np", lambda b: b, None, device)
+            return Loaded(manifest, config, tokenizer, forward, "pt", lambda b: b, gen)
+        return Loaded(manifest, config, tokenizer, forward, "np", lambda b: b)
 
 
 BACKEND = OnnxRuntime()

@@ -9,21 +9,10 @@ from pathlib import Path
 import torch
 
 from slimbench import SlimbenchError
-from slimbench.backends.base import Backend, Loaded, placer
+from slimbench.backends.base import Backend, Loaded, LogitsOnly, placer
 from slimbench.backends.device import Device
 
 TORCHSCRIPT_FILE = "model.pt"
-
-
-class LogitsOnly(torch.nn.Module):
-    """`(input_ids, attention_mask) -> logits`: the signature the TorchScript artifact exposes."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, input_ids, attention_mask):
-        return self.model(input_ids=input_ids, attention_mask=attention_mask, return_dict=False)[0]
 
 
 def to_torchscript(model, example) -> torch.jit.ScriptModule:
@@ -56,7 +45,7 @@ class TorchScriptInt8(Backend):
             with torch.inference_mode():
                 return model(batch["input_ids"], batch["attention_mask"])
 
-        return Loaded(manifest, config, tokenizer, forward, "pt", placer(device), None, device)
+        return Loaded(manifest, config, tokenizer, forward, "pt", placer(device))
 
 
 BACKEND = TorchScriptInt8()

@@ -30,7 +30,7 @@ class TritonKernels(Backend):
         model = task.auto_class().from_pretrained(model_dir, device_map=str(device), dtype="auto").eval()
         apply_kernels(model, **manifest["notes"]["kernels"])
         gen = greedy_generate(model, tokenizer) if task.generates else None
-        return Loaded(manifest, config, tokenizer, torch_logits(model), "pt", placer(device), gen, device)
+        return Loaded(manifest, config, tokenizer, torch_logits(model), "pt", placer(device), gen)
 
 
 BACKEND = TritonKernels()

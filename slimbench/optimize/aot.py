@@ -17,6 +17,7 @@ from typing import Literal
 import torch
 
 from slimbench.backends.aoti import PACKAGE_FILE
+from slimbench.backends.base import LogitsOnly
 from slimbench.optimize.registry import register
 
 
@@ -34,17 +35,6 @@ class CompileConfig:
             raise ValueError(f"max_batch must be >= 2, got {self.max_batch}")
         if self.max_seq_len < 8:
             raise ValueError(f"max_seq_len must be >= 8, got {self.max_seq_len}")
-
-
-class LogitsOf(torch.nn.Module):
-    """`(input_ids, attention_mask) -> logits`: the signature the package exposes."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, input_ids, attention_mask):
-        return self.model(input_ids=input_ids, attention_mask=attention_mask, return_dict=False)[0]
 
 
 @dataclass
@@ -75,7 +65,7 @@ def compile_aot(model, config: CompileConfig, ctx):
     max_seq = min(config.max_seq_len, getattr(model.config, "max_position_embeddings", config.max_seq_len))
     example = ctx.sample_batch(batch_size=2, seq_len=16)
     args = tuple(example[k].to(str(device)) for k in ("input_ids", "attention_mask"))
-    module = LogitsOf(model.to(str(device)).eval())
+    module = LogitsOnly(model.to(str(device)).eval())
     batch = torch.export.Dim("batch", min=1, max=config.max_batch)
     seq = torch.export.Dim("seq", min=2, max=max_seq)
     with torch.no_grad(), warnings.catch_warnings():
