@@ -146,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--eval-data",
         type=Path,
-        help="JSONL/CSV with 'text' and 'label': search recipes measure candidates on it",
+        help="JSONL/CSV with 'text' and 'label': search recipes measure candidates on it; int8 fallback scores on it",
     )
     p.add_argument("--trust-remote-code", action="store_true", help="allow the checkpoint's own Python code")
     p.add_argument("--allow-pickle", action="store_true", help="allow pickle (.bin) weights")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from slimbench import SlimbenchError
 from slimbench.core.checkpoint import Checkpoint
-from slimbench.optimize.apply import MIN_AGREEMENT, DegradedVariant, Variant, optimize
+from slimbench.optimize.apply import MIN_AGREEMENT, DegradedVariant, Variant, optimize, reads_eval_data
 from slimbench.optimize.recipes import Recipe, Search
 
 __all__ = ["MIN_AGREEMENT", "DegradedVariant", "Variant", "optimize", "run"]
@@ -25,5 +25,10 @@ def run(checkpoint: Checkpoint, recipe: Recipe | Search, out_dir: Path, *, sampl
             raise SlimbenchError(f"recipe {recipe.name!r} measures its candidates: pass --eval-data FILE")
         return run_search(recipe, checkpoint, Path(out_dir), eval_path=eval_path, train_data=train_data,
                           sample_texts=sample_texts, bench_kwargs={}, gate_kwargs=gate, log=log)  # fmt: skip
-    return optimize(checkpoint, recipe, out_dir, sample_texts=sample_texts, train_data=train_data, force=force,
-                    log=log, **gate).path  # fmt: skip
+    eval_data = None
+    if eval_path is not None and any(reads_eval_data(call) for call in recipe.steps):
+        from slimbench.core.data import read_labelled
+
+        eval_data = read_labelled(eval_path, checkpoint.load_config().label2id)
+    return optimize(checkpoint, recipe, out_dir, sample_texts=sample_texts, train_data=train_data,
+                    eval_data=eval_data, force=force, log=log, **gate).path  # fmt: skip

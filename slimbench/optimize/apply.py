@@ -56,6 +56,11 @@ def reads_train_data(call) -> bool:
     )
 
 
+def reads_eval_data(call) -> bool:
+    """Steps whose result depends on held-out labelled data: accuracy-aware int8 fallback."""
+    return call.name == "export" and call.config.fallback_budget is not None
+
+
 def data_sha256(data) -> str | None:
     if data is None:
         return None
@@ -127,6 +132,7 @@ def optimize(
     *,
     sample_texts: list[str],
     train_data=None,
+    eval_data=None,
     force: bool = False,
     min_agreement: float = MIN_AGREEMENT,
     allow_degraded: bool = False,
@@ -148,6 +154,8 @@ def optimize(
         "sha256": checkpoint.weights_sha256,
         "train_data_sha256": data_sha256(train_data) if uses_data else None,
     }
+    if any(reads_eval_data(call) for call in recipe.steps):
+        source["eval_data_sha256"] = data_sha256(eval_data)
     final = Path(out_dir) / recipe.name
     check_replaceable(final, overwrite)  # said before any work is done, and again when saving
     if not force and is_current(final, recipe, source):
@@ -158,7 +166,9 @@ def optimize(
     model = checkpoint.load_model()
     kind = "torch"
     with tempfile.TemporaryDirectory(prefix="slimbench-") as work:
-        ctx = StepContext(checkpoint, tokenizer, Path(work), sample_texts, train_data=train_data)
+        ctx = StepContext(
+            checkpoint, tokenizer, Path(work), sample_texts, train_data=train_data, eval_data=eval_data
+        )
         timings = {}
         with tqdm(
             recipe.steps, desc=recipe.name, unit="step", disable=not progress

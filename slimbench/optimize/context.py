@@ -18,6 +18,7 @@ class StepContext:
     workdir: Path  # scratch space for this recipe; removed when the variant is saved
     sample_texts: list[str]  # real inputs: parity checks, tracing, calibration
     train_data: LabelledText | None = None  # for recovery and calibration
+    eval_data: LabelledText | None = None  # held-out labelled data, for accuracy-aware steps
     notes: dict[str, Any] = field(default_factory=dict)  # facts a step records for the manifest
     masks: dict[str, Any] = field(default_factory=dict)  # parameter name -> bool mask of kept weights
 

@@ -27,6 +27,10 @@ class ExportConfig:
     # max |logit difference| against the PyTorch model on real inputs, checked before int8
     # quantization (the int8 difference is recorded, not checked)
     parity_atol: float = 1e-3
+    # dynamic-int8: keep the most sensitive layers in fp32 until the int8 model keeps this share of the
+    # fp32 model's accuracy on labelled data (--eval-data, else --train-data); null: no fallback
+    fallback_budget: float | None = None
+    max_fp32_layers: int = 8  # fallback: the most layers kept in fp32 before giving up
 
     def __post_init__(self):
         if self.opset is not None and not 11 <= self.opset <= 23:
@@ -41,6 +45,13 @@ class ExportConfig:
             raise ValueError(f"calibration_samples must be >= 1, got {self.calibration_samples}")
         if self.parity_atol <= 0:
             raise ValueError(f"parity_atol must be > 0, got {self.parity_atol}")
+        if self.fallback_budget is not None:
+            if self.quantize != "dynamic-int8":
+                raise ValueError(f"fallback_budget applies to quantize dynamic-int8, not {self.quantize}")
+            if not 0 < self.fallback_budget <= 1:
+                raise ValueError(f"fallback_budget must be in (0, 1], got {self.fallback_budget}")
+        if self.max_fp32_layers < 1:
+            raise ValueError(f"max_fp32_layers must be >= 1, got {self.max_fp32_layers}")
 
 
 def cpu_quantization_config(per_channel: bool):
@@ -75,7 +86,7 @@ def _copy_configs(src: Path, dst: Path) -> None:
             shutil.copy2(f, dst / f.name)
 
 
-def _quantize_dynamic(src: Path, dst: Path, per_channel: bool) -> Path:
+def _quantize_dynamic(src: Path, dst: Path, per_channel: bool, exclude=(), only=None) -> Path:
     """ORT dynamic int8 with optimum's preset for this CPU. Called through onnxruntime itself:
     after ORT graph optimization the fused ops defeat shape inference, and only ORT's own
     entry point takes the `DefaultTensorType` option that fixes it."""
@@ -83,6 +94,7 @@ def _quantize_dynamic(src: Path, dst: Path, per_channel: bool) -> Path:
     from onnxruntime.quantization import quantize_dynamic
 
     preset = cpu_quantization_config(per_channel)
+    shutil.rmtree(dst, ignore_errors=True)
     _copy_configs(src, dst)
     quantize_dynamic(
         src / "model.onnx",
@@ -91,6 +103,8 @@ def _quantize_dynamic(src: Path, dst: Path, per_channel: bool) -> Path:
         reduce_range=preset.reduce_range,
         weight_type=preset.weights_dtype,
         op_types_to_quantize=[getattr(op, "value", op) for op in preset.operators_to_quantize],
+        nodes_to_exclude=list(exclude),
+        nodes_to_quantize=list(only) if only is not None else None,
         extra_options={
             "WeightSymmetric": preset.weights_symmetric,
             "ActivationSymmetric": preset.activations_symmetric,
@@ -183,7 +197,11 @@ def export(model, config: ExportConfig, ctx):
         raise RuntimeError(
             f"ONNX logits differ from PyTorch by {diff:.3g} > parity_atol {config.parity_atol:g}"
         )
-    if config.quantize == "dynamic-int8":
+    if config.quantize == "dynamic-int8" and config.fallback_budget is not None:
+        from slimbench.optimize.fallback import quantize_with_fallback
+
+        current = quantize_with_fallback(current, work, config, ctx, _quantize_dynamic)
+    elif config.quantize == "dynamic-int8":
         current = _quantize_dynamic(current, work / "quantized", config.per_channel)
     elif config.quantize == "static-int8":
         texts = ctx.train_data.texts if ctx.train_data is not None else ctx.sample_texts
