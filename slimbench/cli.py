@@ -160,6 +160,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--allow-degraded", action="store_true",
         help="keep a variant that fails the agreement check (it is recorded in its slimbench.json)",
     )  # fmt: skip
+    p.add_argument("--budget", type=float, default=0.99,
+                   help="search recipes: share of the baseline's metric the winner must keep (default: 0.99)")  # fmt: skip
+    p.add_argument("--max-minutes", type=float, default=None,
+                   help="search recipes: start no new candidate after this many minutes (default: no limit)")  # fmt: skip
     _add_overwrite(p)
 
     p = sub.add_parser(
@@ -306,6 +310,10 @@ def cmd_optimize(args) -> int:
     min_agreement = MIN_AGREEMENT if args.min_agreement is None else args.min_agreement
     if not 0 <= min_agreement <= 1:
         raise SlimbenchError(f"--min-agreement must be between 0 and 1, got {min_agreement}")
+    if not 0 < args.budget <= 1:
+        raise SlimbenchError(f"--budget must be in (0, 1], got {args.budget}")
+    if args.max_minutes is not None and args.max_minutes < 0:
+        raise SlimbenchError(f"--max-minutes must be >= 0, got {args.max_minutes}")
     checkpoint = Checkpoint.open(args.checkpoint, args.task, args.trust_remote_code, args.allow_pickle)
     train = None
     if args.train_data is not None:
@@ -314,7 +322,8 @@ def cmd_optimize(args) -> int:
         train = read_labelled(args.train_data, checkpoint.load_config().label2id)
     path = run(checkpoint, recipe, args.out, sample_texts=_sample_texts(args.sample_data), train_data=train,
                eval_path=args.eval_data, force=args.force, min_agreement=min_agreement,
-               allow_degraded=args.allow_degraded, overwrite=args.overwrite)  # fmt: skip
+               allow_degraded=args.allow_degraded, overwrite=args.overwrite, budget=args.budget,
+               max_minutes=args.max_minutes)  # fmt: skip
     print(path)
     return 0
 

@@ -9,13 +9,15 @@ from slimbench import SlimbenchError
 from slimbench.core.checkpoint import Checkpoint
 from slimbench.optimize.apply import MIN_AGREEMENT, DegradedVariant, Variant, optimize, reads_eval_data
 from slimbench.optimize.recipes import Recipe, Search
+from slimbench.tasks import BUDGET
 
 __all__ = ["MIN_AGREEMENT", "DegradedVariant", "Variant", "optimize", "run"]
 
 
 def run(checkpoint: Checkpoint, recipe: Recipe | Search, out_dir: Path, *, sample_texts: list[str], train_data=None,
         eval_path: Path | None = None, force: bool = False, min_agreement: float = MIN_AGREEMENT,
-        allow_degraded: bool = False, overwrite: bool = False, log=print) -> Path:  # fmt: skip
+        allow_degraded: bool = False, overwrite: bool = False, budget: float = BUDGET,
+        max_minutes: float | None = None, log=print) -> Path:  # fmt: skip
     """Apply a recipe, or run a search; returns the directory of the variant kept."""
     gate = {"min_agreement": min_agreement, "allow_degraded": allow_degraded, "overwrite": overwrite}
     if isinstance(recipe, Search):
@@ -24,7 +26,8 @@ def run(checkpoint: Checkpoint, recipe: Recipe | Search, out_dir: Path, *, sampl
         if eval_path is None:
             raise SlimbenchError(f"recipe {recipe.name!r} measures its candidates: pass --eval-data FILE")
         return run_search(recipe, checkpoint, Path(out_dir), eval_path=eval_path, train_data=train_data,
-                          sample_texts=sample_texts, bench_kwargs={}, gate_kwargs=gate, log=log)  # fmt: skip
+                          sample_texts=sample_texts, bench_kwargs={}, gate_kwargs=gate, budget=budget,
+                          max_minutes=max_minutes, log=log)  # fmt: skip
     eval_data = None
     if eval_path is not None and any(reads_eval_data(call) for call in recipe.steps):
         from slimbench.core.data import read_labelled

@@ -87,3 +87,24 @@ def test_search_end_to_end_on_a_tiny_model(tiny_bert, eval_jsonl, tmp_path):
         assert chosen in measured and len(manifest["search"]["candidates"]) == 4
         within = [row for row in manifest["search"]["candidates"] if row["within_budget"]]
         assert within[0]["variant"] == chosen
+
+
+def test_search_time_budget_builds_at_least_one_and_names_the_rest(tiny_bert, eval_jsonl, tmp_path):
+    from slimbench.bench.timing import TimingPlan
+    from slimbench.core.checkpoint import Checkpoint
+    from slimbench.core.data import LabelledText
+    from slimbench.optimize.search import run_search
+
+    search = parse_search(GRID, "test")
+    train = LabelledText(TEXTS * 2, [i % len(LABELS) for i in range(len(TEXTS) * 2)])
+    kwargs = {"plan": TimingPlan(warmup=1, min_reps=2, min_seconds=0), "num_threads": 1, "progress": False}
+    logs = []
+    final = run_search(search, Checkpoint.open(tiny_bert), tmp_path, eval_path=eval_jsonl, train_data=train,
+                       sample_texts=TEXTS, bench_kwargs=kwargs, budget=0.5, max_minutes=0, log=logs.append)  # fmt: skip
+    manifest = json.loads((final / "slimbench.json").read_text())["search"]
+    assert manifest["not_built_time_budget"] == [c.name for c in search.candidates[1:]]
+    assert manifest["chosen"] == "tiny-search-01" and "metric >= 50% of baseline" in manifest["rule"]
+    assert any("time budget of 0 min spent; not built: tiny-search-02" in line for line in logs)
+    assert any(
+        line.startswith("tiny-search: chose tiny-search-01: ") and "(budget 50%)" in line for line in logs
+    )

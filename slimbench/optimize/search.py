@@ -18,7 +18,7 @@ from slimbench.tasks import BUDGET, get_task
 
 
 def choose(
-    records: list[dict], candidates: list[str], batch_size: int, seq_len: int
+    records: list[dict], candidates: list[str], batch_size: int, seq_len: int, budget: float = BUDGET
 ) -> tuple[str | None, list[dict]]:
     """The fastest candidate at the workload whose metric ratio is within budget (the task's rule),
     and the table."""
@@ -31,7 +31,7 @@ def choose(
         ({"variant": r["variant"], "latency_ms_p50": r["latency_ms_p50"], "metric": r["metric"],
           "metric_ratio_to_baseline": r["metric_ratio_to_baseline"],
           "within_budget": bool(get_task(r.get("task", "text-classification")).within_budget(
-              r["metric_ratio_to_baseline"]))} for r in rows),
+              r["metric_ratio_to_baseline"], budget))} for r in rows),
         key=lambda row: row["latency_ms_p50"],
     )  # fmt: skip
     winner = next((row["variant"] for row in table if row["within_budget"]), None)
@@ -39,17 +39,28 @@ def choose(
 
 
 def run_search(search: Search, checkpoint, out_dir: Path, *, eval_path: Path, train_data, sample_texts,
-               bench_kwargs: dict, gate_kwargs: dict | None = None, log=print) -> Path:  # fmt: skip
-    """Build, measure and choose; the winner is copied to `<out_dir>/<search.name>/`."""
+               bench_kwargs: dict, gate_kwargs: dict | None = None, budget: float = BUDGET,
+               max_minutes: float | None = None, log=print) -> Path:  # fmt: skip
+    """Build, measure and choose; the winner is copied to `<out_dir>/<search.name>/`. With
+    `max_minutes`, no candidate is started once that much time has gone (at least one is built);
+    the ones left are named in the winner's manifest and the log."""
+    import time
+
     from slimbench.bench import run_bench
     from slimbench.bench.runner import read_results
+
+    started = time.monotonic()
 
     gate_kwargs = gate_kwargs or {}
     overwrite = gate_kwargs.get("overwrite", False)
     dirs = [optimize(checkpoint, load_recipe("baseline"), out_dir, sample_texts=sample_texts, overwrite=overwrite,
                      log=log).path]  # fmt: skip
-    refused = {}
+    refused, skipped = {}, []
     for recipe in search.candidates:
+        built = len(dirs) - 1 + len(refused)
+        if max_minutes is not None and built and time.monotonic() - started > max_minutes * 60:
+            skipped.append(recipe.name)
+            continue
         try:
             dirs.append(
                 optimize(
@@ -65,14 +76,17 @@ def run_search(search: Search, checkpoint, out_dir: Path, *, eval_path: Path, tr
         except DegradedVariant as e:  # not measured; named in the winner's manifest
             refused[recipe.name] = str(e)
             log(f"{recipe.name}: refused: {e}")
+    if skipped:
+        log(f"{search.name}: time budget of {max_minutes:g} min spent; not built: {', '.join(skipped)}")
     results = out_dir / f"{search.name}.jsonl"
     sizes = sorted({1, search.batch_size})
     run_bench(dirs, eval_path, sizes, [search.seq_len], results, baseline="baseline", log=log, **bench_kwargs)
     names = [c.name for c in search.candidates]
-    winner, table = choose(read_results(results), names, search.batch_size, search.seq_len)
+    winner, table = choose(read_results(results), names, search.batch_size, search.seq_len, budget)
     if winner is None:
         raise SlimbenchError(
-            f"{search.name}: no candidate kept {BUDGET:.0%} of the baseline's metric; see {results}"
+            f"{search.name}: no candidate kept {budget:.0%} of the baseline's metric; see {results}"
+            + (f" ({len(skipped)} not built within {max_minutes:g} min)" if skipped else "")
         )
     final = out_dir / search.name
     with tempfile.TemporaryDirectory(prefix=f".{search.name}.partial-", dir=out_dir) as tmp:
@@ -80,11 +94,16 @@ def run_search(search: Search, checkpoint, out_dir: Path, *, eval_path: Path, tr
         shutil.copytree(out_dir / winner, staged)
         manifest = read_manifest(staged)
         manifest["search"] = {"name": search.name, "chosen": winner, "results": str(results), "candidates": table,
-                              "refused_by_agreement_check": refused,
+                              "refused_by_agreement_check": refused, "not_built_time_budget": skipped,
                               "rule": f"fastest p50 at batch {search.batch_size}, seq {search.seq_len}, metric >= "
-                                      f"{BUDGET:.0%} of baseline"}  # fmt: skip
+                                      f"{budget:.0%} of baseline"}  # fmt: skip
         manifest.setdefault("metrics", {})["search_winner"] = winner
         (staged / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         replace_dir(staged, final, overwrite, log=log)
-    log(f"{search.name}: chose {winner}")
+    best = next(row for row in table if row["variant"] == winner)
+    base = next((r for r in read_results(results) if r["variant"] == "baseline" and r["batch_size"] == search.batch_size
+                 and r["seq_len"] == search.seq_len and r.get("status", "ok") == "ok"), None)  # fmt: skip
+    speed = f", {base['latency_ms_p50'] / best['latency_ms_p50']:.2f}x the baseline" if base else ""
+    log(f"{search.name}: chose {winner}: {best['latency_ms_p50']:.1f} ms p50 at batch {search.batch_size}{speed}, "
+        f"{best['metric_ratio_to_baseline']:.2%} of the baseline's metric (budget {budget:.0%})")  # fmt: skip
     return final
