@@ -91,11 +91,22 @@ def append_record(path: Path, record: dict) -> bool:
     return True
 
 
-def record_key(r: dict) -> tuple:
+def cell_key(task, variant: str, device, threads, batch_size, seq_len) -> tuple:
     """A cell: task, variant, device, CPU threads (a CPU's configuration), workload."""
-    threads = r.get("num_threads")
-    return (r.get("task"), r["variant"], r["device"], None if threads is None else int(threads),
-            int(r["batch_size"]), int(r["seq_len"]))  # fmt: skip
+    return (
+        task,
+        variant,
+        str(device),
+        None if threads is None else int(threads),
+        int(batch_size),
+        int(seq_len),
+    )
+
+
+def record_key(r: dict) -> tuple:
+    return cell_key(
+        r.get("task"), r["variant"], r["device"], r.get("num_threads"), r["batch_size"], r["seq_len"]
+    )
 
 
 def _die_with_parent() -> None:
@@ -225,7 +236,7 @@ def run_bench(
     not_run = {record_key(r): r.get("reason") for r in previous if r.get("status") == "not run"}
     workloads = sorted({(int(b), int(s)) for b in batch_sizes for s in seq_lens})
     todo = {
-        d: [w for w in workloads if (m["task"], m["variant"], str(device), num_threads, *w) not in done]
+        d: [w for w in workloads if cell_key(m["task"], m["variant"], device, num_threads, *w) not in done]
         for d, m in manifests.items()
     }
     skipped = sum(len(workloads) - len(t) for t in todo.values())
@@ -233,6 +244,7 @@ def run_bench(
         log(f"{skipped} measurement(s) already in {results_path}; skipping them")
     cache_dir = Path(results_path).with_suffix(".predictions")
     eval_sha = _file_sha(eval_path)
+    env = record_env(device)  # read once: library versions, and the GPU's configuration through NVML
 
     def cached_accuracy(manifest: dict) -> Path:
         key = f"{manifest['variant']}-{manifest['created']}-{eval_sha}-{eval_seq_len}-{device}"
@@ -256,13 +268,13 @@ def run_bench(
             cache = cached_accuracy(manifest)
             acc = json.loads(cache.read_text()) if cache.is_file() else None
             fill = functools.partial(
-                make_record, manifest, device=device, run_id=run_id, num_threads=num_threads
+                make_record, manifest, device=device, run_id=run_id, num_threads=num_threads, env=env
             )
             reason = cannot_run(manifest, device)
             if reason:
                 log(f"[{name}] not run on {device}: {reason}")
                 for w in todo[model_dir]:
-                    if not_run.get((manifest["task"], name, str(device), num_threads, *w)) == reason:
+                    if not_run.get(cell_key(manifest["task"], name, device, num_threads, *w)) == reason:
                         bar.update()  # already recorded with the same reason
                     else:
                         keep(fill(w, None, None, reason=reason))
@@ -323,8 +335,13 @@ def measure_variant(job: dict, cache: Path, acc: dict | None) -> tuple[list[dict
     return timed, acc, None
 
 
+def record_env(device: Device) -> dict:
+    """The environment fingerprint a record carries, with the device's configuration facts."""
+    return {**environment(), **device.facts()}
+
+
 def make_record(manifest: dict, workload: tuple[int, int], acc: dict | None, base_acc: dict | None, *,
-                device: Device, run_id: str, num_threads: int, timing: dict | None = None,
+                device: Device, run_id: str, num_threads: int, env: dict, timing: dict | None = None,
                 reason: str | None = None) -> dict:  # fmt: skip
     """One result record: a measurement (`timing`), or a "not run" record with its `reason`; metric
     ratio and agreement against `base_acc`, the baseline's score (None where there is none)."""
@@ -342,7 +359,7 @@ def make_record(manifest: dict, workload: tuple[int, int], acc: dict | None, bas
         "size_on_disk_bytes": manifest["size_on_disk_bytes"],
         "metric_name": acc["metric_name"] if acc else None, "metric": acc["metric"] if acc else None,
         "metric_ratio_to_baseline": ratio, "agreement_with_baseline": agreement,
-        "env": {**environment(), **device.facts()},
+        "env": env,
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }  # fmt: skip
     return {k: record[k] for k in RECORD_FIELDS}

@@ -166,9 +166,9 @@ def workbench(plan) -> Workbench:
 
 def test_variant(cell, workbench, plan, benchmark):
     from slimbench.backends import Device, cannot_run
-    from slimbench.bench.runner import append_record, make_record
+    from slimbench.bench.runner import append_record, make_record, record_env
     from slimbench.bench.timing import summarize
-    from slimbench.bench.worker import peak_rss_bytes, reset_peak_rss
+    from slimbench.bench.worker import cell_facts, reset_cell
     from slimbench.core.manifest import read_manifest
     from slimbench.tasks import get_task
 
@@ -177,7 +177,7 @@ def test_variant(cell, workbench, plan, benchmark):
     path = workbench.variant(recipe)
     manifest = read_manifest(path)
     results = plan.out / "results.jsonl"
-    fill = dict(device=device, run_id=plan.run_id, num_threads=plan.threads or 0)
+    fill = dict(device=device, run_id=plan.run_id, num_threads=plan.threads or 0, env=record_env(device))
     reason = cannot_run(manifest, device)
     if reason:
         record = make_record(manifest, (bs, seq), None, None, reason=reason, **fill)
@@ -195,16 +195,12 @@ def test_variant(cell, workbench, plan, benchmark):
         call(next(counter))
         device.synchronize()
 
-    reset_peak_rss()
-    device.reset_peak_memory()
+    reset_cell(device)
     benchmark.pedantic(run, rounds=plan.rounds, warmup_rounds=plan.warmup, iterations=1)
     if benchmark.stats is None:  # --benchmark-disable: run once, nothing to record
         return
     timing = summarize([t * 1e3 for t in benchmark.stats.stats.data], items)
-    import torch
-
-    timing.update(device.peak_memory(), peak_rss_bytes=peak_rss_bytes(), device_name=device.name(),
-                  num_threads=torch.get_num_threads())  # fmt: skip
+    timing.update(cell_facts(device))
     fill["num_threads"] = timing["num_threads"]
     record = make_record(manifest, (bs, seq), acc, base, timing=timing, **fill)
     append_record(results, record)

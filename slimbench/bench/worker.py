@@ -46,6 +46,21 @@ def reset_peak_rss() -> bool:
         return False
 
 
+def reset_cell(device) -> None:
+    """Start a cell's peak-memory figures afresh: the process's peak RSS and the GPU's counters."""
+    reset_peak_rss()
+    device.reset_peak_memory()
+
+
+def cell_facts(device) -> dict:
+    """What a timed cell records beside its times: peak memory since the last reset (RSS, and the
+    GPU's counters), the thread count and the device's name."""
+    import torch
+
+    return {**device.peak_memory(), "peak_rss_bytes": peak_rss_bytes(), "num_threads": torch.get_num_threads(),
+            "device_name": device.name()}  # fmt: skip
+
+
 def generation_latency(task, loaded, texts, bs, seq_len, plan, device, whole: dict) -> dict:
     """Time to first token (the prefill and one token, timed on its own) and time per output
     token, derived: (whole generate - first token) / (new tokens - 1), at p50 and p99."""
@@ -69,8 +84,6 @@ def emit(payload: dict) -> None:
 
 
 def run(job: dict) -> None:
-    import torch
-
     from slimbench.backends import Device, load
     from slimbench.bench.timing import TimingPlan, summarize, time_calls
     from slimbench.tasks import get_task
@@ -81,16 +94,11 @@ def run(job: dict) -> None:
     texts = task.latency_texts(job["eval_path"])
     plan = TimingPlan(**job["plan"])
     for bs, seq_len in sorted(job["workloads"], key=lambda w: w[0] * w[1]):
-        reset_peak_rss()
-        device.reset_peak_memory()
+        reset_cell(device)
         call, items = task.workload(loaded, texts, bs, seq_len)
         out = summarize(time_calls(call, plan, device), items)
         out.update(generation_latency(task, loaded, texts, bs, seq_len, plan, device, out))
-        out.update(device.peak_memory())
-        out.update(
-            workload=[bs, seq_len], peak_rss_bytes=peak_rss_bytes(), num_threads=torch.get_num_threads(),
-            device_name=device.name(),
-        )  # fmt: skip
+        out.update(cell_facts(device), workload=[bs, seq_len])
         emit(out)
     if job.get("accuracy"):
         emit({"accuracy": task.score(loaded, job["eval_path"], job["eval_seq_len"])})

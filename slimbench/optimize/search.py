@@ -82,7 +82,8 @@ def run_search(search: Search, checkpoint, out_dir: Path, *, eval_path: Path, tr
     sizes = sorted({1, search.batch_size})
     run_bench(dirs, eval_path, sizes, [search.seq_len], results, baseline="baseline", log=log, **bench_kwargs)
     names = [c.name for c in search.candidates]
-    winner, table = choose(read_results(results), names, search.batch_size, search.seq_len, budget)
+    measured = read_results(results)
+    winner, table = choose(measured, names, search.batch_size, search.seq_len, budget)
     if winner is None:
         raise SlimbenchError(
             f"{search.name}: no candidate kept {budget:.0%} of the baseline's metric; see {results}"
@@ -101,7 +102,7 @@ def run_search(search: Search, checkpoint, out_dir: Path, *, eval_path: Path, tr
         (staged / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         replace_dir(staged, final, overwrite, log=log)
     best = next(row for row in table if row["variant"] == winner)
-    base = next((r for r in read_results(results) if r["variant"] == "baseline" and r["batch_size"] == search.batch_size
+    base = next((r for r in measured if r["variant"] == "baseline" and r["batch_size"] == search.batch_size
                  and r["seq_len"] == search.seq_len and r.get("status", "ok") == "ok"), None)  # fmt: skip
     speed = f", {base['latency_ms_p50'] / best['latency_ms_p50']:.2f}x the baseline" if base else ""
     log(f"{search.name}: chose {winner}: {best['latency_ms_p50']:.1f} ms p50 at batch {search.batch_size}{speed}, "
