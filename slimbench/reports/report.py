@@ -24,9 +24,10 @@ HW = ["task", "device", "device_name", "num_threads"]
 __all__ = ["load_results", "summary_table", "write_report"]
 
 
-def summary_table(df: pd.DataFrame, baseline: str | None = None) -> pd.DataFrame:
+def summary_table(df: pd.DataFrame, baseline: str | None = None, budget: float = BUDGET) -> pd.DataFrame:
     """One row per (hardware, variant, workload) with speedup over `baseline` (a variant name;
-    default: the variants made by the `baseline` recipe), budget, configuration and workload columns."""
+    default: the variants made by the `baseline` recipe), within `budget`, configuration and workload
+    columns."""
     df = df.assign(status=df["status"].fillna("ok") if "status" in df else "ok")  # schema 1 has no status
     is_base = df["variant"] == baseline if baseline else df["recipe"] == "baseline"
     if baseline and not is_base.any():
@@ -38,7 +39,7 @@ def summary_table(df: pd.DataFrame, baseline: str | None = None) -> pd.DataFrame
     out = df.merge(base, on=[*HW, "batch_size", "seq_len"], how="left")
     out["speedup_vs_baseline"] = out["_base_p50"] / out["latency_ms_p50"]
     out["within_budget"] = pd.array(
-        [get_task(task).within_budget(None if pd.isna(r) else float(r))
+        [get_task(task).within_budget(None if pd.isna(r) else float(r), budget)
          for task, r in zip(out["task"], out["metric_ratio_to_baseline"], strict=True)],
         dtype="boolean",
     )  # NA where there is no baseline  # fmt: skip
@@ -219,12 +220,7 @@ def write_report(paths: list[Path], out_dir: Path, overwrite: bool = False, budg
     df = load_results(paths)
     if not 0 < budget <= 1:
         raise SlimbenchError(f"--budget must be in (0, 1], got {budget}")
-    table = summary_table(df, baseline)
-    if budget != BUDGET:
-        table["within_budget"] = pd.array(
-            [get_task(task).within_budget(None if pd.isna(r) else float(r), budget)
-             for task, r in zip(table["task"], table["metric_ratio_to_baseline"], strict=True)], dtype="boolean",
-        )  # fmt: skip
+    table = summary_table(df, baseline, budget)
     out_dir.mkdir(parents=True, exist_ok=True)
     table[[c for c in table.columns if c != "env"]].to_csv(out_dir / "report.csv", index=False)
     rec = recommendations(table)
