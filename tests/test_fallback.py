@@ -1,6 +1,7 @@
-"""Accuracy-aware int8: where int8 everywhere loses the budget, the sensitivity of each layer is
-measured and the most sensitive kept in fp32. A tiny model with one deliberately fragile layer: the
-fallback must find it."""
+"""Accuracy-aware quantization: where quantizing everything loses the budget, the sensitivity of each layer
+is measured and the most sensitive kept unquantized. A tiny model with one deliberately fragile layer: the
+fallback of every quantizer (ORT dynamic and static int8, torch dynamic int8, torchao, bitsandbytes) must
+find it."""
 
 import random
 
@@ -14,9 +15,18 @@ from slimbench.core.manifest import read_manifest
 from slimbench.optimize.recipes import parse_recipe
 from slimbench.pipeline import optimize
 
-FALLBACK = {"name": "int8-fallback", "steps": [{"export": {"quantize": "dynamic-int8", "fallback_budget": 0.99,
-                                                           "max_fp32_layers": 3}}]}  # fmt: skip
-FRAGILE = "classifier"
+BUDGET = {"fallback_budget": 0.99, "max_fp32_layers": 3}
+FALLBACK = {"name": "int8-fallback", "steps": [{"export": {"quantize": "dynamic-int8", **BUDGET}}]}
+QUANTIZERS = {
+    "ort-dynamic": {"export": {"quantize": "dynamic-int8", **BUDGET}},
+    "ort-static": {
+        "export": {"quantize": "static-int8", "calibration": "auto", "calibration_samples": 64, **BUDGET}
+    },
+    "torch-dynamic": {"dynamic-int8": BUDGET},
+    "torchao": {"quantize": {"backend": "torchao", "scheme": "int8-weight-only", **BUDGET}},
+    "bnb-int8": {"quantize": {"backend": "bitsandbytes", "bits": 8, **BUDGET}},
+}
+FRAGILE = "bert.pooler.dense"  # quantized by every quantizer (transformers leaves the classifier alone)
 
 
 def sentences(n: int, seed: int = 0) -> LabelledText:
@@ -35,10 +45,10 @@ def sentences(n: int, seed: int = 0) -> LabelledText:
 
 @pytest.fixture(scope="module")
 def fragile_bert(tmp_path_factory):
-    """A tiny BERT trained to tell five topics apart, then given one fragile layer: the classifier
-    multiplies a pooled feature that is always zero by a weight of 1000. fp32 cannot tell (that feature is
-    always 0); per-tensor int8 scales the whole layer by 1000/127 and rounds every other weight to
-    zero. Labels are the fp32 model's own predictions, so fp32 is 100% accurate."""
+    """A tiny BERT trained to tell five topics apart, then given one fragile layer: the pooler multiplies
+    a hidden feature that is always zero (the last LayerNorm's weight and bias for it are 0) by a weight of
+    1000. fp32 cannot tell; int8 per tensor, per row or per block scales the layer by 1000/127 and rounds
+    every other weight to zero. Labels are the fp32 model's own predictions, so fp32 is 100% accurate."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from slimbench.optimize.training import TrainPlan, train_classifier
@@ -51,8 +61,8 @@ def fragile_bert(tmp_path_factory):
         model, tokenizer, sentences(200), TrainPlan(epochs=4, lr=3e-3, max_len=24), progress=False
     )
     with torch.no_grad():
-        pooler = model.get_submodule("bert.pooler.dense")
-        pooler.weight[0], pooler.bias[0] = 0.0, 0.0  # pooled feature 0 is tanh(0) = 0, always
+        norm = model.bert.encoder.layer[-1].output.LayerNorm
+        norm.weight[0], norm.bias[0] = 0.0, 0.0  # hidden feature 0 of the last layer is 0, always
         model.get_submodule(FRAGILE).weight[:, 0] = 1000.0
     model.save_pretrained(path)
     data = sentences(160, seed=1)
@@ -63,17 +73,35 @@ def fragile_bert(tmp_path_factory):
     return path, LabelledText(data.texts, labels)
 
 
-def test_fallback_finds_the_fragile_layer_and_keeps_the_budget(fragile_bert, tmp_path):
+@pytest.mark.parametrize("quantizer", list(QUANTIZERS))
+def test_fallback_finds_the_fragile_layer_and_keeps_the_budget(fragile_bert, tmp_path, quantizer):
     path, data = fragile_bert
-    variant = optimize(Checkpoint.open(path), parse_recipe(FALLBACK), tmp_path, sample_texts=TEXTS, eval_data=data,
+    recipe = parse_recipe({"name": quantizer, "steps": [QUANTIZERS[quantizer]]})
+    variant = optimize(Checkpoint.open(path), recipe, tmp_path, sample_texts=TEXTS, eval_data=data, train_data=data,
                        log=lambda *_: None)  # fmt: skip
     notes = read_manifest(variant.path)["notes"]["fallback"]
     assert notes["data"] == "eval" and notes["fp32_accuracy"] == 1.0
-    assert notes["int8_everywhere_accuracy"] < 0.9, "int8 everywhere should lose the budget on this model"
-    assert "classifier" in notes["fp32_layers"][0]  # the fragile layer is the most sensitive
-    assert notes["int8_accuracy"] >= 0.99 and notes["steps"][-1]["accuracy"] == notes["int8_accuracy"]
+    assert notes["quantized_everywhere_accuracy"] < 0.9, "quantizing everything should lose the budget here"
+    assert FRAGILE in notes["fp32_layers"][0].replace("/", ".")  # the fragile layer is the most sensitive
+    assert notes["accuracy"] >= 0.99 and notes["steps"][-1]["accuracy"] == notes["accuracy"]
     assert list(notes["sensitivity"])[0] == notes["fp32_layers"][0]
     assert read_manifest(variant.path)["source"]["eval_data_sha256"]
+    if quantizer == "ort-static":  # no calibration setting can save a layer whose weights round to zero
+        methods = [(s["method"], s["per_channel"]) for s in notes["settings_tried"]]
+        assert methods == [("minmax", False), ("minmax", True), ("percentile", True), ("entropy", True)]
+
+
+def test_static_int8_calibration_methods(fragile_bert, tmp_path):
+    """Each calibration method quantizes (the fallback not asked for): the setting is recorded."""
+    path, _ = fragile_bert
+    for method in ("percentile", "entropy"):
+        recipe = parse_recipe({"name": method, "steps": [{"export": {"quantize": "static-int8", "calibration": method,
+                                                                     "per_channel": True, "calibration_samples": 8}}]})  # fmt: skip
+        variant = optimize(Checkpoint.open(path), recipe, tmp_path, sample_texts=TEXTS, log=lambda *_: None,
+                           min_agreement=0.0)  # fmt: skip
+        notes = read_manifest(variant.path)["notes"]
+        assert notes["quantization_settings"] == {"method": method, "per_channel": True, "samples": 8}
+        assert notes["dtype"] == "int8"
 
 
 def test_fallback_needs_labelled_data_and_a_dynamic_int8_export(fragile_bert, tmp_path):
@@ -82,5 +110,9 @@ def test_fallback_needs_labelled_data_and_a_dynamic_int8_export(fragile_bert, tm
     with pytest.raises(SlimbenchError, match="fallback_budget needs labelled data"):
         optimize(Checkpoint.open(fragile_bert[0]), parse_recipe(FALLBACK), tmp_path, sample_texts=TEXTS,
                  log=lambda *_: None)  # fmt: skip
-    with pytest.raises(RecipeError, match="fallback_budget applies to quantize dynamic-int8"):
+    with pytest.raises(RecipeError, match="fallback_budget applies to quantize"):
         parse_recipe({"name": "r", "steps": [{"export": {"fallback_budget": 0.99}}]})
+    with pytest.raises(RecipeError, match="calibration auto needs"):
+        parse_recipe({"name": "r", "steps": [{"export": {"quantize": "static-int8", "calibration": "auto"}}]})
+    with pytest.raises(RecipeError, match=r"fallback_budget must be in \(0, 1\]"):
+        parse_recipe({"name": "r", "steps": [{"dynamic-int8": {"fallback_budget": 1.5}}]})

@@ -57,8 +57,8 @@ def reads_train_data(call) -> bool:
 
 
 def reads_eval_data(call) -> bool:
-    """Steps whose result depends on held-out labelled data: accuracy-aware int8 fallback."""
-    return call.name == "export" and call.config.fallback_budget is not None
+    """Steps whose result depends on held-out labelled data: accuracy-aware quantization (fallback)."""
+    return getattr(call.config, "fallback_budget", None) is not None
 
 
 def data_sha256(data) -> str | None:

@@ -8,9 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import torch
 
 from slimbench.backends import Device
+from slimbench.optimize.fallback import Quantizer, accuracy_aware, check_fallback_fields
 from slimbench.optimize.registry import register
 
 
@@ -22,15 +24,22 @@ class ExportConfig:
     optimize: Literal["O1", "O2", "O3", "O4"] | None = None
     quantize: Literal["dynamic-int8", "static-int8"] | None = None
     per_channel: bool = False
+    # static-int8: activation ranges from min/max, a percentile or entropy (KL) of their histograms; `auto`
+    # tries minmax per tensor (32 texts), minmax per channel, percentile, entropy (128 texts), cheapest
+    # first, and keeps the first that holds fallback_budget
+    calibration: Literal["minmax", "percentile", "entropy", "auto"] = "minmax"
     calibration_samples: int = 128  # static-int8: texts (training data, else samples) for ranges
     opset: int | None = None
     # max |logit difference| against the PyTorch model on real inputs, checked before int8
     # quantization (the int8 difference is recorded, not checked)
     parity_atol: float = 1e-3
-    # dynamic-int8: keep the most sensitive layers in fp32 until the int8 model keeps this share of the
-    # fp32 model's accuracy on labelled data (--eval-data, else --train-data); null: no fallback
+    # keep the most sensitive layers in fp32 until the int8 model keeps this share of the fp32 model's
+    # accuracy on labelled data (--eval-data, else --train-data); null: no fallback
     fallback_budget: float | None = None
     max_fp32_layers: int = 8  # fallback: the most layers kept in fp32 before giving up
+    # causal LMs: the prefill returns the logits of the last `logits_to_keep` positions only (what
+    # generate() reads), an overridable initializer of the graph; 0 = every position
+    logits_to_keep: int = 1
 
     def __post_init__(self):
         if self.opset is not None and not 11 <= self.opset <= 23:
@@ -45,13 +54,15 @@ class ExportConfig:
             raise ValueError(f"calibration_samples must be >= 1, got {self.calibration_samples}")
         if self.parity_atol <= 0:
             raise ValueError(f"parity_atol must be > 0, got {self.parity_atol}")
-        if self.fallback_budget is not None:
-            if self.quantize != "dynamic-int8":
-                raise ValueError(f"fallback_budget applies to quantize dynamic-int8, not {self.quantize}")
-            if not 0 < self.fallback_budget <= 1:
-                raise ValueError(f"fallback_budget must be in (0, 1], got {self.fallback_budget}")
-        if self.max_fp32_layers < 1:
-            raise ValueError(f"max_fp32_layers must be >= 1, got {self.max_fp32_layers}")
+        if self.fallback_budget is not None and self.quantize is None:
+            raise ValueError(
+                "fallback_budget applies to quantize dynamic-int8 or static-int8, not to no quantization"
+            )
+        if self.calibration == "auto" and (self.quantize != "static-int8" or self.fallback_budget is None):
+            raise ValueError("calibration auto needs quantize static-int8 and a fallback_budget to choose by")
+        if self.logits_to_keep < 0:
+            raise ValueError(f"logits_to_keep must be >= 0, got {self.logits_to_keep}")
+        check_fallback_fields(self.fallback_budget, self.max_fp32_layers)
 
 
 def cpu_quantization_config(per_channel: bool):
@@ -114,45 +125,139 @@ def _quantize_dynamic(src: Path, dst: Path, per_channel: bool, exclude=(), only=
     return dst
 
 
-def _quantize_static(src: Path, dst: Path, per_channel: bool, texts: list[str], tokenizer) -> Path:
-    """ORT static int8 in QDQ format, activation ranges calibrated on real text."""
+CALIBRATION_METHODS = {"minmax": "MinMax", "percentile": "Percentile", "entropy": "Entropy"}
+
+
+def calibration_settings(config: ExportConfig, available: int) -> tuple[dict, ...]:
+    """Static int8 calibration settings, cheapest first (`auto`), or the one the recipe names."""
+    if config.calibration != "auto":
+        return ({"method": config.calibration, "per_channel": config.per_channel,
+                 "samples": min(config.calibration_samples, available)},)  # fmt: skip
+    few, many = min(32, available), min(config.calibration_samples, available)
+    return (
+        {"method": "minmax", "per_channel": False, "samples": few},
+        {"method": "minmax", "per_channel": True, "samples": many},
+        {"method": "percentile", "per_channel": True, "samples": many},
+        {"method": "entropy", "per_channel": True, "samples": many},
+    )
+
+
+def _quantize_static(src: Path, dst: Path, setting: dict, texts: list[str], tokenizer, exclude=(), only=None,
+                     cache: Path | None = None) -> Path:  # fmt: skip
+    """ORT static int8 in QDQ format, activation ranges calibrated on real text (`setting`: method,
+    per_channel, samples). With `cache`, the ranges are computed once and reused (layer probes)."""
     import onnx
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
 
     names = {i.name for i in onnx.load(str(src / "model.onnx"), load_external_data=False).graph.input}
+    picked = [texts[i] for i in np.linspace(0, len(texts) - 1, setting["samples"]).round().astype(int)]
+    # one length for every text: the histogram calibrators (percentile, entropy) stack what they collect
+    length = min(
+        128, max(len(ids) for ids in tokenizer(picked, truncation=True, max_length=128)["input_ids"])
+    )
 
     class Reader(CalibrationDataReader):
         def __init__(self):
             self.items = iter(
                 {
                     k: v
-                    for k, v in tokenizer([t], max_length=128, truncation=True, return_tensors="np").items()
+                    for k, v in tokenizer(
+                        [t], max_length=length, truncation=True, padding="max_length", return_tensors="np"
+                    ).items()  # fmt: skip
                     if k in names
                 }
-                for t in texts
+                for t in picked
             )
 
         def get_next(self):
             return next(self.items, None)
 
+    shutil.rmtree(dst, ignore_errors=True)
     _copy_configs(src, dst)
     quantize_static(
         src / "model.onnx",
         dst / "model.onnx",
-        Reader(),
+        None if cache is not None and cache.is_file() else Reader(),
         quant_format=QuantFormat.QDQ,
-        per_channel=per_channel,
+        per_channel=setting["per_channel"],
         activation_type=QuantType.QUInt8,
         weight_type=QuantType.QInt8,
-        op_types_to_quantize=["MatMul"],
+        op_types_to_quantize=["MatMul", "Gemm"],
+        nodes_to_exclude=list(exclude),
+        nodes_to_quantize=list(only) if only is not None else None,
+        calibrate_method=getattr(CalibrationMethod, CALIBRATION_METHODS[setting["method"]]),
+        calibration_cache_path=cache,
         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT, "WeightSymmetric": True},
     )
     return dst
 
 
+def weight_matmuls(model: Path, dynamic: bool = True) -> list[str]:
+    """Names of the MatMul and Gemm nodes that multiply by a weight: what int8 quantizes, as ORT's
+    dynamic (`dynamic`) or static quantizer's nodes_to_quantize / nodes_to_exclude name them."""
+    import onnx
+
+    graph = onnx.load(str(model), load_external_data=False).graph
+    weights = {t.name for t in graph.initializer}
+    # ORT's dynamic quantizer first rewrites each Gemm as a MatMul named `<gemm>_MatMul` (plus an Add)
+    return [
+        n.name + ("_MatMul" if dynamic and n.op_type == "Gemm" else "")
+        for n in graph.node
+        if n.op_type in ("MatMul", "Gemm") and any(i in weights for i in n.input)
+    ]
+
+
+def ort_logits(model_dir: Path, enc: dict, batch_size: int = 32) -> np.ndarray:
+    """A classifier graph's logits on numpy encodings, ONNX Runtime on the CPU."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(model_dir / "model.onnx"), providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
+    n = len(enc["input_ids"])
+    return np.concatenate(
+        [
+            session.run(None, {k: enc[k][i : i + batch_size] for k in names})[0]
+            for i in range(0, n, batch_size)
+        ]
+    )
+
+
+def ort_int8(src: Path, work: Path, config: ExportConfig, ctx) -> Path:
+    """ORT dynamic or static int8 of `src`; with fallback_budget, accuracy-aware (slimbench.optimize.fallback)."""
+    if config.quantize == "dynamic-int8":
+        settings = ({"per_channel": config.per_channel},)
+
+        def build(setting, exclude, only):
+            dst = work / ("probe" if only is not None else "quantized")
+            return _quantize_dynamic(src, dst, setting["per_channel"], exclude, only)
+
+    else:
+        texts = ctx.train_data.texts if ctx.train_data is not None else ctx.sample_texts
+        settings = calibration_settings(config, len(texts))
+
+        def build(setting, exclude, only):
+            dst = work / ("probe" if only is not None else "quantized")
+            cache = work / "calibration-{method}-{samples}-{per_channel}.json".format(**setting)
+            return _quantize_static(src, dst, setting, texts, ctx.tokenizer, exclude, only, cache)
+
+    if config.fallback_budget is None:
+        ctx.notes["quantization_settings"] = settings[0]
+        return build(settings[0], [], None)
+    layers = weight_matmuls(src / "model.onnx", dynamic=config.quantize == "dynamic-int8")
+    return accuracy_aware(Quantizer(layers, build, ort_logits, settings), src, ctx, config.fallback_budget,
+                          config.max_fp32_layers, what=f"ORT {config.quantize}")  # fmt: skip
+
+
 @register("export", ExportConfig, takes=("torch",), gives="onnx")
 def export(model, config: ExportConfig, ctx):
-    """ONNX export through optimum, ORT graph optimization O1-O4, optional ORT dynamic int8."""
+    """ONNX export through optimum, ORT graph optimization O1-O4, optional ORT dynamic or static int8
+    (accuracy-aware with `fallback_budget`)."""
     from optimum.exporters.onnx import onnx_export_from_model
     from optimum.onnxruntime import ORTOptimizer
     from optimum.onnxruntime.configuration import AutoOptimizationConfig
@@ -197,21 +302,8 @@ def export(model, config: ExportConfig, ctx):
         raise RuntimeError(
             f"ONNX logits differ from PyTorch by {diff:.3g} > parity_atol {config.parity_atol:g}"
         )
-    if config.quantize == "dynamic-int8" and config.fallback_budget is not None:
-        from slimbench.optimize.fallback import quantize_with_fallback
-
-        current = quantize_with_fallback(current, work, config, ctx, _quantize_dynamic)
-    elif config.quantize == "dynamic-int8":
-        current = _quantize_dynamic(current, work / "quantized", config.per_channel)
-    elif config.quantize == "static-int8":
-        texts = ctx.train_data.texts if ctx.train_data is not None else ctx.sample_texts
-        calibration = [
-            texts[i] for i in range(0, len(texts), max(1, len(texts) // config.calibration_samples))
-        ]
-        current = _quantize_static(
-            current, work / "quantized", config.per_channel, calibration, ctx.tokenizer
-        )
     if config.quantize:
+        current = ort_int8(current, work, config, ctx)
         ctx.notes["dtype"] = "int8"
         ctx.notes["int8_max_abs_logit_diff"] = parity(current)
     return ort_cls.from_pretrained(current, provider="CPUExecutionProvider")

@@ -1,100 +1,134 @@
-"""Accuracy-aware int8, the "fallback" strategy of Intel Neural Compressor: quantize every layer; where
-the int8 model falls below the budget, measure what each layer costs on its own (that layer alone in
-int8, logit error against fp32 on a calibration slice), then keep the most sensitive layers in fp32,
-one at a time, until the model keeps `budget` of the fp32 model's accuracy. The manifest records which
-layers stayed in fp32, their sensitivities and the accuracy after each step.
+"""Accuracy-aware quantization, the "fallback" strategy of Intel Neural Compressor, for every quantizer
+slimbench has (ORT dynamic and static int8, PyTorch dynamic int8, torchao, bitsandbytes).
+
+1. Quantize every layer with each setting in `settings` (calibration choices for static int8), cheapest
+   first, until one keeps `budget` of the unquantized model's accuracy on labelled data.
+2. If none does: measure what each layer costs on its own (that layer alone quantized, logit error against
+   the unquantized model on a calibration slice) under the best setting, then keep the most sensitive
+   layers in higher precision, one at a time, until the budget holds (at most `max_fp32_layers`).
+
+A quantizer is two functions: `build(setting, exclude, only)` -> a model handle with every layer but
+`exclude` quantized (or only `only`), and `logits(handle, encodings)`. The manifest (`notes.fallback`)
+records the settings tried, the layers left in higher precision, every sensitivity and the accuracy after
+each step.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
 MAX_SAMPLES = 512  # labelled examples scored per candidate (evenly spaced over the data)
 CALIBRATION = 32  # of those, the ones each layer's sensitivity is measured on
+MAX_LENGTH = 128  # tokens per example
 
 
-def weight_matmuls(model: Path) -> list[str]:
-    """Names of the MatMul and Gemm nodes that multiply by a weight (an initializer): what int8 quantizes."""
-    import onnx
+@dataclass
+class Quantizer:
+    """One quantizer seen by the fallback loop."""
 
-    graph = onnx.load(str(model), load_external_data=False).graph
-    weights = {t.name for t in graph.initializer}
-    # ORT's dynamic quantizer first rewrites each Gemm as a MatMul named `<gemm>_MatMul` (plus an Add):
-    # that is the name its nodes_to_quantize / nodes_to_exclude match
-    return [
-        n.name + ("_MatMul" if n.op_type == "Gemm" else "")
-        for n in graph.node
-        if n.op_type in ("MatMul", "Gemm") and any(i in weights for i in n.input)
-    ]
+    layers: list[str]  # what may stay in higher precision, in model order
+    build: Callable[..., Any]  # (setting: dict, exclude: list[str], only: list[str] | None) -> handle
+    logits: Callable[[Any, dict], np.ndarray]  # (handle, numpy encodings) -> [n, labels]
+    settings: tuple[dict, ...] = ({},)  # tried in this order (cheapest first) before any layer falls back
 
 
-def quantize_with_fallback(fp32: Path, work: Path, config, ctx, quantize) -> Path:
-    """`quantize(src, dst, per_channel, exclude=(), only=None) -> dst` is ORT dynamic int8."""
-    import onnxruntime as ort
+def check_fallback_fields(budget: float | None, max_fp32_layers: int) -> None:
+    """The two recipe fields every quantizing step takes, validated alike."""
+    if budget is not None and not 0 < budget <= 1:
+        raise ValueError(f"fallback_budget must be in (0, 1], got {budget}")
+    if max_fp32_layers < 1:
+        raise ValueError(f"max_fp32_layers must be >= 1, got {max_fp32_layers}")
 
+
+def labelled_encodings(ctx) -> tuple[dict, np.ndarray, str]:
+    """Up to MAX_SAMPLES labelled examples (eval data, else training data), tokenized as numpy."""
     if ctx.task.name != "text-classification":
         raise ValueError(f"fallback_budget scores text classification, not {ctx.task.name}")
     data, source = (ctx.eval_data, "eval") if ctx.eval_data is not None else (ctx.train_data, "train")
     if data is None:
         raise ValueError("fallback_budget needs labelled data: pass --eval-data (or --train-data)")
     picked = np.linspace(0, len(data) - 1, min(len(data), MAX_SAMPLES)).round().astype(int)
-    labels = np.asarray(data.labels)[picked]
-    enc = ctx.tokenizer([data.texts[i] for i in picked], max_length=128, truncation=True, padding="max_length",
+    enc = ctx.tokenizer([data.texts[i] for i in picked], max_length=MAX_LENGTH, truncation=True, padding=True,
                         return_tensors="np")  # fmt: skip
+    return dict(enc), np.asarray(data.labels)[picked], source
 
-    def logits(model_dir: Path, rows: slice = slice(None)) -> np.ndarray:
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 0
-        session = ort.InferenceSession(
-            str(model_dir / "model.onnx"), options, providers=["CPUExecutionProvider"]
-        )
-        names = [i.name for i in session.get_inputs()]
-        feed = {k: enc[k][rows] for k in names}
-        n = len(feed[names[0]])
-        return np.concatenate(
-            [session.run(None, {k: v[i : i + 32] for k, v in feed.items()})[0] for i in range(0, n, 32)]
-        )
 
-    def accuracy(model_dir: Path) -> float:
-        return float((logits(model_dir).argmax(-1) == labels).mean())
+def rows(enc: dict, selection: slice) -> dict:
+    return {k: v[selection] for k, v in enc.items()}
 
-    reference = logits(fp32)
+
+def torch_logits(model, enc: dict, batch_size: int = 32) -> np.ndarray:
+    """Logits of a PyTorch classifier (quantized or not) on numpy encodings, on the model's device."""
+    import torch
+
+    names = ("input_ids", "attention_mask", "token_type_ids")
+    device = getattr(model, "device", "cpu")  # a quantized transformers model may sit on the GPU
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(enc["input_ids"]), batch_size):
+            batch = {k: torch.from_numpy(enc[k][i : i + batch_size]).to(device) for k in names if k in enc}
+            out.append(model(**batch).logits.float().cpu().numpy())
+    return np.concatenate(out)
+
+
+def accuracy_aware(quantizer: Quantizer, reference_handle, ctx, budget: float, max_fp32_layers: int,
+                   what: str = "int8") -> Any:  # fmt: skip
+    """The quantized handle that keeps `budget` of `reference_handle`'s accuracy; raises ValueError naming
+    what was tried where nothing does. Records `notes.fallback` in the manifest."""
+    enc, labels, source = labelled_encodings(ctx)
+
+    def accuracy(handle) -> float:
+        return float((quantizer.logits(handle, enc).argmax(-1) == labels).mean())
+
+    reference = quantizer.logits(reference_handle, enc)
     fp32_accuracy = float((reference.argmax(-1) == labels).mean())
-    target = config.fallback_budget * fp32_accuracy
-    current = quantize(fp32, work / "quantized", config.per_channel)
-    int8_accuracy = accuracy(current)
-    notes = {"budget": config.fallback_budget, "data": source, "samples": len(picked),
-             "fp32_accuracy": fp32_accuracy, "int8_everywhere_accuracy": int8_accuracy, "int8_accuracy": int8_accuracy,
-             "fp32_layers": [], "steps": []}  # fmt: skip
-    if int8_accuracy < target:
-        calibration = slice(0, min(CALIBRATION, len(picked)))
+    target = budget * fp32_accuracy
+    notes: dict[str, Any] = {"quantization": what, "budget": budget, "data": source, "samples": len(labels),
+                             "fp32_accuracy": fp32_accuracy, "settings_tried": [], "fp32_layers": [], "steps": []}  # fmt: skip
+    best = None
+    for setting in quantizer.settings:
+        handle = quantizer.build(setting, exclude=[], only=None)
+        acc = accuracy(handle)
+        notes["settings_tried"].append({**setting, "accuracy": acc})
+        if best is None or acc > best[1]:
+            best = (setting, acc, handle)
+        if acc >= target:
+            break
+    setting, acc, current = best
+    notes["setting"] = setting
+    notes["quantized_everywhere_accuracy"] = acc
+    if acc < target:
+        calibration = slice(0, min(CALIBRATION, len(labels)))
+        calib_enc, calib_ref = rows(enc, calibration), reference[calibration]
         sensitivity = {}
-        for node in tqdm(weight_matmuls(fp32 / "model.onnx"), desc="int8 sensitivity", unit="layer"):
-            probe = quantize(fp32, work / "probe", config.per_channel, only=[node])
-            sensitivity[node] = float(((logits(probe, calibration) - reference[calibration]) ** 2).mean())
+        for layer in tqdm(quantizer.layers, desc=f"{what} sensitivity", unit="layer"):
+            probe = quantizer.build(setting, exclude=[], only=[layer])
+            sensitivity[layer] = float(((quantizer.logits(probe, calib_enc) - calib_ref) ** 2).mean())
         order = sorted(sensitivity, key=sensitivity.get, reverse=True)
-        notes["sensitivity"] = {node: sensitivity[node] for node in order}
-        for node in order[: config.max_fp32_layers]:
-            notes["fp32_layers"].append(node)
-            current = quantize(fp32, work / "quantized", config.per_channel, exclude=notes["fp32_layers"])
-            int8_accuracy = accuracy(current)
-            notes["steps"].append({"fp32_layer": node, "accuracy": int8_accuracy})
-            if int8_accuracy >= target:
+        notes["sensitivity"] = {layer: sensitivity[layer] for layer in order}
+        for layer in order[:max_fp32_layers]:
+            notes["fp32_layers"].append(layer)
+            current = quantizer.build(setting, exclude=list(notes["fp32_layers"]), only=None)
+            acc = accuracy(current)
+            notes["steps"].append({"fp32_layer": layer, "accuracy": acc})
+            if acc >= target:
                 break
-        notes["int8_accuracy"] = int8_accuracy
-        if int8_accuracy < target:
+        if acc < target:
             raise ValueError(
-                f"fallback: with {len(notes['fp32_layers'])} layers in fp32 the int8 model keeps "
-                f"{int8_accuracy / fp32_accuracy:.2%} of the fp32 accuracy on {len(picked)} {source} examples, "
-                f"below {config.fallback_budget:.0%} (kept in fp32: {', '.join(notes['fp32_layers'])}); raise "
-                "max_fp32_layers or choose another recipe"
+                f"fallback: with {len(notes['fp32_layers'])} layers unquantized the {what} model keeps "
+                f"{acc / fp32_accuracy:.2%} of the unquantized accuracy on {len(labels)} {source} examples, "
+                f"below {budget:.0%} (kept: {', '.join(notes['fp32_layers'])}); raise max_fp32_layers or choose "
+                "another recipe"
             )
+    notes["accuracy"] = acc
     notes["reason"] = (
-        "int8 everywhere kept the budget" if not notes["fp32_layers"]
-        else "the most sensitive layers, kept in fp32 until the budget was kept"
+        f"{what} everywhere kept the budget" if not notes["fp32_layers"]
+        else "the most sensitive layers, left unquantized until the budget was kept"
     )  # fmt: skip
     ctx.notes["fallback"] = notes
     return current

@@ -6,13 +6,20 @@ time; the matmuls run in fbgemm (x86) or qnnpack (ARM) int8 kernels.
 
 from __future__ import annotations
 
+import copy
 import warnings
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
 
+from slimbench.optimize.fallback import Quantizer, accuracy_aware, check_fallback_fields, torch_logits
 from slimbench.optimize.registry import register
+
+
+def linear_layers(model, exclude=()) -> list[str]:
+    """Names of the model's nn.Linear modules (what int8 and 4-bit quantizers replace), in order."""
+    return [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and n not in exclude]
 
 
 @dataclass(frozen=True)
@@ -21,6 +28,13 @@ class DynamicInt8Config:
 
     engine: Literal["x86", "fbgemm", "qnnpack"] = "x86"
     per_channel: bool = False
+    # keep the most sensitive Linear layers in fp32 until the int8 model keeps this share of the fp32
+    # accuracy on labelled data (slimbench.optimize.fallback); null: every Linear in int8
+    fallback_budget: float | None = None
+    max_fp32_layers: int = 8
+
+    def __post_init__(self):
+        check_fallback_fields(self.fallback_budget, self.max_fp32_layers)
 
 
 @register("dynamic-int8", DynamicInt8Config, takes=("torch",), gives="torch-int8")
@@ -42,13 +56,24 @@ def dynamic_int8(model, config: DynamicInt8Config, ctx):
         if config.per_channel
         else torch.ao.quantization.default_dynamic_qconfig
     )
-    with warnings.catch_warnings():
-        # torch.ao eager quantization is deprecated in favour of torchao, whose int8 path has
-        # no fast CPU kernel; the eager one is still the fastest int8 CPU path in PyTorch.
-        warnings.simplefilter("ignore")
-        quantized = torch.ao.quantization.quantize_dynamic(
-            model.float().eval(), {torch.nn.Linear: qconfig}, dtype=torch.qint8
-        )
+    model = model.float().eval()
+    layers = linear_layers(model)
+
+    def build(setting, exclude, only):
+        chosen = [n for n in layers if n not in exclude and (only is None or n in only)]
+        with warnings.catch_warnings():
+            # torch.ao eager quantization is deprecated in favour of torchao, whose int8 path has
+            # no fast CPU kernel; the eager one is still the fastest int8 CPU path in PyTorch.
+            warnings.simplefilter("ignore")
+            return torch.ao.quantization.quantize_dynamic(
+                copy.deepcopy(model), dict.fromkeys(chosen, qconfig), dtype=torch.qint8
+            )
+
+    if config.fallback_budget is None:
+        quantized = build({}, [], None)
+    else:
+        quantized = accuracy_aware(Quantizer(layers, build, torch_logits), model, ctx, config.fallback_budget,
+                                   config.max_fp32_layers, what="torch dynamic int8")  # fmt: skip
     ctx.notes["quantized_engine"] = config.engine
     ctx.notes["dtype"] = "int8"
     return quantized
@@ -69,8 +94,13 @@ class QuantizeConfig:
     compute_dtype: Literal["float32", "float16", "bfloat16"] = "float32"  # bitsandbytes 4-bit
     scheme: Literal["int8-weight-only", "int8-dynamic", "int4-weight-only"] = "int8-weight-only"  # torchao
     group_size: int = 128  # torchao int4
+    # keep the most sensitive Linear layers in the compute dtype until the quantized model keeps this share
+    # of the unquantized accuracy on labelled data (slimbench.optimize.fallback); null: no fallback
+    fallback_budget: float | None = None
+    max_fp32_layers: int = 8
 
     def __post_init__(self):
+        check_fallback_fields(self.fallback_budget, self.max_fp32_layers)
         if self.llm_int8_threshold <= 0:
             raise ValueError(f"llm_int8_threshold must be > 0, got {self.llm_int8_threshold}")
         if self.group_size not in (32, 64, 128, 256):
@@ -81,7 +111,8 @@ class QuantizeConfig:
             from transformers import BitsAndBytesConfig
 
             if self.bits == 8:
-                return BitsAndBytesConfig(load_in_8bit=True, llm_int8_threshold=self.llm_int8_threshold)
+                return BitsAndBytesConfig(load_in_8bit=True, llm_int8_threshold=self.llm_int8_threshold,
+                                          llm_int8_skip_modules=skip_modules)  # fmt: skip
             return BitsAndBytesConfig(
                 load_in_4bit=True,
                 bnb_4bit_quant_type=self.quant_type,
@@ -101,7 +132,7 @@ class QuantizeConfig:
             "int8-dynamic": Int8DynamicActivationInt8WeightConfig,
             "int4-weight-only": lambda: Int4WeightOnlyConfig(group_size=self.group_size),
         }[self.scheme]()
-        return TorchAoConfig(quant_type=scheme)
+        return TorchAoConfig(quant_type=scheme, modules_to_not_convert=skip_modules)
 
 
 @register("quantize", QuantizeConfig, takes=("torch",))
@@ -113,24 +144,35 @@ def quantize(model, config: QuantizeConfig, ctx):
     staged = ctx.workdir / "quantize-source"
     model.save_pretrained(staged, safe_serialization=True)
     device = str(Device.best())
-    skip = None
+    from transformers.integrations import get_keys_to_not_convert
+
+    base = get_keys_to_not_convert(model)  # what transformers leaves unquantized by default (the head)
     if config.backend == "bitsandbytes" and config.bits == 4:
         # bitsandbytes packs 4-bit weights in blocks of 64 along the input; its AVX-512-BF16 CPU kernel
         # fails on layers with fewer (or a remainder), so those stay in the compute dtype
-        small = [
-            n
-            for n, m in model.named_modules()
-            if isinstance(m, torch.nn.Linear) and m.in_features % BNB_BLOCK
-        ]
+        small = [n for n in linear_layers(model) if model.get_submodule(n).in_features % BNB_BLOCK]
         if small:
-            from transformers.integrations import get_keys_to_not_convert
-
-            skip = get_keys_to_not_convert(model) + small
+            base = base + small
             ctx.notes["not_quantized"] = small
-    quantized = ctx.task.auto_class().from_pretrained(
-        staged, quantization_config=config.transformers_config(skip), device_map=device
+    layers = [n for n in linear_layers(model) if not any(k == n or n.startswith(k + ".") for k in base)]
+
+    def build(setting, exclude, only):
+        skip = base + [n for n in layers if n in exclude or (only is not None and n not in only)]
+        return (
+            ctx.task.auto_class()
+            .from_pretrained(staged, quantization_config=config.transformers_config(skip), device_map=device)
+            .eval()
+        )
+
+    what = (
+        f"bitsandbytes int{config.bits}" if config.backend == "bitsandbytes" else f"torchao {config.scheme}"
     )
+    if config.fallback_budget is None:
+        quantized = build({}, [], None)
+    else:
+        quantized = accuracy_aware(Quantizer(layers, build, torch_logits), model, ctx, config.fallback_budget,
+                                   config.max_fp32_layers, what=what)  # fmt: skip
     ctx.notes["dtype"] = f"int{config.bits}" if config.backend == "bitsandbytes" else config.scheme
     ctx.notes["quantization"] = config.backend
     ctx.notes["quantization_device"] = device
-    return quantized.eval()
+    return quantized
