@@ -164,6 +164,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="search recipes: share of the baseline's metric the winner must keep (default: 0.99)")  # fmt: skip
     p.add_argument("--max-minutes", type=float, default=None,
                    help="search recipes: start no new candidate after this many minutes (default: no limit)")  # fmt: skip
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="search recipes: the batch size the winner must be fastest at (default: the recipe's)")  # fmt: skip
+    p.add_argument("--seq-len", type=int, default=None,
+                   help="search recipes: the sequence length it is measured at (default: the recipe's)")  # fmt: skip
     _add_overwrite(p)
 
     p = sub.add_parser(
@@ -302,8 +306,10 @@ def _sample_texts(path: Path | None) -> list[str]:
 
 
 def cmd_optimize(args) -> int:
+    import dataclasses
+
     from slimbench.core.checkpoint import Checkpoint
-    from slimbench.optimize.recipes import load_recipe
+    from slimbench.optimize.recipes import Search, load_recipe
     from slimbench.pipeline import MIN_AGREEMENT, run
 
     recipe = load_recipe(args.recipe)  # validated before any model loads
@@ -314,6 +320,16 @@ def cmd_optimize(args) -> int:
         raise SlimbenchError(f"--budget must be in (0, 1], got {args.budget}")
     if args.max_minutes is not None and args.max_minutes < 0:
         raise SlimbenchError(f"--max-minutes must be >= 0, got {args.max_minutes}")
+    for flag, value in (("--batch-size", args.batch_size), ("--seq-len", args.seq_len)):
+        if value is not None and value < 1:
+            raise SlimbenchError(f"{flag} must be >= 1, got {value}")
+    if (args.batch_size or args.seq_len) and not isinstance(recipe, Search):
+        raise SlimbenchError(
+            f"--batch-size and --seq-len choose a search's workload; {recipe.name!r} is not a search"
+        )
+    if isinstance(recipe, Search):
+        recipe = dataclasses.replace(recipe, batch_size=args.batch_size or recipe.batch_size,
+                                     seq_len=args.seq_len or recipe.seq_len)  # fmt: skip
     checkpoint = Checkpoint.open(args.checkpoint, args.task, args.trust_remote_code, args.allow_pickle)
     train = None
     if args.train_data is not None:

@@ -231,3 +231,44 @@ def test_report_budget_for_perplexity_is_at_most_one_percent_more():
     assert dict(zip(t["variant"], t["within_budget"], strict=True)) == {
         "baseline": True, "a": True, "b": False, "c": True,
     }  # fmt: skip
+
+
+def test_last_position_prefill_matches_the_full_one(llama_variants, tiny_llama, tmp_path):
+    """The exported prefill projects only the last position (what generate() reads); fed
+    logits_to_keep = 0 it gives every position. Against a graph exported with every position: the same
+    next token through the standard loader, the same logits at every position, the same perplexity."""
+    import onnxruntime as ort
+    from optimum.onnxruntime import ORTModelForCausalLM
+
+    from slimbench.backends import load
+    from slimbench.backends.ort import full_logits
+    from slimbench.optimize.recipes import parse_recipe
+    from slimbench.tasks import get_task
+
+    full = optimize(Checkpoint.open(tiny_llama), parse_recipe({"name": "onnx-full", "steps": [
+        {"export": {"logits_to_keep": 0}}]}), tmp_path, sample_texts=TEXTS, log=lambda *_: None)  # fmt: skip
+    last = llama_variants["onnx"]
+    overridable = {
+        name: {
+            i.name for i in ort.InferenceSession(str(v.path / "model.onnx")).get_overridable_initializers()
+        }
+        for name, v in (("last", last), ("full", full))
+    }
+    assert "logits_to_keep" in overridable["last"] and "logits_to_keep" not in overridable["full"]
+    tok = Checkpoint.open(tiny_llama).load_tokenizer()
+    tok.padding_side = "left"
+    enc = tok(TEXTS[:3], return_tensors="pt", padding=True)
+    plain = {n: ORTModelForCausalLM.from_pretrained(v.path) for n, v in (("last", last), ("full", full))}
+    assert plain["last"](**enc).logits.shape[1] == 1  # the standard loader: the last position only
+    assert plain["full"](**enc).logits.shape[1] == enc["input_ids"].shape[1]
+    assert torch.equal(
+        plain["last"](**enc).logits[:, -1].argmax(-1), plain["full"](**enc).logits[:, -1].argmax(-1)
+    )
+    torch.testing.assert_close(
+        full_logits(plain["last"], enc), plain["full"](**enc).logits, rtol=0, atol=1e-5
+    )
+    eval_path = tmp_path / "eval.jsonl"
+    eval_path.write_text("".join(json.dumps({"text": " ".join(TEXTS) * 3}) + "\n" for _ in range(4)))
+    task = get_task("causal-lm")
+    scores = [task.score(load(v.path), eval_path, 32)["metric"] for v in (last, full)]
+    assert scores[0] == pytest.approx(scores[1], rel=1e-6)

@@ -41,7 +41,7 @@ def test_grid_expands_to_validated_candidates():
 
 def test_builtin_search_is_listed_and_loads():
     assert "fastest-within-1pct" in builtin_searches()
-    assert len(load_recipe("fastest-within-1pct").candidates) == 6
+    assert len(load_recipe("fastest-within-1pct").candidates) == 8
 
 
 def test_choose_takes_the_fastest_within_budget():
@@ -62,49 +62,61 @@ def test_choose_takes_the_fastest_within_budget():
     assert choose([rec("a", 1, 0.5)], ["a"], 32, 128)[0] is None
 
 
-def test_search_end_to_end_on_a_tiny_model(tiny_bert, eval_jsonl, tmp_path):
-    from slimbench.bench.runner import read_results
+def test_search_order_most_pruned_first():
+    from slimbench.optimize.search import search_order
+
+    search = parse_search(GRID, "test")
+    assert search.levels == (0, 0, 1, 1) and search.finishes == (0, 1, 0, 1)
+    assert [search.candidates[i].name for i in search_order(search)] == [
+        "tiny-search-03", "tiny-search-04", "tiny-search-01", "tiny-search-02"
+    ]  # fmt: skip
+    unpruned = parse_search(
+        {"name": "u", "grid": {**GRID["grid"], "prune": [None, GRID["grid"]["prune"][0]]}}, "t"
+    )
+    assert [s.name for s in unpruned.candidates[0].steps] == ["export"]  # null: the finish alone
+
+
+def _search(tiny_bert, eval_jsonl, tmp_path, **kw):
     from slimbench.bench.timing import TimingPlan
     from slimbench.core.checkpoint import Checkpoint
     from slimbench.core.data import LabelledText
     from slimbench.optimize.search import run_search
 
-    search = parse_search(GRID, "test")
-    train = LabelledText(TEXTS * 2, [i % len(LABELS) for i in range(len(TEXTS) * 2)])
-    kwargs = {"plan": TimingPlan(warmup=1, min_reps=2, min_seconds=0), "num_threads": 1, "progress": False}
-    try:
-        final = run_search(search, Checkpoint.open(tiny_bert), tmp_path, eval_path=eval_jsonl, train_data=train,
-                           sample_texts=TEXTS, bench_kwargs=kwargs, log=lambda *_: None)  # fmt: skip
-    except Exception as e:  # a random tiny model may keep no candidate within budget: that is a valid answer
-        assert "no candidate kept 99%" in str(e)
-        final = None
-    records = read_results(tmp_path / "tiny-search.jsonl")
-    measured = {r["variant"] for r in records}
-    assert measured == {"baseline", *[c.name for c in search.candidates]}  # every candidate is a record
-    if final is not None:
-        manifest = json.loads((final / "slimbench.json").read_text())
-        chosen = manifest["search"]["chosen"]
-        assert chosen in measured and len(manifest["search"]["candidates"]) == 4
-        within = [row for row in manifest["search"]["candidates"] if row["within_budget"]]
-        assert within[0]["variant"] == chosen
-
-
-def test_search_time_budget_builds_at_least_one_and_names_the_rest(tiny_bert, eval_jsonl, tmp_path):
-    from slimbench.bench.timing import TimingPlan
-    from slimbench.core.checkpoint import Checkpoint
-    from slimbench.core.data import LabelledText
-    from slimbench.optimize.search import run_search
-
-    search = parse_search(GRID, "test")
     train = LabelledText(TEXTS * 2, [i % len(LABELS) for i in range(len(TEXTS) * 2)])
     kwargs = {"plan": TimingPlan(warmup=1, min_reps=2, min_seconds=0), "num_threads": 1, "progress": False}
     logs = []
-    final = run_search(search, Checkpoint.open(tiny_bert), tmp_path, eval_path=eval_jsonl, train_data=train,
-                       sample_texts=TEXTS, bench_kwargs=kwargs, budget=0.5, max_minutes=0, log=logs.append)  # fmt: skip
-    manifest = json.loads((final / "slimbench.json").read_text())["search"]
-    assert manifest["not_built_time_budget"] == [c.name for c in search.candidates[1:]]
-    assert manifest["chosen"] == "tiny-search-01" and "metric >= 50% of baseline" in manifest["rule"]
-    assert any("time budget of 0 min spent; not built: tiny-search-02" in line for line in logs)
+    final = run_search(parse_search(GRID, "test"), Checkpoint.open(tiny_bert), tmp_path, eval_path=eval_jsonl,
+                       train_data=train, sample_texts=TEXTS, bench_kwargs=kwargs, log=logs.append, **kw)  # fmt: skip
+    return json.loads((final / "slimbench.json").read_text())["search"], logs
+
+
+def test_search_stops_early_where_a_candidate_cannot_win(tiny_bert, eval_jsonl, tmp_path):
+    """Within a 1% budget of a random model every candidate keeps it: the most pruned of each finish is
+    built and measured, the less pruned cannot be faster and are not built."""
+    from slimbench.bench.runner import read_results
+
+    manifest, logs = _search(tiny_bert, eval_jsonl, tmp_path, budget=0.01)
+    measured = {r["variant"] for r in read_results(tmp_path / "tiny-search.jsonl")}
+    assert measured == {"baseline", "tiny-search-03", "tiny-search-04"}
+    assert set(manifest["not_built_cannot_win"]) == {"tiny-search-01", "tiny-search-02"}
+    assert (
+        "tiny-search-03 (same finish, pruned further) kept the budget"
+        in manifest["not_built_cannot_win"]["tiny-search-01"]
+    )
+    assert not (tmp_path / "tiny-search-01").exists()
+    assert manifest["chosen"] in measured and len(manifest["candidates"]) == 2
+    assert manifest["candidates"][0]["variant"] == manifest["chosen"]  # the fastest, all within budget
+    assert any("2 measured, 2 could not win, 0 refused, 0 out of time" in line for line in logs)
+
+
+def test_search_time_budget_builds_at_least_one_and_names_the_rest(tiny_bert, eval_jsonl, tmp_path):
+    manifest, logs = _search(tiny_bert, eval_jsonl, tmp_path, budget=0.01, max_minutes=0)
+    assert manifest["not_built_time_budget"] == ["tiny-search-04", "tiny-search-02"]
+    assert list(manifest["not_built_cannot_win"]) == ["tiny-search-01"]
+    assert manifest["chosen"] == "tiny-search-03" and "metric >= 1% of baseline" in manifest["rule"]
     assert any(
-        line.startswith("tiny-search: chose tiny-search-01: ") and "(budget 50%)" in line for line in logs
+        "time budget of 0 min spent; not built: tiny-search-04, tiny-search-02" in line for line in logs
+    )
+    assert any(
+        line.startswith("tiny-search: chose tiny-search-03: ") and "(budget 1%)" in line for line in logs
     )

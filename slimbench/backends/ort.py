@@ -13,6 +13,50 @@ def provider(device: Device) -> str:
     return "CUDAExecutionProvider" if device.is_cuda else "CPUExecutionProvider"
 
 
+def full_logits(model, batch: dict):
+    """Logits at every position. A causal-LM graph whose prefill keeps only the last positions (an
+    overridable `logits_to_keep` initializer, see slimbench.optimize.export.keep_last_logits) is run once
+    with `logits_to_keep = 0` and an empty cache; any other graph through its ORTModel."""
+    import numpy as np
+
+    session = getattr(model, "session", None)
+    if session is None or "logits_to_keep" not in {i.name for i in session.get_overridable_initializers()}:
+        return model(**batch).logits
+    as_torch = hasattr(batch["input_ids"], "numpy")
+    ids = np.asarray(batch["input_ids"].cpu() if as_torch else batch["input_ids"])
+    mask = np.asarray(batch["attention_mask"].cpu() if as_torch else batch["attention_mask"])
+    dtypes = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(bfloat16)": np.float32}
+    feed = {"logits_to_keep": np.array(0, dtype=np.int64)}
+    for i in session.get_inputs():
+        if i.name == "input_ids":
+            feed[i.name] = ids
+        elif i.name == "attention_mask":
+            feed[i.name] = mask
+        elif i.name == "position_ids":  # as optimum makes them: 0.. over real tokens, 1 at padding
+            feed[i.name] = np.where(mask == 0, 1, mask.cumsum(-1) - 1).astype(np.int64)
+        elif i.name.startswith("past_key_values"):  # [batch, heads, 0, head_dim]: an empty cache
+            feed[i.name] = np.zeros((len(ids), i.shape[1], 0, i.shape[3]), dtype=dtypes[i.type])
+    out = session.run(["logits"], feed)[0]
+    if as_torch:
+        import torch
+
+        return torch.from_numpy(out).to(batch["input_ids"].device)
+    return out
+
+
+def session_options(num_threads: int | None = None):
+    """ONNX Runtime session options: warnings off (a `logits_to_keep` graph input that is also an
+    initializer is intended, and ORT warns of it at every load), `num_threads` intra-op threads."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if num_threads:
+        options.intra_op_num_threads = num_threads
+        options.inter_op_num_threads = 1
+    return options
+
+
 class OnnxRuntime(Backend):
     kind = "onnx"
     loader = "optimum.onnxruntime.ORTModelFor*.from_pretrained"
@@ -34,18 +78,12 @@ class OnnxRuntime(Backend):
         model.save_pretrained(path)
 
     def load(self, model_dir, manifest, task, tokenizer, config, device, num_threads=None) -> Loaded:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        if num_threads:
-            options.intra_op_num_threads = num_threads
-            options.inter_op_num_threads = 1
-        kwargs = {"provider": provider(device), "session_options": options}
+        kwargs = {"provider": provider(device), "session_options": session_options(num_threads)}
         if device.is_cuda:
             kwargs["provider_options"] = {"device_id": device.index or 0}
         model = task.ort_class().from_pretrained(model_dir, **kwargs)
         gen = greedy_generate(model, tokenizer) if task.generates else None
-        forward = lambda b: model(**b).logits  # noqa: E731
+        forward = lambda b: full_logits(model, b)  # noqa: E731
         if device.is_cuda:
             return Loaded(manifest, config, tokenizer, forward, "pt", placer(device), gen)
         if task.generates:  # optimum's generate() takes torch tensors, its forward() numpy too

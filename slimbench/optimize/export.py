@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from slimbench.backends import Device
+from slimbench.backends.ort import full_logits, session_options
 from slimbench.optimize.fallback import Quantizer, accuracy_aware, check_fallback_fields
 from slimbench.optimize.registry import register
 
@@ -254,6 +255,62 @@ def ort_int8(src: Path, work: Path, config: ExportConfig, ctx) -> Path:
                           config.max_fp32_layers, what=f"ORT {config.quantize}")  # fmt: skip
 
 
+def keep_last_logits(model_path: Path, default: int) -> None:
+    """Make a causal LM graph's lm_head read only the last `logits_to_keep` positions (transformers'
+    `logits_to_keep`): the hidden states are sliced to `[-k:]` before the vocabulary projection, where k
+    is an overridable initializer (default `default`; 0 = every position). optimum's generate() never
+    feeds it, so a prefill of b x t tokens projects b positions instead of b x t; a caller that wants every
+    position (perplexity) feeds `logits_to_keep = 0`."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    model = onnx.load(str(model_path))
+    graph = model.graph
+    producers = [n for n in graph.node if "logits" in n.output]
+    if len(producers) != 1 or producers[0].op_type != "MatMul":
+        found = producers[0].op_type if producers else "nothing"
+        raise RuntimeError(f"keep_last_logits: expected the logits to come from one MatMul, found {found}")
+    head = producers[0]
+    weights = {t.name for t in graph.initializer}
+    hidden_index = next(i for i, name in enumerate(head.input) if name not in weights)
+    hidden = head.input[hidden_index]
+    graph.initializer.extend([
+        numpy_helper.from_array(np.array(default, dtype=np.int64), "logits_to_keep"),
+        numpy_helper.from_array(np.array([np.iinfo(np.int64).max], dtype=np.int64), "logits_to_keep/ends"),
+        numpy_helper.from_array(np.array([1], dtype=np.int64), "logits_to_keep/axes"),
+        numpy_helper.from_array(np.array([0], dtype=np.int64), "logits_to_keep/unsqueeze_axes"),
+    ])  # fmt: skip
+    # an initializer that is also a graph input can be overridden at run time (ONNX IR >= 4)
+    graph.input.append(helper.make_tensor_value_info("logits_to_keep", TensorProto.INT64, []))
+    graph.node.extend([
+        helper.make_node("Neg", ["logits_to_keep"], ["logits_to_keep/neg"], name="logits_to_keep/Neg"),
+        helper.make_node("Unsqueeze", ["logits_to_keep/neg", "logits_to_keep/unsqueeze_axes"],
+                         ["logits_to_keep/starts"], name="logits_to_keep/Unsqueeze"),
+        helper.make_node("Slice", [hidden, "logits_to_keep/starts", "logits_to_keep/ends", "logits_to_keep/axes"],
+                         ["logits_to_keep/hidden"], name="logits_to_keep/Slice"),
+    ])  # fmt: skip
+    head.input[hidden_index] = "logits_to_keep/hidden"
+    out = next(o for o in graph.output if o.name == "logits")
+    out.type.tensor_type.shape.dim[1].dim_param = "logits_positions"
+    # the nodes were appended after their consumer: sort them back into topological order
+    order, ready, pending = [], {i.name for i in graph.input} | weights | {"logits_to_keep"}, list(graph.node)
+    ready |= {t.name for t in graph.initializer}
+    while pending:
+        left = []
+        for node in pending:
+            if all(not i or i in ready for i in node.input):
+                order.append(node)
+                ready.update(node.output)
+            else:
+                left.append(node)
+        if len(left) == len(pending):
+            raise RuntimeError("keep_last_logits: the graph is not a DAG after the change")
+        pending = left
+    del graph.node[:]
+    graph.node.extend(order)
+    onnx.save(model, str(model_path))
+
+
 @register("export", ExportConfig, takes=("torch",), gives="onnx")
 def export(model, config: ExportConfig, ctx):
     """ONNX export through optimum, ORT graph optimization O1-O4, optional ORT dynamic or static int8
@@ -283,6 +340,9 @@ def export(model, config: ExportConfig, ctx):
         )
         ORTOptimizer.from_pretrained(current).optimize(level, work / "optimized_raw")
         current = _only_onnx(work / "optimized_raw", work / "optimized", "model_optimized.onnx")
+    if ctx.task.generates and config.logits_to_keep:
+        keep_last_logits(current / "model.onnx", config.logits_to_keep)
+        ctx.notes["logits_to_keep"] = config.logits_to_keep
     batch = ctx.sample_batch()
     with torch.inference_mode():
         reference = model(**batch).logits
@@ -292,7 +352,8 @@ def export(model, config: ExportConfig, ctx):
     real = batch["attention_mask"].bool()
 
     def parity(path: Path) -> float:
-        got = ort_cls.from_pretrained(path, provider="CPUExecutionProvider")(**batch).logits
+        got = full_logits(ort_cls.from_pretrained(path, provider="CPUExecutionProvider", session_options=session_options()),
+                          batch)  # fmt: skip
         diff = (torch.as_tensor(got) - reference).abs()
         return float(diff[real].max() if diff.dim() == 3 else diff.max())
 
@@ -306,4 +367,6 @@ def export(model, config: ExportConfig, ctx):
         current = ort_int8(current, work, config, ctx)
         ctx.notes["dtype"] = "int8"
         ctx.notes["int8_max_abs_logit_diff"] = parity(current)
-    return ort_cls.from_pretrained(current, provider="CPUExecutionProvider")
+    return ort_cls.from_pretrained(
+        current, provider="CPUExecutionProvider", session_options=session_options()
+    )

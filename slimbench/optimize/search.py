@@ -38,50 +38,77 @@ def choose(
     return winner, table
 
 
+def with_budget(recipe, budget: float):
+    """The candidate with every accuracy-aware step held to the search's budget."""
+    import dataclasses
+
+    calls = tuple(
+        dataclasses.replace(c, config=dataclasses.replace(c.config, fallback_budget=budget))
+        if getattr(c.config, "fallback_budget", None) is not None else c
+        for c in recipe.steps
+    )  # fmt: skip
+    return dataclasses.replace(recipe, steps=calls)
+
+
+def search_order(search: Search) -> list[int]:
+    """Candidates most pruned first, then in the grid's order of finishes: once a finish keeps the budget at
+    one pruning level, its less pruned candidates are slower and cannot win."""
+    n = len(search.candidates)
+    levels, finishes = search.levels or (0,) * n, search.finishes or tuple(range(n))
+    return sorted(range(n), key=lambda i: (-levels[i], finishes[i]))
+
+
 def run_search(search: Search, checkpoint, out_dir: Path, *, eval_path: Path, train_data, sample_texts,
                bench_kwargs: dict, gate_kwargs: dict | None = None, budget: float = BUDGET,
                max_minutes: float | None = None, log=print) -> Path:  # fmt: skip
-    """Build, measure and choose; the winner is copied to `<out_dir>/<search.name>/`. With
-    `max_minutes`, no candidate is started once that much time has gone (at least one is built);
-    the ones left are named in the winner's manifest and the log."""
+    """Build, measure and choose; the winner is copied to `<out_dir>/<search.name>/`.
+
+    Candidates are built and measured one at a time, most pruned first (`search_order`); a candidate that
+    cannot win (a more pruned one with the same finish kept the budget) is not built. With `max_minutes`,
+    no candidate is started once that much time has gone (at least one is built). A candidate refused by
+    the agreement check or whose accuracy-aware step could not keep the budget is named, not measured.
+    Every candidate's fate is in the winner's manifest and the log. Accuracy-aware steps score on the
+    training data, so the held-out data that chooses the winner did not tune it."""
     import time
 
     from slimbench.bench import run_bench
     from slimbench.bench.runner import read_results
 
     started = time.monotonic()
-
     gate_kwargs = gate_kwargs or {}
     overwrite = gate_kwargs.get("overwrite", False)
-    dirs = [optimize(checkpoint, load_recipe("baseline"), out_dir, sample_texts=sample_texts, overwrite=overwrite,
-                     log=log).path]  # fmt: skip
-    refused, skipped = {}, []
-    for recipe in search.candidates:
-        built = len(dirs) - 1 + len(refused)
+    base_dir = optimize(checkpoint, load_recipe("baseline"), out_dir, sample_texts=sample_texts, overwrite=overwrite,
+                        log=log).path  # fmt: skip
+    results = out_dir / f"{search.name}.jsonl"
+    sizes = sorted({1, search.batch_size})
+    names = [c.name for c in search.candidates]
+    finishes = search.finishes or tuple(range(len(names)))
+    refused, skipped, cannot_win, built = {}, [], {}, 0
+    kept: dict[int, str] = {}  # finish -> the most pruned candidate of it that kept the budget
+    for i in search_order(search):
+        recipe = with_budget(search.candidates[i], budget)
+        if finishes[i] in kept:
+            cannot_win[recipe.name] = f"{kept[finishes[i]]} (same finish, pruned further) kept the budget"
+            log(f"{recipe.name}: not built: it cannot win, {cannot_win[recipe.name]}")
+            continue
         if max_minutes is not None and built and time.monotonic() - started > max_minutes * 60:
             skipped.append(recipe.name)
             continue
+        built += 1
         try:
-            dirs.append(
-                optimize(
-                    checkpoint,
-                    recipe,
-                    out_dir,
-                    sample_texts=sample_texts,
-                    train_data=train_data,
-                    log=log,
-                    **gate_kwargs,
-                ).path  # fmt: skip
-            )
-        except DegradedVariant as e:  # not measured; named in the winner's manifest
+            path = optimize(checkpoint, recipe, out_dir, sample_texts=sample_texts, train_data=train_data, log=log,
+                            **gate_kwargs).path  # fmt: skip
+        except (DegradedVariant, SlimbenchError) as e:  # not measured; named in the winner's manifest
             refused[recipe.name] = str(e)
             log(f"{recipe.name}: refused: {e}")
+            continue
+        run_bench([base_dir, path], eval_path, sizes, [search.seq_len], results, baseline="baseline", log=log,
+                  **bench_kwargs)  # fmt: skip
+        won, _ = choose(read_results(results), [recipe.name], search.batch_size, search.seq_len, budget)
+        if won:
+            kept[finishes[i]] = recipe.name
     if skipped:
         log(f"{search.name}: time budget of {max_minutes:g} min spent; not built: {', '.join(skipped)}")
-    results = out_dir / f"{search.name}.jsonl"
-    sizes = sorted({1, search.batch_size})
-    run_bench(dirs, eval_path, sizes, [search.seq_len], results, baseline="baseline", log=log, **bench_kwargs)
-    names = [c.name for c in search.candidates]
     measured = read_results(results)
     winner, table = choose(measured, names, search.batch_size, search.seq_len, budget)
     if winner is None:
@@ -95,7 +122,8 @@ def run_search(search: Search, checkpoint, out_dir: Path, *, eval_path: Path, tr
         shutil.copytree(out_dir / winner, staged)
         manifest = read_manifest(staged)
         manifest["search"] = {"name": search.name, "chosen": winner, "results": str(results), "candidates": table,
-                              "refused_by_agreement_check": refused, "not_built_time_budget": skipped,
+                              "refused": refused, "not_built_cannot_win": cannot_win,
+                              "not_built_time_budget": skipped,
                               "rule": f"fastest p50 at batch {search.batch_size}, seq {search.seq_len}, metric >= "
                                       f"{budget:.0%} of baseline"}  # fmt: skip
         manifest.setdefault("metrics", {})["search_winner"] = winner
@@ -106,5 +134,6 @@ def run_search(search: Search, checkpoint, out_dir: Path, *, eval_path: Path, tr
                  and r["seq_len"] == search.seq_len and r.get("status", "ok") == "ok"), None)  # fmt: skip
     speed = f", {base['latency_ms_p50'] / best['latency_ms_p50']:.2f}x the baseline" if base else ""
     log(f"{search.name}: chose {winner}: {best['latency_ms_p50']:.1f} ms p50 at batch {search.batch_size}{speed}, "
-        f"{best['metric_ratio_to_baseline']:.2%} of the baseline's metric (budget {budget:.0%})")  # fmt: skip
+        f"{best['metric_ratio_to_baseline']:.2%} of the baseline's metric (budget {budget:.0%}); "
+        f"{len(table)} measured, {len(cannot_win)} could not win, {len(refused)} refused, {len(skipped)} out of time")  # fmt: skip
     return final

@@ -108,6 +108,10 @@ class Search:
     batch_size: int
     seq_len: int
     description: str = ""
+    # per candidate: its pruning level (the index in the grid's `prune` list, least to most aggressive)
+    # and its finish (the index in `finish`); the search's early stop reads them
+    levels: tuple[int, ...] = ()
+    finishes: tuple[int, ...] = ()
 
 
 def parse_search(data: dict, source: str) -> Search:
@@ -122,17 +126,24 @@ def parse_search(data: dict, source: str) -> Search:
     unknown = set(grid) - {"prune", "recover", "finish", "batch_size", "seq_len"}
     if unknown:
         raise RecipeError(f"{source}: grid: unknown key {sorted(unknown)[0]!r}")
-    candidates = []
-    for i, (prune, finish) in enumerate(itertools.product(grid["prune"], grid["finish"]), start=1):
-        steps_: list[Any] = [{"prune": prune}]
-        if grid.get("recover") is not None:
-            steps_.append({"recover": grid["recover"]})
+    if not isinstance(grid["prune"], list) or not grid["prune"]:
+        raise RecipeError(f"{source}: grid: 'prune' must be a non-empty list (null: no pruning)")
+    candidates, levels, finishes = [], [], []
+    grid_cells = itertools.product(enumerate(grid["prune"]), enumerate(grid["finish"]))
+    for i, ((level, prune), (f, finish)) in enumerate(grid_cells, start=1):
+        steps_: list[Any] = []
+        if prune is not None:  # null: the finish alone, on the unpruned model
+            steps_.append({"prune": prune})
+            if grid.get("recover") is not None:
+                steps_.append({"recover": grid["recover"]})
         steps_.append(finish)
         candidates.append(
             parse_recipe({"name": f"{data['name']}-{i:02d}", "steps": steps_}, f"{source}: candidate {i}")
         )
+        levels.append(level)
+        finishes.append(f)
     return Search(data["name"], tuple(candidates), int(grid.get("batch_size", 32)), int(grid.get("seq_len", 128)),
-                  data.get("description", ""))  # fmt: skip
+                  data.get("description", ""), tuple(levels), tuple(finishes))  # fmt: skip
 
 
 def _parse_any(data: Any, source: str) -> Recipe | Search:
