@@ -290,8 +290,11 @@ def keep_last_logits(model_path: Path, default: int) -> None:
                          ["logits_to_keep/hidden"], name="logits_to_keep/Slice"),
     ])  # fmt: skip
     head.input[hidden_index] = "logits_to_keep/hidden"
-    out = next(o for o in graph.output if o.name == "logits")
-    out.type.tensor_type.shape.dim[1].dim_param = "logits_positions"
+    # declared as `default` positions (what the standard loader gets), so that optimum can size its output
+    # buffers (IO binding); fed logits_to_keep = 0 a caller gets every position
+    positions = graph.output[[o.name for o in graph.output].index("logits")].type.tensor_type.shape.dim[1]
+    positions.Clear()
+    positions.dim_value = default
     # the nodes were appended after their consumer: sort them back into topological order
     order, ready, pending = [], {i.name for i in graph.input} | weights | {"logits_to_keep"}, list(graph.node)
     ready |= {t.name for t in graph.initializer}
