@@ -258,8 +258,8 @@ def recipes_markdown() -> str:
         chain = " -> ".join(c.name for c in recipe.steps)
         lines.append(f"| `{name}` | {chain} | `{LOADERS[recipe.output_kind]}` |")
     for name, search in builtin_searches().items():
-        lines.append(f"| `{name}` | search: {len(search.candidates)} candidates measured, fastest within 99% kept | "
-                     "the winner's loader |")  # fmt: skip
+        lines.append(f"| `{name}` | search: up to {len(search.candidates)} candidates, most pruned first, fastest "
+                     "within 99% kept | the winner's loader |")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -285,8 +285,9 @@ def cmd_recipes(args) -> int:
         if recipe.description:
             print(f"      {recipe.description}")
     for name, search in builtin_searches().items():
-        print(f"  {name}: search over {len(search.candidates)} candidates, measured at batch "
-              f"{search.batch_size}, seq {search.seq_len}; needs --train-data and --eval-data")  # fmt: skip
+        print(f"  {name}: search over up to {len(search.candidates)} candidates, measured at batch "
+              f"{search.batch_size}, seq {search.seq_len} (--batch-size, --seq-len); needs --train-data and "
+              "--eval-data")  # fmt: skip
         if search.description:
             print(f"      {search.description}")
         for candidate in search.candidates:

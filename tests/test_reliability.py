@@ -56,6 +56,12 @@ CASES = [
      "--budget must be in (0, 1], got 0.0"),
     ("negative search time budget", "optimize {bert} --recipe baseline --max-minutes -1 --out {tmp}/o",
      "--max-minutes must be >= 0, got -1.0"),
+    ("search batch size below 1", "optimize {bert} --recipe fastest-within-1pct --batch-size 0 --out {tmp}/o",
+     "--batch-size must be >= 1, got 0"),
+    ("search workload for a plain recipe", "optimize {bert} --recipe baseline --seq-len 32 --out {tmp}/o",
+     "--batch-size and --seq-len choose a search's workload; 'baseline' is not a search"),
+    ("calibration auto without a budget", "optimize {bert} --recipe {autocalib} --out {tmp}/o",
+     "calibration auto needs quantize static-int8 and a fallback_budget to choose by"),
     ("search recipe without eval data", "optimize {bert} --recipe fastest-within-1pct --train-data {train} --out {tmp}/o",
      "measures its candidates: pass --eval-data FILE"),
     ("bench: not a variant directory", "bench {bert} --eval-data {eval} --results {tmp}/r.jsonl",
@@ -125,6 +131,7 @@ def world(tiny_variants, tiny_bert, eval_jsonl, tmp_path_factory):
         "badfield": "name: r\nsteps:\n  - prune: {sparsty: 0.5}\n",
         "badvalue": "name: r\nsteps:\n  - prune: {sparsity: 1.5}\n",
         "badorder": "name: r\nsteps:\n  - export: {}\n  - prune: {}\n",
+        "autocalib": "name: r\nsteps:\n  - export: {quantize: static-int8, calibration: auto}\n",
     }
     for name, text in recipes.items():
         paths[name] = tmp / f"{name}.yaml"
