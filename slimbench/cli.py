@@ -185,6 +185,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--eval-seq-len", type=int, default=128, help="sequence length for accuracy (default: 128)"
     )
+    p.add_argument(
+        "--ray", metavar="ADDRESS",
+        help="run each variant as a Ray task: 'auto' (the running cluster), 'local' (start one here) or an "
+        "address; needs the ray extra and the same paths on every node",
+    )  # fmt: skip
+    p.add_argument(
+        "--accelerator-type", help="with --ray: the GPU type a task asks for (Ray's accelerator_type)"
+    )
     _add_bench_options(p)
 
     p = sub.add_parser(
@@ -351,6 +359,7 @@ def _bench(args, model_dirs, eval_path, results, baseline=None, eval_seq_len=128
     _, failures = run_bench(
         model_dirs, eval_path, args.batch_sizes, args.seq_lens, results, device=args.device,
         num_threads=args.threads, baseline=baseline, plan=_plan(args), eval_seq_len=eval_seq_len,
+        ray=getattr(args, "ray", None), accelerator_type=getattr(args, "accelerator_type", None),
     )  # fmt: skip
     print(f"results: {results}")
     return 1 if failures else 0

@@ -204,17 +204,23 @@ def run_bench(
     plan: TimingPlan | None = None,
     eval_seq_len: int = 128,
     progress: bool = True,
+    ray: str | None = None,
+    accelerator_type: str | None = None,
     log=print,
 ) -> tuple[list[dict], list[str]]:
     """Measure every variant x workload not yet in `results_path`, one process per variant: its
     workloads, then its eval-set score (cached beside the results file). A variant that cannot run
-    on `device` gets "not run" records with the reason. Returns (new records, failures)."""
+    on `device` gets "not run" records with the reason. With `ray` ("local" or a cluster address),
+    each variant is a Ray task on whichever node has the device (slimbench.bench.cluster): the
+    baseline first, then the others in parallel, each one's records appended as it finishes.
+    Returns (new records, failures)."""
     from tqdm.auto import tqdm
 
-    device = Device.parse(device).require()
+    # on a cluster the device is the nodes' (the driver may have none): each task checks it
+    device = Device.parse(device) if ray else Device.parse(device).require()
     if not Path(eval_path).is_file():
         raise SlimbenchError(f"eval data {str(eval_path)!r} does not exist")
-    listed = [(Path(d), read_manifest(Path(d))) for d in model_dirs]
+    listed = [(Path(d).resolve(), read_manifest(Path(d))) for d in model_dirs]
     names = [m["variant"] for _, m in listed]
     manifests = dict(listed)
     if len(set(names)) != len(names):
@@ -244,11 +250,19 @@ def run_bench(
         log(f"{skipped} measurement(s) already in {results_path}; skipping them")
     cache_dir = Path(results_path).with_suffix(".predictions")
     eval_sha = _file_sha(eval_path)
-    env = record_env(device)  # read once: library versions, and the GPU's configuration through NVML
+    # read once: library versions, and the GPU's configuration through NVML (a cluster's nodes send theirs)
+    env = None if ray else record_env(device)
 
     def cached_accuracy(manifest: dict) -> Path:
         key = f"{manifest['variant']}-{manifest['created']}-{eval_sha}-{eval_seq_len}-{device}"
         return cache_dir / f"{hashlib.sha256(key.encode()).hexdigest()[:20]}.json"
+
+    def job(model_dir: Path, acc: dict | None) -> dict:
+        return {
+            "model_dir": str(model_dir), "device": str(device), "num_threads": num_threads,
+            "eval_path": str(Path(eval_path).resolve()), "eval_seq_len": eval_seq_len,
+            "plan": dataclasses.asdict(plan), "workloads": todo[model_dir], "accuracy": acc is None,
+        }  # fmt: skip
 
     # baseline first: every other variant's agreement is measured against its predictions
     order = sorted(manifests, key=lambda d: manifests[d]["variant"] != baseline)
@@ -261,55 +275,91 @@ def run_bench(
             records.append(r)
         bar.update()
 
+    def settle(model_dir: Path, outcome: dict) -> None:
+        """The records of one variant's measurement (`timed`, `accuracy`, `error`, `reason`, `env`)."""
+        nonlocal base_acc
+        manifest = manifests[model_dir]
+        name, is_base = manifest["variant"], manifest["variant"] == baseline
+        acc, reason = outcome["accuracy"], outcome.get("reason")
+        fill = functools.partial(make_record, manifest, device=device, run_id=run_id, num_threads=num_threads,
+                                 env=outcome.get("env") or env or {})  # fmt: skip
+        if reason:
+            log(f"[{name}] not run on {device}: {reason}")
+            for w in todo[model_dir]:
+                if not_run.get(cell_key(manifest["task"], name, device, num_threads, *w)) == reason:
+                    bar.update()  # already recorded with the same reason
+                else:
+                    keep(fill(w, None, None, reason=reason))
+            return
+        if acc is not None:
+            write_cache(cached_accuracy(manifest), acc)
+        if outcome.get("error"):
+            failures.append(f"{name}: {outcome['error']}")
+            log(f"[{name}] failed: {outcome['error']}")
+            bar.update(len(todo[model_dir]) - (len(outcome["timed"]) if acc else 0))
+        if acc is not None:
+            for out in outcome["timed"]:
+                keep(fill(tuple(out["workload"]), acc, acc if is_base else base_acc, timing=out))
+        if is_base:
+            base_acc = acc
+        if acc is not None and (todo[model_dir] or is_base):
+            ratio, agreement = compare(acc, acc if is_base else base_acc)
+            update_metrics(model_dir, {
+                acc["metric_name"]: acc["metric"], "metric_ratio_to_baseline": ratio,
+                "agreement_with_baseline": agreement,
+                "latency_ms_p50": {
+                    f"{r['device']}:b{r['batch_size']}:s{r['seq_len']}": r["latency_ms_p50"]
+                    for r in [*previous, *records]
+                    if r["variant"] == name and r.get("task") == manifest["task"] and r.get("status", "ok") == "ok"
+                },
+            })  # fmt: skip
+
+    def cached(model_dir: Path) -> dict | None:
+        cache = cached_accuracy(manifests[model_dir])
+        return json.loads(cache.read_text()) if cache.is_file() else None
+
+    def needs_worker(model_dir: Path, acc: dict | None) -> bool:
+        return bool(todo[model_dir]) or (manifests[model_dir]["variant"] == baseline and acc is None)
+
     try:
-        for model_dir in order:
-            manifest = manifests[model_dir]
-            name, is_base = manifest["variant"], manifest["variant"] == baseline
-            cache = cached_accuracy(manifest)
-            acc = json.loads(cache.read_text()) if cache.is_file() else None
-            fill = functools.partial(
-                make_record, manifest, device=device, run_id=run_id, num_threads=num_threads, env=env
-            )
-            reason = cannot_run(manifest, device)
-            if reason:
-                log(f"[{name}] not run on {device}: {reason}")
-                for w in todo[model_dir]:
-                    if not_run.get(cell_key(manifest["task"], name, device, num_threads, *w)) == reason:
-                        bar.update()  # already recorded with the same reason
+        if ray:
+            from slimbench.bench.cluster import RayPool
+
+            pool = RayPool(ray, device, num_threads, accelerator_type, log=log)
+            for group in (order[:1], order[1:]):  # the baseline, then every other variant at once
+                jobs = {}
+                for model_dir in group:
+                    acc = cached(model_dir)
+                    if needs_worker(model_dir, acc):
+                        jobs[model_dir] = job(model_dir, acc)
                     else:
-                        keep(fill(w, None, None, reason=reason))
-                continue
-            if todo[model_dir] or (is_base and acc is None):
-                bar.set_postfix_str(name)
-                job = {
-                    "model_dir": str(model_dir), "device": str(device), "num_threads": num_threads,
-                    "eval_path": str(eval_path), "eval_seq_len": eval_seq_len, "plan": dataclasses.asdict(plan),
-                    "workloads": todo[model_dir], "accuracy": acc is None,
-                }  # fmt: skip
-                timed, acc, error = measure_variant(job, cache, acc)
-                if error:
-                    failures.append(f"{name}: {error}")
-                    log(f"[{name}] failed: {error}")
-                    bar.update(len(todo[model_dir]) - (len(timed) if acc else 0))
-                if acc is not None:
-                    for out in timed:
-                        keep(fill(tuple(out["workload"]), acc, acc if is_base else base_acc, timing=out))
-            if is_base:
-                base_acc = acc
-            if acc is not None and (todo[model_dir] or is_base):
-                ratio, agreement = compare(acc, acc if is_base else base_acc)
-                update_metrics(model_dir, {
-                    acc["metric_name"]: acc["metric"], "metric_ratio_to_baseline": ratio,
-                    "agreement_with_baseline": agreement,
-                    "latency_ms_p50": {
-                        f"{r['device']}:b{r['batch_size']}:s{r['seq_len']}": r["latency_ms_p50"]
-                        for r in [*previous, *records]
-                        if r["variant"] == name and r.get("task") == manifest["task"] and r.get("status", "ok") == "ok"
-                    },
-                })  # fmt: skip
+                        settle(model_dir, {"timed": [], "accuracy": acc})
+                for model_dir, outcome in pool.as_completed(jobs):
+                    bar.set_postfix_str(f"{manifests[model_dir]['variant']} on {outcome.get('node', '?')}")
+                    settle(model_dir, {**outcome, "accuracy": outcome["accuracy"] or cached(model_dir)})
+        else:
+            for model_dir in order:
+                reason = cannot_run(manifests[model_dir], device)
+                acc = cached(model_dir)
+                if reason or not needs_worker(model_dir, acc):
+                    settle(model_dir, {"timed": [], "accuracy": acc, "reason": reason})
+                    continue
+                bar.set_postfix_str(manifests[model_dir]["variant"])
+                timed, acc, error = measure_variant(
+                    job(model_dir, acc), cached_accuracy(manifests[model_dir]), acc
+                )
+                settle(model_dir, {"timed": timed, "accuracy": acc, "error": error})
     finally:
         bar.close()  # before any message of an interrupted run, so that message is the last line
     return records, failures
+
+
+def write_cache(cache: Path, acc: dict) -> None:
+    """The eval-set score of a variant, beside the results file (written whole, atomically)."""
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(".tmp")
+    tmp.write_text(json.dumps(acc))
+    os.replace(tmp, cache)
 
 
 def measure_variant(job: dict, cache: Path, acc: dict | None) -> tuple[list[dict], dict | None, str | None]:
@@ -323,10 +373,7 @@ def measure_variant(job: dict, cache: Path, acc: dict | None) -> tuple[list[dict
             timed.append(out)
             return
         acc = out["accuracy"]
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".tmp")
-        tmp.write_text(json.dumps(acc))
-        os.replace(tmp, cache)
+        write_cache(cache, acc)  # as soon as it arrives: a run killed after it keeps it
 
     try:
         run_worker(job, job["num_threads"], on_result)
