@@ -44,14 +44,29 @@ def kill_once(marker: str, killed: list) -> threading.Thread:
     return thread
 
 
+@pytest.fixture(scope="module")
+def variant_dirs(tiny_bert, tmp_path_factory):
+    from conftest import TEXTS
+    from slimbench.core.checkpoint import Checkpoint
+    from slimbench.optimize.recipes import load_recipe
+    from slimbench.pipeline import optimize
+
+    out = tmp_path_factory.mktemp("cluster-variants")
+    return [
+        optimize(Checkpoint.open(tiny_bert), load_recipe(name), out, sample_texts=TEXTS, allow_degraded=True,
+                 log=lambda *_: None).path
+        for name in VARIANTS
+    ]  # fmt: skip
+
+
 def test_ray_measures_every_variant_and_survives_a_worker_dying(
-    local_cluster, tiny_variants, eval_jsonl, tmp_path
+    local_cluster, variant_dirs, eval_jsonl, tmp_path
 ):
     from slimbench.bench import run_bench
     from slimbench.bench.runner import read_results
     from slimbench.bench.timing import TimingPlan
 
-    dirs = [tiny_variants[name].path for name in VARIANTS]
+    dirs = variant_dirs
     results = tmp_path / "results.jsonl"
     killed: list[int] = []
     watcher = kill_once('/onnx"', killed)  # the job's JSON on the command line names its model dir
@@ -78,7 +93,7 @@ def test_ray_measures_every_variant_and_survives_a_worker_dying(
     assert again == [] and failures == [] and len(read_results(results)) == 6
 
 
-def test_ray_flag_without_ray_installed_says_how_to_get_it(monkeypatch, tiny_variants, eval_jsonl, tmp_path):
+def test_ray_flag_without_ray_installed_says_how_to_get_it(monkeypatch):
     import builtins
 
     from slimbench import SlimbenchError
@@ -94,4 +109,4 @@ def test_ray_flag_without_ray_installed_says_how_to_get_it(monkeypatch, tiny_var
 
     monkeypatch.setattr(builtins, "__import__", no_ray)
     with pytest.raises(SlimbenchError, match=r"--ray needs Ray: pip install 'slimbench\[ray\]'"):
-        RayPool("auto", Device.parse("cpu"), 1)
+        RayPool(len, "auto", Device.parse("cpu"), 1)

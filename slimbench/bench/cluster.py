@@ -11,48 +11,18 @@ same paths on every node (a shared filesystem).
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 from slimbench import SlimbenchError
 
 MAX_RETRIES = 3
 
 
-def _measure(job: dict) -> dict:
-    """On a Ray node: the capability check, then one measuring process (slimbench.bench.worker)."""
-    import socket
-
-    from slimbench.backends import Device, cannot_run
-    from slimbench.bench.runner import record_env, run_worker
-    from slimbench.core.environment import environment
-    from slimbench.core.manifest import read_manifest
-
-    device = Device.parse(job["device"])
-    out = {"timed": [], "accuracy": None, "error": None, "reason": None, "node": socket.gethostname()}
-    out["reason"] = cannot_run(read_manifest(Path(job["model_dir"])), device)
-    out["env"] = environment() if device.unavailable() else record_env(device)
-    if out["reason"]:
-        return out
-
-    def on_result(result: dict) -> None:
-        if "accuracy" in result:
-            out["accuracy"] = result["accuracy"]
-        else:
-            out["timed"].append(result)
-
-    try:
-        run_worker(job, job["num_threads"], on_result)
-    except SlimbenchError as e:
-        out["error"] = str(e)
-    return out
-
-
 class RayPool:
     """Submits measuring jobs as Ray tasks and yields their outcomes as they finish."""
 
-    def __init__(
-        self, address: str, device, num_threads: int, accelerator_type: str | None = None, log=print
-    ):
+    def __init__(self, measure, address: str, device, num_threads: int, accelerator_type: str | None = None,
+                 log=print):  # fmt: skip
+        """`measure(job) -> outcome` runs on the nodes (a module-level function Ray can import there)."""
         try:
             import ray
         except ImportError:
@@ -71,7 +41,7 @@ class RayPool:
         resources = {"num_gpus": 1} if device.is_cuda else {"num_cpus": num_threads}
         if accelerator_type:
             resources["accelerator_type"] = accelerator_type
-        self.remote = ray.remote(max_retries=MAX_RETRIES, retry_exceptions=False, **resources)(_measure)
+        self.remote = ray.remote(max_retries=MAX_RETRIES, retry_exceptions=False, **resources)(measure)
         nodes = [n for n in ray.nodes() if n.get("Alive")]
         log(f"ray: {len(nodes)} node(s), {ray.cluster_resources().get('GPU', 0):g} GPU(s), "
             f"{ray.cluster_resources().get('CPU', 0):g} CPU(s)")  # fmt: skip

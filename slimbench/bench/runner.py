@@ -325,7 +325,7 @@ def run_bench(
         if ray:
             from slimbench.bench.cluster import RayPool
 
-            pool = RayPool(ray, device, num_threads, accelerator_type, log=log)
+            pool = RayPool(measure_job, ray, device, num_threads, accelerator_type, log=log)
             for group in (order[:1], order[1:]):  # the baseline, then every other variant at once
                 jobs = {}
                 for model_dir in group:
@@ -352,6 +352,31 @@ def run_bench(
     finally:
         bar.close()  # before any message of an interrupted run, so that message is the last line
     return records, failures
+
+
+def measure_job(job: dict) -> dict:
+    """One variant's whole measurement on this machine, for a cluster node: the capability check, then
+    one measuring process. Returns timings, score, error, "not run" reason and this node's environment."""
+    import socket
+
+    device = Device.parse(job["device"])
+    out = {"timed": [], "accuracy": None, "error": None, "node": socket.gethostname()}
+    out["reason"] = cannot_run(read_manifest(Path(job["model_dir"])), device)
+    out["env"] = environment() if device.unavailable() else record_env(device)
+    if out["reason"]:
+        return out
+
+    def on_result(result: dict) -> None:
+        if "accuracy" in result:
+            out["accuracy"] = result["accuracy"]
+        else:
+            out["timed"].append(result)
+
+    try:
+        run_worker(job, job["num_threads"], on_result)
+    except SlimbenchError as e:
+        out["error"] = str(e)
+    return out
 
 
 def write_cache(cache: Path, acc: dict) -> None:
