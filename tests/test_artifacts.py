@@ -71,8 +71,8 @@ def test_manifest_records_recipe_source_and_environment(tiny_variants, tiny_bert
     manifest = read_manifest(tiny_variants["onnx-o2-int8"].path)
     assert manifest["recipe"]["steps"] == [
         {"export": {"format": "onnx", "optimize": "O2", "quantize": "dynamic-int8", "per_channel": False,
-                    "calibration_samples": 128, "opset": None, "parity_atol": 1e-3, "fallback_budget": None,
-                    "max_fp32_layers": 8}}
+                    "calibration": "minmax", "calibration_samples": 128, "opset": None, "parity_atol": 1e-3,
+                    "fallback_budget": None, "max_fp32_layers": 8, "logits_to_keep": 1}}
     ]  # fmt: skip
     assert manifest["source"]["sha256"] == Checkpoint.open(tiny_bert).weights_sha256
     assert manifest["kind"] == "onnx" and manifest["dtype"] == "int8"
