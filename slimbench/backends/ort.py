@@ -25,7 +25,6 @@ def full_logits(model, batch: dict):
     as_torch = hasattr(batch["input_ids"], "numpy")
     ids = np.asarray(batch["input_ids"].cpu() if as_torch else batch["input_ids"])
     mask = np.asarray(batch["attention_mask"].cpu() if as_torch else batch["attention_mask"])
-    dtypes = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(bfloat16)": np.float32}
     feed = {"logits_to_keep": np.array(0, dtype=np.int64)}
     for i in session.get_inputs():
         if i.name == "input_ids":
@@ -35,7 +34,8 @@ def full_logits(model, batch: dict):
         elif i.name == "position_ids":  # as optimum makes them: 0.. over real tokens, 1 at padding
             feed[i.name] = np.where(mask == 0, 1, mask.cumsum(-1) - 1).astype(np.int64)
         elif i.name.startswith("past_key_values"):  # [batch, heads, 0, head_dim]: an empty cache
-            feed[i.name] = np.zeros((len(ids), i.shape[1], 0, i.shape[3]), dtype=dtypes[i.type])
+            dtype = np.float16 if i.type == "tensor(float16)" else np.float32
+            feed[i.name] = np.zeros((len(ids), i.shape[1], 0, i.shape[3]), dtype=dtype)
     out = session.run(["logits"], feed)[0]
     if as_torch:
         import torch

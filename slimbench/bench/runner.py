@@ -291,8 +291,6 @@ def run_bench(
                 else:
                     keep(fill(w, None, None, reason=reason))
             return
-        if acc is not None:
-            write_cache(cached_accuracy(manifest), acc)
         if outcome.get("error"):
             failures.append(f"{name}: {outcome['error']}")
             log(f"[{name}] failed: {outcome['error']}")
@@ -327,16 +325,18 @@ def run_bench(
 
             pool = RayPool(measure_job, ray, device, num_threads, accelerator_type, log=log)
             for group in (order[:1], order[1:]):  # the baseline, then every other variant at once
-                jobs = {}
+                known = {model_dir: cached(model_dir) for model_dir in group}
+                jobs = {d: job(d, acc) for d, acc in known.items() if needs_worker(d, acc)}
                 for model_dir in group:
-                    acc = cached(model_dir)
-                    if needs_worker(model_dir, acc):
-                        jobs[model_dir] = job(model_dir, acc)
-                    else:
-                        settle(model_dir, {"timed": [], "accuracy": acc})
+                    if model_dir not in jobs:
+                        settle(model_dir, {"timed": [], "accuracy": known[model_dir]})
                 for model_dir, outcome in pool.as_completed(jobs):
                     bar.set_postfix_str(f"{manifests[model_dir]['variant']} on {outcome.get('node', '?')}")
-                    settle(model_dir, {**outcome, "accuracy": outcome["accuracy"] or cached(model_dir)})
+                    if (
+                        outcome["accuracy"] is not None
+                    ):  # the node scored it: cache it here, beside the results
+                        write_cache(cached_accuracy(manifests[model_dir]), outcome["accuracy"])
+                    settle(model_dir, {**outcome, "accuracy": outcome["accuracy"] or known[model_dir]})
         else:
             for model_dir in order:
                 reason = cannot_run(manifests[model_dir], device)
@@ -363,19 +363,8 @@ def measure_job(job: dict) -> dict:
     out = {"timed": [], "accuracy": None, "error": None, "node": socket.gethostname()}
     out["reason"] = cannot_run(read_manifest(Path(job["model_dir"])), device)
     out["env"] = environment() if device.unavailable() else record_env(device)
-    if out["reason"]:
-        return out
-
-    def on_result(result: dict) -> None:
-        if "accuracy" in result:
-            out["accuracy"] = result["accuracy"]
-        else:
-            out["timed"].append(result)
-
-    try:
-        run_worker(job, job["num_threads"], on_result)
-    except SlimbenchError as e:
-        out["error"] = str(e)
+    if not out["reason"]:
+        out["timed"], out["accuracy"], out["error"] = measure_variant(job, None, None)
     return out
 
 
@@ -387,9 +376,11 @@ def write_cache(cache: Path, acc: dict) -> None:
     os.replace(tmp, cache)
 
 
-def measure_variant(job: dict, cache: Path, acc: dict | None) -> tuple[list[dict], dict | None, str | None]:
-    """Run one worker for a variant: (timed workloads, eval-set score, error or None). The score is
-    cached in `cache` as soon as it arrives."""
+def measure_variant(
+    job: dict, cache: Path | None, acc: dict | None
+) -> tuple[list[dict], dict | None, str | None]:
+    """Run one worker for a variant: (timed workloads, eval-set score or `acc`, error or None). With
+    `cache`, the score is cached there as soon as it arrives."""
     timed = []
 
     def on_result(out: dict) -> None:
@@ -398,7 +389,8 @@ def measure_variant(job: dict, cache: Path, acc: dict | None) -> tuple[list[dict
             timed.append(out)
             return
         acc = out["accuracy"]
-        write_cache(cache, acc)  # as soon as it arrives: a run killed after it keeps it
+        if cache is not None:
+            write_cache(cache, acc)  # as soon as it arrives: a run killed after it keeps it
 
     try:
         run_worker(job, job["num_threads"], on_result)

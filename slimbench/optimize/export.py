@@ -282,35 +282,25 @@ def keep_last_logits(model_path: Path, default: int) -> None:
     ])  # fmt: skip
     # an initializer that is also a graph input can be overridden at run time (ONNX IR >= 4)
     graph.input.append(helper.make_tensor_value_info("logits_to_keep", TensorProto.INT64, []))
-    graph.node.extend([
+    slicing = [
         helper.make_node("Neg", ["logits_to_keep"], ["logits_to_keep/neg"], name="logits_to_keep/Neg"),
         helper.make_node("Unsqueeze", ["logits_to_keep/neg", "logits_to_keep/unsqueeze_axes"],
                          ["logits_to_keep/starts"], name="logits_to_keep/Unsqueeze"),
         helper.make_node("Slice", [hidden, "logits_to_keep/starts", "logits_to_keep/ends", "logits_to_keep/axes"],
                          ["logits_to_keep/hidden"], name="logits_to_keep/Slice"),
-    ])  # fmt: skip
+    ]  # fmt: skip
     head.input[hidden_index] = "logits_to_keep/hidden"
     # declared as `default` positions (what the standard loader gets), so that optimum can size its output
     # buffers (IO binding); fed logits_to_keep = 0 a caller gets every position
     positions = graph.output[[o.name for o in graph.output].index("logits")].type.tensor_type.shape.dim[1]
     positions.Clear()
     positions.dim_value = default
-    # the nodes were appended after their consumer: sort them back into topological order
-    order, ready, pending = [], {i.name for i in graph.input} | weights | {"logits_to_keep"}, list(graph.node)
-    ready |= {t.name for t in graph.initializer}
-    while pending:
-        left = []
-        for node in pending:
-            if all(not i or i in ready for i in node.input):
-                order.append(node)
-                ready.update(node.output)
-            else:
-                left.append(node)
-        if len(left) == len(pending):
-            raise RuntimeError("keep_last_logits: the graph is not a DAG after the change")
-        pending = left
+    # the slicing nodes go right before the head: the graph stays in topological order
+    nodes = list(graph.node)
+    at = nodes.index(head)
+    nodes[at:at] = slicing
     del graph.node[:]
-    graph.node.extend(order)
+    graph.node.extend(nodes)
     onnx.save(model, str(model_path))
 
 

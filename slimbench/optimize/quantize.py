@@ -17,9 +17,9 @@ from slimbench.optimize.fallback import Quantizer, accuracy_aware, check_fallbac
 from slimbench.optimize.registry import register
 
 
-def linear_layers(model, exclude=()) -> list[str]:
+def linear_layers(model) -> list[str]:
     """Names of the model's nn.Linear modules (what int8 and 4-bit quantizers replace), in order."""
-    return [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and n not in exclude]
+    return [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
 
 
 @dataclass(frozen=True)

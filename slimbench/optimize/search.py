@@ -53,9 +53,7 @@ def with_budget(recipe, budget: float):
 def search_order(search: Search) -> list[int]:
     """Candidates most pruned first, then in the grid's order of finishes: once a finish keeps the budget at
     one pruning level, its less pruned candidates are slower and cannot win."""
-    n = len(search.candidates)
-    levels, finishes = search.levels or (0,) * n, search.finishes or tuple(range(n))
-    return sorted(range(n), key=lambda i: (-levels[i], finishes[i]))
+    return sorted(range(len(search.candidates)), key=lambda i: (-search.levels[i], search.finishes[i]))
 
 
 def run_search(search: Search, checkpoint, out_dir: Path, *, eval_path: Path, train_data, sample_texts,
@@ -82,13 +80,14 @@ def run_search(search: Search, checkpoint, out_dir: Path, *, eval_path: Path, tr
     results = out_dir / f"{search.name}.jsonl"
     sizes = sorted({1, search.batch_size})
     names = [c.name for c in search.candidates]
-    finishes = search.finishes or tuple(range(len(names)))
     refused, skipped, cannot_win, built = {}, [], {}, 0
     kept: dict[int, str] = {}  # finish -> the most pruned candidate of it that kept the budget
     for i in search_order(search):
         recipe = with_budget(search.candidates[i], budget)
-        if finishes[i] in kept:
-            cannot_win[recipe.name] = f"{kept[finishes[i]]} (same finish, pruned further) kept the budget"
+        if search.finishes[i] in kept:
+            cannot_win[recipe.name] = (
+                f"{kept[search.finishes[i]]} (same finish, pruned further) kept the budget"
+            )
             log(f"{recipe.name}: not built: it cannot win, {cannot_win[recipe.name]}")
             continue
         if max_minutes is not None and built and time.monotonic() - started > max_minutes * 60:
@@ -106,7 +105,7 @@ def run_search(search: Search, checkpoint, out_dir: Path, *, eval_path: Path, tr
                   **bench_kwargs)  # fmt: skip
         won, _ = choose(read_results(results), [recipe.name], search.batch_size, search.seq_len, budget)
         if won:
-            kept[finishes[i]] = recipe.name
+            kept[search.finishes[i]] = recipe.name
     if skipped:
         log(f"{search.name}: time budget of {max_minutes:g} min spent; not built: {', '.join(skipped)}")
     measured = read_results(results)

@@ -107,11 +107,11 @@ class Search:
     candidates: tuple[Recipe, ...]
     batch_size: int
     seq_len: int
-    description: str = ""
     # per candidate: its pruning level (the index in the grid's `prune` list, least to most aggressive)
     # and its finish (the index in `finish`); the search's early stop reads them
-    levels: tuple[int, ...] = ()
-    finishes: tuple[int, ...] = ()
+    levels: tuple[int, ...]
+    finishes: tuple[int, ...]
+    description: str = ""
 
 
 def parse_search(data: dict, source: str) -> Search:
@@ -143,7 +143,7 @@ def parse_search(data: dict, source: str) -> Search:
         levels.append(level)
         finishes.append(f)
     return Search(data["name"], tuple(candidates), int(grid.get("batch_size", 32)), int(grid.get("seq_len", 128)),
-                  data.get("description", ""), tuple(levels), tuple(finishes))  # fmt: skip
+                  tuple(levels), tuple(finishes), data.get("description", ""))  # fmt: skip
 
 
 def _parse_any(data: Any, source: str) -> Recipe | Search:
