@@ -15,8 +15,8 @@ from slimbench import SlimbenchError, __version__
 DEMO_RECIPES = {
     "text-classification": ("baseline", "torch-int8", "onnx", "onnx-o2-int8"),
     "causal-lm": (
-        "baseline", "onnx", "onnx-o2-int8", "torchao-int8wo", "bnb-int8", "bnb-nf4", "sparse-2of4",
-        "magnitude-50",
+        "baseline", "onnx", "onnx-o2-int8", "onnx-genai-int8", "torchao-int8wo", "bnb-int8", "bnb-nf4",
+        "sparse-2of4", "magnitude-50",
     ),
 }  # fmt: skip
 # on a GPU: half precision, compiled packages, bitsandbytes and ONNX (not run without ONNX Runtime's CUDA provider)

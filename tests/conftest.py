@@ -148,9 +148,10 @@ def eval_jsonl(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_variants(tiny_bert, tmp_path_factory):
-    """Every built-in recipe applied to the tiny BERT: {recipe name: Variant}."""
+    """Every built-in recipe that applies to a classifier, applied to the tiny BERT: {recipe name: Variant}."""
     from slimbench.core.checkpoint import Checkpoint
     from slimbench.core.data import LabelledText
+    from slimbench.optimize import steps
     from slimbench.optimize.recipes import builtin_recipes
     from slimbench.pipeline import optimize
 
@@ -169,4 +170,5 @@ def tiny_variants(tiny_bert, tmp_path_factory):
             log=lambda *_: None,
         )  # fmt: skip
         for name, recipe in builtin_recipes().items()
+        if not any(steps()[call.name].refuses("text-classification") for call in recipe.steps)
     }

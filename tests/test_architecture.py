@@ -92,6 +92,7 @@ EXPECTED_CPU = {
     "onnx": None,
     "torch-kernels": "CUDA GPU only",
     "torch-aoti": None,
+    "onnx-genai": None,
 }
 
 

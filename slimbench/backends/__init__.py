@@ -9,13 +9,21 @@ from __future__ import annotations
 from pathlib import Path
 
 from slimbench import SlimbenchError
-from slimbench.backends import aoti, eager, ort, torchscript, triton_kernels
+from slimbench.backends import aoti, eager, genai, ort, torchscript, triton_kernels
 from slimbench.backends.base import Backend, Loaded
 from slimbench.backends.device import CPU, Device
 from slimbench.core.manifest import read_manifest
 
 BACKENDS: dict[str, Backend] = {
-    b.kind: b for b in (eager.BACKEND, torchscript.BACKEND, triton_kernels.BACKEND, ort.BACKEND, aoti.BACKEND)
+    b.kind: b
+    for b in (
+        eager.BACKEND,
+        torchscript.BACKEND,
+        triton_kernels.BACKEND,
+        ort.BACKEND,
+        aoti.BACKEND,
+        genai.BACKEND,
+    )
 }
 LOADERS: dict[str, str] = {kind: b.loader for kind, b in BACKENDS.items()}
 

@@ -1,11 +1,12 @@
-"""Steps that change a model: prune, recover, quantize, precision, fused kernels, export to ONNX;
+"""Steps that change a model: prune, recover, quantize, precision, fused kernels, export to ONNX
+(optimum, or an ONNX Runtime GenAI model for causal LMs);
 the recipe runner (apply.py) with its agreement check, and the search planner (search.py).
 
 STEPS is the registry: the one source of truth for what a recipe may name, what the CLI lists and
 what the README table is generated from. A new step is one module and one entry here.
 """
 
-from slimbench.optimize import aot, baseline, export, kernels, precision, prune, quantize, recover
+from slimbench.optimize import aot, baseline, export, genai, kernels, precision, prune, quantize, recover
 from slimbench.optimize.context import StepContext
 from slimbench.optimize.registry import Step
 
@@ -21,6 +22,7 @@ STEPS: dict[str, Step] = {
         kernels.kernels,
         aot.compile_aot,
         export.export,
+        genai.genai,
     )
 }
 

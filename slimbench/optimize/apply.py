@@ -156,12 +156,16 @@ def optimize(
     }
     if any(reads_eval_data(call) for call in recipe.steps):
         source["eval_data_sha256"] = data_sha256(eval_data)
+    registry = steps()
+    for call in recipe.steps:
+        reason = registry[call.name].refuses(checkpoint.task)
+        if reason:
+            raise SlimbenchError(f"recipe {recipe.name!r}: {reason}")
     final = Path(out_dir) / recipe.name
     check_replaceable(final, overwrite)  # said before any work is done, and again when saving
     if not force and is_current(final, recipe, source):
         log(f"[{recipe.name}] up to date in {final}")
         return Variant(recipe.name, read_manifest(final)["kind"], final)
-    registry = steps()
     tokenizer = checkpoint.load_tokenizer()
     model = checkpoint.load_model()
     kind = "torch"

@@ -16,8 +16,8 @@ from typing import Any, Literal
 # loaded and placed). "torch": a transformers PreTrainedModel; "torch-int8": eager PyTorch with
 # dynamically quantized Linear layers (saved as TorchScript); "onnx": an optimum ORTModel;
 # "torch-kernels": a transformers model with slimbench's Triton kernels swapped in; "torch-aoti": an
-# AOTInductor package compiled for one device.
-ModelKind = Literal["torch", "torch-int8", "torch-kernels", "onnx", "torch-aoti"]
+# AOTInductor package compiled for one device; "onnx-genai": an ONNX Runtime GenAI model directory (causal LMs).
+ModelKind = Literal["torch", "torch-int8", "torch-kernels", "onnx", "torch-aoti", "onnx-genai"]
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,13 @@ class Step:
     takes: tuple[ModelKind, ...]
     gives: ModelKind | None  # None: the step keeps the kind it was given
     summary: str
+    tasks: tuple[str, ...] | None = None  # the tasks it applies to; None: every task
+
+    def refuses(self, task: str) -> str | None:
+        """Why this step cannot apply to a checkpoint of `task`, or None."""
+        if self.tasks is None or task in self.tasks:
+            return None
+        return f"step '{self.name}' applies to {' and '.join(self.tasks)} checkpoints, not {task}"
 
     def output_kind(self, kind: str) -> str:
         return self.gives or kind
@@ -36,13 +43,14 @@ class Step:
         return self.apply(model, config, ctx)
 
 
-def register(name: str, config_cls: type, *, takes=("torch",), gives: str | None = None):
+def register(name: str, config_cls: type, *, takes=("torch",), gives: str | None = None, tasks=None):
     """Make `apply(model, config, ctx) -> model` the step `name`, the word recipes use. The steps a
     recipe may name are the explicit list in slimbench.optimize."""
 
     def wrap(fn) -> Step:
         doc = (fn.__doc__ or config_cls.__doc__ or "").strip().splitlines()
-        return Step(name, config_cls, fn, tuple(takes), gives, doc[0] if doc else "")
+        return Step(name, config_cls, fn, tuple(takes), gives, doc[0] if doc else "",
+                    tuple(tasks) if tasks is not None else None)  # fmt: skip
 
     return wrap
 
