@@ -146,12 +146,23 @@ def eval_jsonl(tmp_path_factory) -> Path:
     return path
 
 
+def classifier_recipes() -> list[str]:
+    """The built-in recipes whose every step applies to a text classifier."""
+    from slimbench.optimize import steps
+    from slimbench.optimize.recipes import builtin_recipes
+
+    return sorted(
+        name
+        for name, recipe in builtin_recipes().items()
+        if not any(steps()[call.name].refuses("text-classification") for call in recipe.steps)
+    )
+
+
 @pytest.fixture(scope="session")
 def tiny_variants(tiny_bert, tmp_path_factory):
     """Every built-in recipe that applies to a classifier, applied to the tiny BERT: {recipe name: Variant}."""
     from slimbench.core.checkpoint import Checkpoint
     from slimbench.core.data import LabelledText
-    from slimbench.optimize import steps
     from slimbench.optimize.recipes import builtin_recipes
     from slimbench.pipeline import optimize
 
@@ -170,5 +181,5 @@ def tiny_variants(tiny_bert, tmp_path_factory):
             log=lambda *_: None,
         )  # fmt: skip
         for name, recipe in builtin_recipes().items()
-        if not any(steps()[call.name].refuses("text-classification") for call in recipe.steps)
+        if name in classifier_recipes()
     }

@@ -7,10 +7,10 @@ import sys
 import pytest
 import torch
 
-from conftest import TEXTS
+from conftest import TEXTS, classifier_recipes
 from slimbench.core.artifacts import MANIFEST, read_manifest, save_variant, verify
 from slimbench.core.checkpoint import Checkpoint
-from slimbench.optimize.recipes import builtin_recipes, load_recipe
+from slimbench.optimize.recipes import load_recipe
 from slimbench.pipeline import optimize
 
 # Runs in a fresh interpreter and must never import slimbench: this is how a deployment loads.
@@ -51,7 +51,7 @@ def in_memory_logits(variant, tokenizer, texts):
         return torch.as_tensor(variant.model(**enc).logits).float()
 
 
-@pytest.mark.parametrize("name", sorted(builtin_recipes()))
+@pytest.mark.parametrize("name", classifier_recipes())
 def test_artifact_loads_without_slimbench_and_predicts_the_same(name, tiny_variants, tiny_bert, tmp_path):
     variant = tiny_variants[name]
     texts = TEXTS[:5]  # different batch and length from the tracing example
