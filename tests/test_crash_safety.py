@@ -80,8 +80,11 @@ def test_bench_killed_while_measuring_keeps_whole_records_and_resumes_to_the_sam
 
 def test_ctrl_c_ends_a_bench_with_one_line_and_the_records_so_far(tiny_variants, eval_jsonl, tmp_path):
     results = tmp_path / "r.jsonl"
+    # a shell without job control starts background commands with SIGINT ignored, and the bench inherits
+    # that; the terminal's Ctrl-C reaches a foreground run, so the run starts with SIGINT's default
     proc = subprocess.Popen([sys.executable, "-m", "slimbench", *map(str, bench_args(tiny_variants, eval_jsonl, results))],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     deadline = time.time() + 300
     while not read_results(results) and time.time() < deadline and proc.poll() is None:
         time.sleep(0.2)
