@@ -147,14 +147,18 @@ def eval_jsonl(tmp_path_factory) -> Path:
 
 
 def classifier_recipes() -> list[str]:
-    """The built-in recipes whose every step applies to a text classifier."""
+    """The built-in recipes whose every step applies to a text classifier and whose variant runs on this
+    machine (fp8 and 2:4 sparse kernels need newer GPUs: tests/test_gpu_recipes.py)."""
+    from slimbench.backends import Device
     from slimbench.optimize import steps
     from slimbench.optimize.recipes import builtin_recipes
 
+    here = Device.best().compute_capability() or (0, 0)
     return sorted(
         name
         for name, recipe in builtin_recipes().items()
         if not any(steps()[call.name].refuses("text-classification") for call in recipe.steps)
+        and (recipe.min_compute_capability or (0, 0)) <= here
     )
 
 

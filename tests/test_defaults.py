@@ -47,3 +47,23 @@ def test_demo_end_to_end_on_the_real_default(tmp_path, monkeypatch):
         assert re.search(rf"^\| {variant} +\| +1 \| +128 \|", report, re.M), variant
         assert re.search(rf"^\| {variant} +\| +32 \| +128 \|", report, re.M), variant
     assert (out / "report.csv").is_file()
+
+
+@pytest.mark.slow
+def test_demo_goes_on_past_a_recipe_this_machine_cannot_build(tmp_path, capsys):
+    from slimbench.backends import Device
+    from slimbench.bench.runner import read_results
+    from slimbench.cli import main
+
+    if (Device.best().compute_capability() or (0, 0)) >= (8, 9):
+        pytest.skip("this machine builds fp8 (a GPU of compute capability 8.9+)")
+    out = tmp_path / "out"
+    args = ["demo", "--out", str(out), "--recipes", "fp8,baseline", "--batch-sizes", "1", "--warmup", "1",
+            "--min-reps", "2", "--min-seconds", "0"]  # fmt: skip
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert re.search(
+        r"^\[fp8\] not built: .*float8-dynamic needs a CUDA GPU of compute capability 8\.9", err, re.M
+    )
+    assert [(r["variant"], r["status"]) for r in read_results(out / "results.jsonl")] == [("baseline", "ok")]
+    assert not (out / "models" / "fp8").exists()

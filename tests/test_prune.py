@@ -51,11 +51,15 @@ def test_two_of_four_pattern_holds_in_every_group(ctx):
     assert not is_two_of_four(torch.ones(2, 8))
 
 
-def test_semi_structured_needs_a_gpu(ctx):
-    if torch.cuda.is_available():
-        pytest.skip("this machine has a GPU; the check is for machines without one")
-    with pytest.raises(RuntimeError, match="CUDA GPU"):
-        prune(ctx.checkpoint.load_model(), PruneConfig(method="2:4", semi_structured=True), ctx)
+def test_semi_structured_records_the_layers_its_kernels_take(ctx):
+    model = prune(ctx.checkpoint.load_model(), PruneConfig(method="2:4", semi_structured=True), ctx)
+    layers = ctx.notes["semi_structured_layers"]
+    # the kernels take 64-multiple columns: of the tiny BERT (32 wide, FFN 64) only the FFN outputs qualify
+    assert layers == [f"bert.encoder.layer.{i}.output.dense" for i in range(3)]
+    assert len(prunable_linears(model)) > len(layers)
+    assert ctx.notes["semi_structured"] and ctx.notes["min_compute_capability"] == [8, 0]
+    with pytest.raises(ValueError, match="semi_structured applies to method '2:4', not 'magnitude'"):
+        PruneConfig(method="magnitude", semi_structured=True)
 
 
 @pytest.mark.parametrize("score", ["taylor", "weight-norm"])

@@ -20,6 +20,17 @@ def quant_method(config) -> str | None:
     return None if method is None else str(getattr(method, "value", method))
 
 
+def to_semi_structured(model, layers: list[str]) -> None:
+    """Swap the 2:4 weights of `layers` for torch's sparse semi-structured tensors (cuSPARSELt on the GPU),
+    as a deployment does after from_pretrained."""
+    import torch
+    from torch.sparse import to_sparse_semi_structured
+
+    for name in layers:
+        module = model.get_submodule(name)
+        module.weight = torch.nn.Parameter(to_sparse_semi_structured(module.weight), requires_grad=False)
+
+
 class Eager(Backend):
     kind = "torch"
     loader = "transformers.AutoModelFor*.from_pretrained"
@@ -28,10 +39,15 @@ class Eager(Backend):
         reason = device.unavailable()
         if reason:
             return reason
-        method = (manifest or {}).get("notes", {}).get("quantization")
+        notes = (manifest or {}).get("notes", {})
+        method = notes.get("quantization")
         package = QUANT_PACKAGES.get(method)
         if package and importlib.util.find_spec(package) is None:
             return f"{method} weights need the {package} package (pip install {package})"
+        need = notes.get("min_compute_capability")  # fp8 weights, 2:4 sparse kernels
+        if need and (device.compute_capability() or (0, 0)) < tuple(need):
+            what = "2:4 sparse kernels" if notes.get("semi_structured") else f"{notes.get('dtype')} weights"
+            return f"{what} need a CUDA GPU of compute capability {need[0]}.{need[1]} or newer"
         return None
 
     def save(self, model, path: Path, example_inputs=None) -> None:
@@ -44,6 +60,8 @@ class Eager(Backend):
         # device_map, not .to(): quantized (bitsandbytes) models are placed while loading;
         # dtype "auto": a half-precision variant computes in the dtype it was saved in
         model = task.auto_class().from_pretrained(model_dir, device_map=str(device), dtype="auto").eval()
+        if manifest.get("notes", {}).get("semi_structured"):
+            to_semi_structured(model, manifest["notes"]["semi_structured_layers"])
         gen = greedy_generate(model, tokenizer) if task.generates else None
         return Loaded(manifest, config, tokenizer, torch_logits(model), "pt", placer(device), gen)
 

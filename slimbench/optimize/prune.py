@@ -26,7 +26,9 @@ class PruneConfig:
     method: Literal["magnitude", "2:4", "structured"] = "magnitude"
     sparsity: float = 0.5  # magnitude: fraction of weights zeroed
     scope: Literal["global", "per-layer"] = "global"  # magnitude
-    semi_structured: bool = False  # 2:4: convert to torch's sparse semi-structured format (CUDA GPUs)
+    # 2:4: the variant runs on torch's sparse semi-structured kernels (cuSPARSELt; CUDA GPUs of compute
+    # capability 8.0+): stored dense, its loader converts the 2:4 layers when it places them on the GPU
+    semi_structured: bool = False
     heads: float = 0.0  # structured: fraction of attention heads removed in every layer
     ffn: float = 0.0  # structured: fraction of FFN neurons removed in every layer
     layers: int = 0  # structured: whole layers removed (the least important by ablation)
@@ -45,8 +47,14 @@ class PruneConfig:
             raise ValueError(f"calibration_batches must be >= 1, got {self.calibration_batches}")
         if self.method == "structured" and not (self.heads or self.ffn or self.layers):
             raise ValueError("structured pruning needs at least one of heads, ffn or layers")
+        if self.semi_structured and self.method != "2:4":
+            raise ValueError(f"semi_structured applies to method '2:4', not {self.method!r}")
         if self.method != "structured" and (self.heads or self.ffn or self.layers):
             raise ValueError(f"heads, ffn and layers apply to method 'structured', not {self.method!r}")
+
+    def min_compute_capability(self) -> tuple[int, int] | None:
+        """The CUDA compute capability the variant needs (this step itself runs anywhere)."""
+        return (8, 0) if self.semi_structured else None
 
 
 @register("prune", PruneConfig)
@@ -73,7 +81,11 @@ def prune(model, config: PruneConfig, ctx):
                     raise ValueError(f"2:4 needs in_features divisible by 4; {name} has {module.in_features}")
                 module.weight.mul_(two_of_four_mask(module.weight))
         if config.semi_structured:
-            model = to_semi_structured(model, targets)
+            ctx.notes["semi_structured"] = True
+            ctx.notes["semi_structured_layers"] = [
+                n for n, m in targets.items() if semi_structured_shape(m.weight)
+            ]
+            ctx.notes["min_compute_capability"] = list(config.min_compute_capability())
     ctx.masks.update({f"{name}.weight": (m.weight != 0) for name, m in targets.items()})
     zeros = sum(int((m.weight == 0).sum()) for m in targets.values())
     total = sum(m.weight.numel() for m in targets.values())
@@ -101,18 +113,11 @@ def is_two_of_four(weight: torch.Tensor) -> bool:
     return bool(((weight.reshape(weight.shape[0], -1, 4) != 0).sum(-1) <= 2).all())
 
 
-def to_semi_structured(model, targets):
-    from torch.sparse import to_sparse_semi_structured
-
-    from slimbench.backends import Device
-
-    device = Device.best()
-    if (device.compute_capability() or (0, 0)) < (8, 0):
-        raise RuntimeError("semi_structured needs a CUDA GPU of compute capability 8.0 or newer")
-    model = model.half().to(str(device))
-    for module in targets.values():
-        module.weight = nn.Parameter(to_sparse_semi_structured(module.weight))
-    return model
+def semi_structured_shape(weight: torch.Tensor) -> bool:
+    """Whether torch's semi-structured kernels take this weight in half precision (rows a multiple of 32,
+    columns of 64); the others stay dense."""
+    rows, cols = weight.shape
+    return rows % 32 == 0 and cols % 64 == 0
 
 
 # ----------------------------------------------------------------------------------------------

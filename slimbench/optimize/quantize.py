@@ -82,6 +82,10 @@ def dynamic_int8(model, config: DynamicInt8Config, ctx):
 BNB_BLOCK = 64  # bitsandbytes 4-bit block size along a Linear layer's input
 
 
+# torchao schemes that run only on newer GPUs: scheme -> CUDA compute capability
+MIN_CAPABILITY = {"float8-dynamic": (8, 9)}
+
+
 @dataclass(frozen=True)
 class QuantizeConfig:
     """bitsandbytes 8/4-bit or torchao weight quantization, through transformers' quantization_config."""
@@ -92,7 +96,10 @@ class QuantizeConfig:
     quant_type: Literal["nf4", "fp4"] = "nf4"  # bitsandbytes 4-bit
     double_quant: bool = True  # bitsandbytes 4-bit: quantize the scales too
     compute_dtype: Literal["float32", "float16", "bfloat16"] = "float32"  # bitsandbytes 4-bit
-    scheme: Literal["int8-weight-only", "int8-dynamic", "int4-weight-only"] = "int8-weight-only"  # torchao
+    # torchao; float8-dynamic (fp8 activations and weights, per-row scales) needs compute capability 8.9+
+    scheme: Literal["int8-weight-only", "int8-dynamic", "int4-weight-only", "float8-dynamic"] = (
+        "int8-weight-only"
+    )
     group_size: int = 128  # torchao int4
     # keep the most sensitive Linear layers in the compute dtype until the quantized model keeps this share
     # of the unquantized accuracy on labelled data (slimbench.optimize.fallback); null: no fallback
@@ -105,6 +112,10 @@ class QuantizeConfig:
             raise ValueError(f"llm_int8_threshold must be > 0, got {self.llm_int8_threshold}")
         if self.group_size not in (32, 64, 128, 256):
             raise ValueError(f"group_size must be 32, 64, 128 or 256, got {self.group_size}")
+
+    def min_compute_capability(self) -> tuple[int, int] | None:
+        """The CUDA compute capability this step and its variant need; None: any device."""
+        return MIN_CAPABILITY.get(self.scheme) if self.backend == "torchao" else None
 
     def transformers_config(self, skip_modules: list[str] | None = None):
         if self.backend == "bitsandbytes":
@@ -121,9 +132,11 @@ class QuantizeConfig:
                 llm_int8_skip_modules=skip_modules,
             )
         from torchao.quantization import (
+            Float8DynamicActivationFloat8WeightConfig,
             Int4WeightOnlyConfig,
             Int8DynamicActivationInt8WeightConfig,
             Int8WeightOnlyConfig,
+            PerRow,
         )
         from transformers import TorchAoConfig
 
@@ -131,6 +144,7 @@ class QuantizeConfig:
             "int8-weight-only": Int8WeightOnlyConfig,
             "int8-dynamic": Int8DynamicActivationInt8WeightConfig,
             "int4-weight-only": lambda: Int4WeightOnlyConfig(group_size=self.group_size),
+            "float8-dynamic": lambda: Float8DynamicActivationFloat8WeightConfig(granularity=PerRow()),
         }[self.scheme]()
         return TorchAoConfig(quant_type=scheme, modules_to_not_convert=skip_modules)
 
@@ -141,6 +155,12 @@ def quantize(model, config: QuantizeConfig, ctx):
     from slimbench.backends import Device
 
     # transformers quantizes while loading: save what the steps before produced, reload quantized
+    need = config.min_compute_capability()
+    if need and (Device.best().compute_capability() or (0, 0)) < need:
+        raise RuntimeError(
+            f"quantize: torchao {config.scheme} needs a CUDA GPU of compute capability {need[0]}.{need[1]} or newer"
+            f" (Ada, Hopper); the best device here is {Device.best()} ({Device.best().name()})"
+        )
     staged = ctx.workdir / "quantize-source"
     model.save_pretrained(staged, safe_serialization=True)
     device = str(Device.best())
@@ -160,7 +180,9 @@ def quantize(model, config: QuantizeConfig, ctx):
         skip = base + [n for n in layers if n in exclude or (only is not None and n not in only)]
         return (
             ctx.task.auto_class()
-            .from_pretrained(staged, quantization_config=config.transformers_config(skip), device_map=device)
+            .from_pretrained(
+                staged, quantization_config=config.transformers_config(skip), device_map=device, dtype="auto"
+            )  # the dtype the steps before left (fp8 computes in bf16)
             .eval()
         )
 
@@ -175,4 +197,6 @@ def quantize(model, config: QuantizeConfig, ctx):
     ctx.notes["dtype"] = f"int{config.bits}" if config.backend == "bitsandbytes" else config.scheme
     ctx.notes["quantization"] = config.backend
     ctx.notes["quantization_device"] = device
+    if need:
+        ctx.notes["min_compute_capability"] = list(need)
     return quantized

@@ -44,6 +44,16 @@ class Recipe:
             kind = registry[call.name].output_kind(kind)
         return kind
 
+    @property
+    def min_compute_capability(self) -> tuple[int, int] | None:
+        """The CUDA compute capability its variant needs (fp8 weights, 2:4 sparse kernels); None: any device."""
+        needs = [
+            c.config.min_compute_capability()
+            for c in self.steps
+            if hasattr(c.config, "min_compute_capability")
+        ]
+        return max((n for n in needs if n), default=None)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,

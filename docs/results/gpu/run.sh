@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# The GPU measurements of the GPU issues as one prepared run that fits a short lease (one command of at most
+# 10 minutes). On the GPU machine, from the repository root, with the offline bundle (../shared/gpu-bundle/pack.py)
+# installed into /tmp/site (part2 in a first short call, part1 in the call that runs this, while the machine is warm):
+#   bash .gpu/part1/install.sh && export PYTHONPATH=/tmp/site:$PWD
+#   bash docs/results/gpu/run.sh OUT_DIR SECONDS [STAGE ...]
+# Stages run in the order given (default: core anchor bnbprobe more), each cut at the seconds left; what a stage finished is
+# kept (the bench resumes), and OUT_DIR gets flat files only, refreshed after every stage:
+#   env.txt        GPU, driver, torch, Triton, transformers
+#   results.jsonl  slimbench records of the demo's variants (batch 1/32/256, seq 128), report.md beside them
+#   anchor.json    plain PyTorch on the same GPU: fp32 eager and fp16 + torch.compile(mode="reduce-overhead")
+#   bnb-probe.json where bitsandbytes int8 loses the encoder: in memory, saved and reloaded, threshold 0, from fp16
+#   kernel-speed.json, kernel-tests.log   the kernel suite (CUDA-event timing) and the kernel unit tests on the GPU
+#   variants.json  pytest --benchmark over the demo's variants (pytest-benchmark JSON with slimbench records)
+#   run.log        everything printed
+# Stages:
+#   core     the default fine-tuned on the GPU; baseline, fp16, bf16-compiled, pruned-l2-bf16-compiled; bench; report
+#   anchor   the plain-PyTorch anchor on the demo's baseline
+#   bnbprobe bnb_int8_probe.py on the demo's baseline (needs bundle part 2)
+#   more     fp8, sparse-2of4-bf16, bnb-int8, bnb-nf4, torchao-int8wo, bf16, compiled, onnx-o2 into the same results
+#   kernels  the kernel unit tests natively on the GPU, then the kernel speed suite
+#   variants pytest --benchmark over the demo's variants
+set -uo pipefail
+out=${1:?output directory}
+budget=${2:?seconds this run may take}
+shift 2
+stages=("$@")
+[ ${#stages[@]} -eq 0 ] && stages=(core anchor bnbprobe more)
+mkdir -p "$out"
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+here=$(dirname "$0")
+work=/tmp/slimbench-gpu  # variants stay off OUT_DIR: only the flat files above come back
+demo=(python3 -m slimbench demo --device cuda --out "$work/demo" --batch-sizes 1,32,256 --min-reps 20)
+deadline=$((SECONDS + budget))
+log="$out/run.log"
+
+eval_data() { python3 -c "from slimbench.defaults import default_encoder as d; print(d(device='cuda').eval_path)"; }
+left() { echo $((deadline - SECONDS - 15)); }  # 15 s kept for the last report and copy
+
+collect() {
+  if [ -f "$work/demo/results.jsonl" ]; then
+    python3 -m slimbench report "$work/demo/results.jsonl" --out "$work/demo" --no-plots >>"$log" 2>&1
+    cp "$work/demo/results.jsonl" "$work/demo/report.md" "$out/" 2>/dev/null
+  fi
+}
+
+run_stage() {
+  local stage=$1 limit
+  limit=$(left)
+  if [ "$limit" -lt 30 ]; then
+    echo "== $stage: not started, ${limit}s left" | tee -a "$log"
+    return
+  fi
+  echo "== $stage ($(date -u +%T), ${limit}s left)" | tee -a "$log"
+  case "$stage" in
+    core)
+      timeout "$limit" "${demo[@]}" --recipes baseline,fp16,bf16-compiled,pruned-l2-bf16-compiled ;;
+    anchor)
+      timeout "$limit" python3 "$here/plain_pytorch_anchor.py" "$work/demo/models/baseline" "$(eval_data)" \
+        "$out/anchor.json" --configs fp32,fp16-compile-reduce-overhead ;;
+    bnbprobe)
+      timeout "$limit" python3 "$here/bnb_int8_probe.py" "$work/demo/models/baseline" "$(eval_data)" \
+        "$out/bnb-probe.json" ;;
+    more)
+      timeout "$limit" "${demo[@]}" \
+        --recipes fp8,sparse-2of4-bf16,bnb-int8,bnb-nf4,torchao-int8wo,bf16,compiled,onnx-o2 ;;
+    kernels)
+      timeout "$limit" python3 -m pytest -p slimbench.bench.plugin -q -x tests/test_kernels.py \
+        tests/test_kernel_patch.py tests/test_kernel_ops.py --kernel-device cuda >"$out/kernel-tests.log" 2>&1
+      tail -3 "$out/kernel-tests.log"
+      timeout "$(left)" python3 -m pytest -p slimbench.bench.plugin -q tests/benchmarks --benchmark \
+        --slimbench-no-variants --benchmark-json="$out/kernel-speed.json" ;;
+    variants)
+      timeout "$limit" python3 -m pytest -p slimbench.bench.plugin -q --benchmark --slimbench-devices cuda \
+        --slimbench-batch-sizes 1,32,256 --slimbench-out "$work/suite" --benchmark-json="$out/variants.json" \
+        slimbench/bench/suite.py ;;
+    *)
+      echo "unknown stage $stage (core, anchor, bnbprobe, more, kernels, variants)" ;;
+  esac 2>&1 | tee -a "$log"
+  echo "== $stage: exit ${PIPESTATUS[0]} ($(date -u +%T))" | tee -a "$log"
+  collect
+}
+
+{
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,power.limit --format=csv
+  python3 -c "import torch, triton, transformers; print('torch', torch.__version__, 'cuda', torch.version.cuda,
+'triton', triton.__version__, 'transformers', transformers.__version__)"
+} >"$out/env.txt" 2>&1
+cat "$out/env.txt" | tee -a "$log"
+for stage in "${stages[@]}"; do
+  run_stage "$stage"
+done
