@@ -25,7 +25,7 @@ GPU_DEMO_RECIPES = {
         "baseline", "fp16", "bf16", "bf16-compiled", "pruned-l2-bf16-compiled", "compiled", "fp8", "sparse-2of4-bf16",
         "bnb-int8", "bnb-nf4", "torchao-int8wo", "onnx-o2",
     ),
-    "causal-lm": ("baseline", "fp16", "bf16", "bnb-int8", "bnb-nf4", "torchao-int8wo", "onnx"),
+    "causal-lm": ("baseline", "bf16-static-cache", "fp16", "bf16", "fp8", "bnb-int8", "bnb-nf4", "torchao-int8wo", "onnx"),
 }  # fmt: skip
 # task -> (which embedded default, output directory, its quality figure in the default's info)
 DEMO_DEFAULTS = {

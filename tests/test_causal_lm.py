@@ -18,7 +18,7 @@ from slimbench.pipeline import optimize
 from slimbench.tasks.causal_lm import NEW_TOKENS, pack, perplexity, token_nll
 
 DECODER_RECIPES = ("baseline", "onnx", "onnx-o2-int8", "torchao-int8wo", "bnb-int8", "bnb-nf4",
-                   "sparse-2of4", "magnitude-50")  # fmt: skip
+                   "sparse-2of4", "magnitude-50", "bf16-static-cache")  # fmt: skip
 
 
 class Tok:
@@ -164,7 +164,8 @@ print(json.dumps(ids[0, enc["input_ids"].shape[1]:].tolist()))
 
 
 @pytest.mark.parametrize(
-    "name", ["baseline", "onnx", "onnx-o2-int8", "torchao-int8wo", "bnb-nf4", "sparse-2of4"]
+    "name",
+    ["baseline", "onnx", "onnx-o2-int8", "torchao-int8wo", "bnb-nf4", "sparse-2of4", "bf16-static-cache"],
 )
 def test_decoder_artifact_generates_without_slimbench(name, llama_variants, tiny_llama, tmp_path):
     variant = llama_variants[name]
@@ -183,6 +184,25 @@ def test_decoder_artifact_generates_without_slimbench(name, llama_variants, tiny
             ids = model.generate(**enc, max_new_tokens=6, min_new_tokens=6, do_sample=False,
                                  pad_token_id=tok.pad_token_id)  # fmt: skip
         assert generated == ids[0, enc["input_ids"].shape[1] :].tolist()
+
+
+def test_static_cache_variant_generates_what_the_dynamic_cache_does(llama_variants, tiny_llama):
+    from transformers import AutoModelForCausalLM, StaticCache
+
+    path = llama_variants["bf16-static-cache"].path
+    model = AutoModelForCausalLM.from_pretrained(path, dtype="auto").eval()  # what a deployment loads
+    assert model.dtype == torch.bfloat16 and model.generation_config.cache_implementation == "static"
+    assert not model.generation_config.disable_compile  # transformers compiles its decode step on a GPU
+    tok = Checkpoint.open(tiny_llama).load_tokenizer()
+    tok.padding_side = "left"
+    enc = tok([TEXTS[0], TEXTS[3] + " " + TEXTS[4]], return_tensors="pt", padding=True)  # two lengths
+    with torch.inference_mode():
+        static = model.generate(**enc, max_new_tokens=8, min_new_tokens=8, do_sample=False,
+                                pad_token_id=tok.pad_token_id, return_dict_in_generate=True)  # fmt: skip
+        dynamic = model.generate(**enc, max_new_tokens=8, min_new_tokens=8, do_sample=False,
+                                 pad_token_id=tok.pad_token_id, cache_implementation="dynamic")  # fmt: skip
+    assert isinstance(static.past_key_values, StaticCache)
+    assert static.sequences.tolist() == dynamic.tolist()
 
 
 def test_bench_records_perplexity_and_generated_tokens_per_second(llama_variants, tmp_path):

@@ -1,12 +1,23 @@
 """Steps that change a model: prune, recover, quantize, precision, fused kernels, export to ONNX
-(optimum, or an ONNX Runtime GenAI model for causal LMs);
+(optimum, or an ONNX Runtime GenAI model for causal LMs), a static KV cache for generate();
 the recipe runner (apply.py) with its agreement check, and the search planner (search.py).
 
 STEPS is the registry: the one source of truth for what a recipe may name, what the CLI lists and
 what the README table is generated from. A new step is one module and one entry here.
 """
 
-from slimbench.optimize import aot, baseline, export, genai, kernels, precision, prune, quantize, recover
+from slimbench.optimize import (
+    aot,
+    baseline,
+    export,
+    genai,
+    generation,
+    kernels,
+    precision,
+    prune,
+    quantize,
+    recover,
+)
 from slimbench.optimize.context import StepContext
 from slimbench.optimize.registry import Step
 
@@ -23,6 +34,7 @@ STEPS: dict[str, Step] = {
         aot.compile_aot,
         export.export,
         genai.genai,
+        generation.static_cache,
     )
 }
 
