@@ -424,8 +424,8 @@ def cmd_demo(args) -> int:
     if args.out is None:  # one directory per task: variant names and results would collide
         args.out = Path(out_name)
     recipes = [load_recipe(name.strip()) for name in names if name.strip()]
-    # the encoder default fine-tunes where the demo measures (the decoder default trains on the CPU)
-    default = default_encoder(device=str(device)) if build == "encoder" else default_decoder()
+    # the default trains where the demo measures when it is built
+    default = (default_encoder if build == "encoder" else default_decoder)(device=str(device))
     quality = f"held-out {get_task(args.task).metric_name} {default.info[info_key]:.4f}"
     print(f"Embedded default: {default.path} ({quality})")
     checkpoint = Checkpoint.open(default.path)

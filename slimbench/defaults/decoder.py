@@ -32,11 +32,14 @@ class Pretrain:
     seed: int = 0
 
 
-def default_decoder(recipe: Pretrain = Pretrain(), log=print, progress: bool = True) -> DefaultModel:
-    """The causal-LM default, trained on first use (about 10 minutes on 2 cores), then cached."""
+def default_decoder(
+    recipe: Pretrain = Pretrain(), log=print, progress: bool = True, device: str = "cpu"
+) -> DefaultModel:
+    """The causal-LM default, trained on first use (about 10 minutes on 2 cores), then cached. `device` is
+    where it trains when it is built."""
     return cached_default(
         "llama-bbc", "pretrain", recipe, "embedded decoder default (small Llama trained on BBC News)",
-        lambda train, held, topics, tmp: pretrain(train, held, recipe, tmp, progress=progress),
+        lambda train, held, topics, tmp: pretrain(train, held, recipe, tmp, progress=progress, device=device),
         lambda info: f"Decoder default ready: held-out perplexity {info['eval_perplexity']:.2f}",
         log,
     )  # fmt: skip
@@ -83,7 +86,12 @@ def wordpiece_subset(texts: list[str], min_count: int, out: Path):
 
 
 def pretrain(
-    train: LabelledText, held: LabelledText, recipe: Pretrain, out: Path, progress: bool = True
+    train: LabelledText,
+    held: LabelledText,
+    recipe: Pretrain,
+    out: Path,
+    progress: bool = True,
+    device: str = "cpu",
 ) -> dict:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -116,7 +124,9 @@ def pretrain(
         weight_decay=recipe.weight_decay,
         seed=recipe.seed,
     )
-    seconds = train_causal_lm(model, blocks, plan, progress=progress, desc="pretrain")
+    seconds = train_causal_lm(
+        model, blocks, plan, progress=progress, desc=f"pretrain ({device})", device=device
+    )
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(out, safe_serialization=True)
     held_blocks = pack(tokenizer, held.texts, recipe.block)[:EVAL_BLOCKS]
@@ -134,5 +144,6 @@ def pretrain(
         "eval_blocks": len(held_blocks),
         "eval_perplexity": ppl,
         "train_seconds": round(seconds, 1),
+        "train_device": device,
         "num_threads": torch.get_num_threads(),
     }

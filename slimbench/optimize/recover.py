@@ -38,6 +38,13 @@ class RecoverConfig:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
 
 
+def train_device() -> str:
+    """Where recovery trains: the first GPU where there is one (the model comes back to the CPU)."""
+    from slimbench.backends import Device
+
+    return str(Device.best())
+
+
 @register("recover", RecoverConfig)
 def recover(model, config: RecoverConfig, ctx):
     """Short fine-tune after pruning, with optional distillation from the unpruned model."""
@@ -47,6 +54,7 @@ def recover(model, config: RecoverConfig, ctx):
         raise ValueError(f"recover cannot fine-tune a {ctx.task.name} model yet")
     torch.manual_seed(config.seed)
     teacher = ctx.checkpoint.load_model() if config.distill else None
+    ctx.notes["recover_device"] = train_device()
     if ctx.task.generates:
         return _recover_lm(model, config, ctx, teacher)
     plan = TrainPlan(
@@ -54,9 +62,8 @@ def recover(model, config: RecoverConfig, ctx):
         seed=config.seed, temperature=config.temperature, alpha=config.alpha,
         max_steps=config.max_steps,
     )  # fmt: skip
-    seconds = train_classifier(
-        model, ctx.tokenizer, ctx.train_data, plan, teacher=teacher, masks=ctx.masks, desc="recover"
-    )
+    seconds = train_classifier(model, ctx.tokenizer, ctx.train_data, plan, teacher=teacher, masks=ctx.masks,
+                               desc=f"recover ({train_device()})", device=train_device())  # fmt: skip
     ctx.notes["recover_seconds"] = round(seconds, 1)
     ctx.notes["recover_train_accuracy_sample"] = accuracy(
         model, ctx.tokenizer, _head(ctx.train_data, 256), config.max_len
@@ -77,7 +84,8 @@ def _recover_lm(model, config: RecoverConfig, ctx, teacher):
         steps=steps, lr=config.lr, batch_size=config.batch_size, warmup_steps=max(1, steps // 10),
         weight_decay=0.0, seed=config.seed, temperature=config.temperature, alpha=config.alpha,
     )  # fmt: skip
-    seconds = train_causal_lm(model, blocks, plan, teacher=teacher, masks=ctx.masks, desc="recover")
+    seconds = train_causal_lm(model, blocks, plan, teacher=teacher, masks=ctx.masks, desc=f"recover ({train_device()})",
+                              device=train_device())  # fmt: skip
     ctx.notes["recover_seconds"] = round(seconds, 1)
     ctx.notes["recover_steps"] = steps
     ctx.notes["recover_train_perplexity_sample"] = model_perplexity(model, blocks[:64].numpy())

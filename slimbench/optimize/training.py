@@ -80,6 +80,7 @@ def train_classifier(
     model.to(device)
     if teacher is not None:
         teacher.to(device)
+    masks = {name: mask.to(device) for name, mask in (masks or {}).items()}
     steps_per_epoch = -(-len(data) // plan.batch_size)
     total = steps_per_epoch * plan.epochs
     if plan.max_steps:
@@ -145,13 +146,19 @@ def train_causal_lm(
     masks: dict[str, torch.Tensor] | None = None,
     progress: bool = True,
     desc: str = "train",
+    device: str = "cpu",
 ) -> float:
     """Next-token training on packed token blocks [n, block]: AdamW (0.9, 0.95), cosine decay after a
     linear warm-up, gradient clipping, seeded block order (reshuffled each pass). With a teacher, the
-    loss mixes token-level KL on softened logits with the next-token loss; masks as in
+    loss mixes token-level KL on softened logits with the next-token loss; masks and `device` as in
     `train_classifier`. Returns seconds."""
     from tqdm.auto import tqdm
     from transformers import get_cosine_schedule_with_warmup
+
+    model.to(device)
+    if teacher is not None:
+        teacher.to(device)
+    masks = {name: mask.to(device) for name, mask in (masks or {}).items()}
 
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
@@ -173,7 +180,7 @@ def train_causal_lm(
     for _ in range(plan.steps):
         if cursor + plan.batch_size > len(order):
             order, cursor = torch.randperm(len(blocks), generator=generator), 0
-        ids = blocks[order[cursor : cursor + plan.batch_size]]
+        ids = blocks[order[cursor : cursor + plan.batch_size]].to(device)
         cursor += plan.batch_size
         out = model(input_ids=ids, labels=ids)
         loss = out.loss
@@ -183,5 +190,7 @@ def train_causal_lm(
         bar.set_postfix(loss=f"{loss.item():.3f}")
         bar.update()
     bar.close()
-    model.eval()
+    model.eval().to("cpu")
+    if teacher is not None:
+        teacher.to("cpu")
     return time.perf_counter() - start

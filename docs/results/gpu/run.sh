@@ -4,10 +4,11 @@
 # installed into /tmp/site (part2 in a first short call, part1 in the call that runs this, while the machine is warm):
 #   bash .gpu/part1/install.sh && export PYTHONPATH=/tmp/site:$PWD
 #   bash docs/results/gpu/run.sh OUT_DIR SECONDS [STAGE ...]
-# Stages run in the order given (default: core anchor bnbprobe more), each cut at the seconds left; what a stage finished is
+# Stages run in the order given (default: core anchor decoder bnbprobe more), each cut at the seconds left; what a stage finished is
 # kept (the bench resumes), and OUT_DIR gets flat files only, refreshed after every stage:
 #   env.txt        GPU, driver, torch, Triton, transformers
 #   results.jsonl  slimbench records of the demo's variants (batch 1/32/256, seq 128), report.md beside them
+#   results-lm.jsonl, report-lm.md   the decoder default's (128-token prompts + 32 greedy tokens, batch 1/32)
 #   anchor.json    plain PyTorch on the same GPU: fp32 eager and fp16 + torch.compile(mode="reduce-overhead")
 #   bnb-probe.json where bitsandbytes int8 loses the encoder: in memory, saved and reloaded, threshold 0, from fp16
 #   kernel-speed.json, kernel-tests.log   the kernel suite (CUDA-event timing) and the kernel unit tests on the GPU
@@ -16,6 +17,7 @@
 # Stages:
 #   core     the default fine-tuned on the GPU; baseline, fp16, bf16-compiled, pruned-l2-bf16-compiled; bench; report
 #   anchor   the plain-PyTorch anchor on the demo's baseline
+#   decoder  the decoder default trained on the GPU; baseline, bf16-static-cache, bf16, fp8; bench at batch 1/32
 #   bnbprobe bnb_int8_probe.py on the demo's baseline (needs bundle part 2)
 #   more     fp8, sparse-2of4-bf16, bnb-int8, bnb-nf4, torchao-int8wo, bf16, compiled, onnx-o2 into the same results
 #   kernels  the kernel unit tests natively on the GPU, then the kernel speed suite
@@ -25,7 +27,7 @@ out=${1:?output directory}
 budget=${2:?seconds this run may take}
 shift 2
 stages=("$@")
-[ ${#stages[@]} -eq 0 ] && stages=(core anchor bnbprobe more)
+[ ${#stages[@]} -eq 0 ] && stages=(core anchor decoder bnbprobe more)
 mkdir -p "$out"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 here=$(dirname "$0")
@@ -42,6 +44,11 @@ collect() {
     python3 -m slimbench report "$work/demo/results.jsonl" --out "$work/demo" --no-plots >>"$log" 2>&1
     cp "$work/demo/results.jsonl" "$work/demo/report.md" "$out/" 2>/dev/null
   fi
+  if [ -f "$work/demo-lm/results.jsonl" ]; then
+    python3 -m slimbench report "$work/demo-lm/results.jsonl" --out "$work/demo-lm" --no-plots >>"$log" 2>&1
+    cp "$work/demo-lm/results.jsonl" "$out/results-lm.jsonl" 2>/dev/null
+    cp "$work/demo-lm/report.md" "$out/report-lm.md" 2>/dev/null
+  fi
 }
 
 run_stage() {
@@ -55,6 +62,9 @@ run_stage() {
   case "$stage" in
     core)
       timeout "$limit" "${demo[@]}" --recipes baseline,fp16,bf16-compiled,pruned-l2-bf16-compiled ;;
+    decoder)
+      timeout "$limit" python3 -m slimbench demo --task causal-lm --device cuda --out "$work/demo-lm" \
+        --batch-sizes 1,32 --min-reps 10 --recipes baseline,bf16-static-cache,bf16,fp8 ;;
     anchor)
       timeout "$limit" python3 "$here/plain_pytorch_anchor.py" "$work/demo/models/baseline" "$(eval_data)" \
         "$out/anchor.json" --configs fp32,fp16-compile-reduce-overhead ;;
@@ -75,7 +85,7 @@ run_stage() {
         --slimbench-batch-sizes 1,32,256 --slimbench-out "$work/suite" --benchmark-json="$out/variants.json" \
         slimbench/bench/suite.py ;;
     *)
-      echo "unknown stage $stage (core, anchor, bnbprobe, more, kernels, variants)" ;;
+      echo "unknown stage $stage (core, anchor, decoder, bnbprobe, more, kernels, variants)" ;;
   esac 2>&1 | tee -a "$log"
   echo "== $stage: exit ${PIPESTATUS[0]} ($(date -u +%T))" | tee -a "$log"
   collect
