@@ -45,6 +45,22 @@ def test_recipes_name_the_gpu_their_variants_need():
     assert recipes["sparse-2of4"].min_compute_capability is None  # dense 2:4 runs anywhere
 
 
+def test_the_fp8_setting_survives_config_json():
+    """What from_pretrained reads back from a saved fp8 variant's config.json is the same torchao setting."""
+    import json
+
+    from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow
+    from transformers import TorchAoConfig
+
+    from slimbench.optimize.quantize import QuantizeConfig
+
+    saved = QuantizeConfig(backend="torchao", scheme="float8-dynamic").transformers_config(["classifier"])
+    again = TorchAoConfig.from_dict(json.loads(json.dumps(saved.to_dict(), default=str)))
+    assert isinstance(again.quant_type, Float8DynamicActivationFloat8WeightConfig)
+    assert again.quant_type.granularity == [PerRow(), PerRow()]
+    assert again.modules_to_not_convert == ["classifier"]
+
+
 @pytest.mark.skipif(HERE >= (8, 9), reason="this machine has an fp8 GPU: test_fp8_on_the_gpu checks it")
 def test_fp8_is_refused_in_one_line_without_an_fp8_gpu(wide_bert, tmp_path):
     with pytest.raises(
