@@ -134,6 +134,30 @@ def test_quantized_format_names_its_missing_package(monkeypatch):
     assert reason == "torchao weights need the torchao package (pip install torchao)"
 
 
+def test_onnx_formats_name_their_missing_runtime(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    gone = {"onnxruntime", "onnxruntime_genai"}
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name in gone else real(name, *a)
+    )
+    assert cannot_run({"kind": "onnx", "notes": {}}, "cpu") == (
+        "ONNX variants need ONNX Runtime (pip install onnxruntime, or onnxruntime-gpu for CUDA)"
+    )
+    assert cannot_run({"kind": "onnx-genai", "notes": {}}, "cpu") == (
+        "ONNX Runtime GenAI models need the onnxruntime-genai package (pip install onnxruntime-genai)"
+    )
+
+
+def test_a_genai_model_built_for_the_cpu_says_so_on_a_gpu(monkeypatch):
+    monkeypatch.setattr(Device, "unavailable", lambda self: None)  # as on a machine with a GPU
+    reason = cannot_run({"kind": "onnx-genai", "notes": {"genai_execution_provider": "cpu"}}, "cuda")
+    assert (
+        reason == "this GenAI model was built for cpu; build one for cuda (genai: {execution_provider: ...})"
+    )
+
+
 @pytest.mark.parametrize(
     "spec, expected", [("cpu", "cpu"), ("cuda", "cuda"), ("cuda:1", "cuda:1"), (" cuda:0 ", "cuda:0")]
 )

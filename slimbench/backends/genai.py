@@ -73,7 +73,7 @@ class GenAI(Backend):
             )
         target = (manifest or {}).get("notes", {}).get("genai_execution_provider", "cpu")
         if device.is_cuda != (target == "cuda"):
-            return f"this GenAI model was built for {target}; build one for {device.kind} (genai: {{execution_provider: ...}})"
+            return f"this GenAI model was built for {target}; build one for {device.type} (genai: {{execution_provider: ...}})"
         if device.is_cuda:
             import onnxruntime_genai as og
 

@@ -3,6 +3,7 @@ or the CUDA one where onnxruntime-gpu is installed."""
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 from slimbench.backends.base import Backend, Loaded, greedy_generate, placer
@@ -63,8 +64,12 @@ class OnnxRuntime(Backend):
 
     def unavailable(self, device: Device, manifest: dict | None = None) -> str | None:
         reason = device.unavailable()
-        if reason or not device.is_cuda:
+        if reason:
             return reason
+        if importlib.util.find_spec("onnxruntime") is None:
+            return "ONNX variants need ONNX Runtime (pip install onnxruntime, or onnxruntime-gpu for CUDA)"
+        if not device.is_cuda:
+            return None
         import onnxruntime
 
         if provider(device) not in onnxruntime.get_available_providers():
