@@ -22,6 +22,12 @@ class StepContext:
     notes: dict[str, Any] = field(default_factory=dict)  # facts a step records for the manifest
     masks: dict[str, Any] = field(default_factory=dict)  # parameter name -> bool mask of kept weights
 
+    def needs_capability(self, need: tuple[int, int]) -> None:
+        """Record that the variant needs a CUDA GPU of at least this compute capability (the highest
+        any step asks for is kept)."""
+        have = tuple(self.notes.get("min_compute_capability", (0, 0)))
+        self.notes["min_compute_capability"] = list(max(have, tuple(need)))
+
     @property
     def task(self) -> Task:
         return get_task(self.checkpoint.task)

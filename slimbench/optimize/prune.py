@@ -85,7 +85,7 @@ def prune(model, config: PruneConfig, ctx):
             ctx.notes["semi_structured_layers"] = [
                 n for n, m in targets.items() if semi_structured_shape(m.weight)
             ]
-            ctx.notes["min_compute_capability"] = list(config.min_compute_capability())
+            ctx.needs_capability(config.min_compute_capability())
     ctx.masks.update({f"{name}.weight": (m.weight != 0) for name, m in targets.items()})
     zeros = sum(int((m.weight == 0).sum()) for m in targets.values())
     total = sum(m.weight.numel() for m in targets.values())

@@ -155,15 +155,16 @@ def quantize(model, config: QuantizeConfig, ctx):
     from slimbench.backends import Device
 
     # transformers quantizes while loading: save what the steps before produced, reload quantized
+    best = Device.best()
     need = config.min_compute_capability()
-    if need and (Device.best().compute_capability() or (0, 0)) < need:
+    if need and (best.compute_capability() or (0, 0)) < need:
         raise RuntimeError(
             f"quantize: torchao {config.scheme} needs a CUDA GPU of compute capability {need[0]}.{need[1]} or newer"
-            f" (Ada, Hopper); the best device here is {Device.best()} ({Device.best().name()})"
+            f" (Ada, Hopper); the best device here is {best} ({best.name()})"
         )
     staged = ctx.workdir / "quantize-source"
     model.save_pretrained(staged, safe_serialization=True)
-    device = str(Device.best())
+    device = str(best)
     from transformers.integrations import get_keys_to_not_convert
 
     base = get_keys_to_not_convert(model)  # what transformers leaves unquantized by default (the head)
@@ -198,5 +199,5 @@ def quantize(model, config: QuantizeConfig, ctx):
     ctx.notes["quantization"] = config.backend
     ctx.notes["quantization_device"] = device
     if need:
-        ctx.notes["min_compute_capability"] = list(need)
+        ctx.needs_capability(need)
     return quantized

@@ -54,16 +54,16 @@ def recover(model, config: RecoverConfig, ctx):
         raise ValueError(f"recover cannot fine-tune a {ctx.task.name} model yet")
     torch.manual_seed(config.seed)
     teacher = ctx.checkpoint.load_model() if config.distill else None
-    ctx.notes["recover_device"] = train_device()
+    device = ctx.notes["recover_device"] = train_device()
     if ctx.task.generates:
-        return _recover_lm(model, config, ctx, teacher)
+        return _recover_lm(model, config, ctx, teacher, device)
     plan = TrainPlan(
         epochs=config.epochs, lr=config.lr, batch_size=config.batch_size, max_len=config.max_len,
         seed=config.seed, temperature=config.temperature, alpha=config.alpha,
         max_steps=config.max_steps,
     )  # fmt: skip
     seconds = train_classifier(model, ctx.tokenizer, ctx.train_data, plan, teacher=teacher, masks=ctx.masks,
-                               desc=f"recover ({train_device()})", device=train_device())  # fmt: skip
+                               desc=f"recover ({device})", device=device)  # fmt: skip
     ctx.notes["recover_seconds"] = round(seconds, 1)
     ctx.notes["recover_train_accuracy_sample"] = accuracy(
         model, ctx.tokenizer, _head(ctx.train_data, 256), config.max_len
@@ -71,7 +71,7 @@ def recover(model, config: RecoverConfig, ctx):
     return model
 
 
-def _recover_lm(model, config: RecoverConfig, ctx, teacher):
+def _recover_lm(model, config: RecoverConfig, ctx, teacher, device: str):
     """Next-token recovery on the training text packed into blocks of max_len tokens."""
     from slimbench.optimize.training import LMPlan, train_causal_lm
     from slimbench.tasks.causal_lm import model_perplexity, pack
@@ -84,8 +84,8 @@ def _recover_lm(model, config: RecoverConfig, ctx, teacher):
         steps=steps, lr=config.lr, batch_size=config.batch_size, warmup_steps=max(1, steps // 10),
         weight_decay=0.0, seed=config.seed, temperature=config.temperature, alpha=config.alpha,
     )  # fmt: skip
-    seconds = train_causal_lm(model, blocks, plan, teacher=teacher, masks=ctx.masks, desc=f"recover ({train_device()})",
-                              device=train_device())  # fmt: skip
+    seconds = train_causal_lm(model, blocks, plan, teacher=teacher, masks=ctx.masks, desc=f"recover ({device})",
+                              device=device)  # fmt: skip
     ctx.notes["recover_seconds"] = round(seconds, 1)
     ctx.notes["recover_steps"] = steps
     ctx.notes["recover_train_perplexity_sample"] = model_perplexity(model, blocks[:64].numpy())

@@ -30,6 +30,20 @@ def _with_distillation(loss, logits, teacher, batch: dict, plan) -> torch.Tensor
     return plan.alpha * kd + (1 - plan.alpha) * loss
 
 
+def _to_device(device: str, model, teacher, masks: dict | None) -> dict:
+    """Put the model and teacher on `device` for training; the masks there, as returned."""
+    model.to(device)
+    if teacher is not None:
+        teacher.to(device)
+    return {name: mask.to(device) for name, mask in (masks or {}).items()}
+
+
+def _back_to_cpu(model, teacher) -> None:
+    model.eval().to("cpu")
+    if teacher is not None:
+        teacher.to("cpu")
+
+
 def _step(loss, model, optimizer, schedule, params: dict, masks: dict | None) -> None:
     """Backward, clip to norm 1, optimizer and schedule step; pruned weights set back to zero."""
     loss.backward()
@@ -77,10 +91,7 @@ def train_classifier(
 
     enc = {k: v.to(device) for k, v in encode(tokenizer, data.texts, plan.max_len).items()}
     labels = torch.tensor(data.labels, device=device)
-    model.to(device)
-    if teacher is not None:
-        teacher.to(device)
-    masks = {name: mask.to(device) for name, mask in (masks or {}).items()}
+    masks = _to_device(device, model, teacher, masks)
     steps_per_epoch = -(-len(data) // plan.batch_size)
     total = steps_per_epoch * plan.epochs
     if plan.max_steps:
@@ -109,9 +120,7 @@ def train_classifier(
             bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}")
             bar.update()
     bar.close()
-    model.eval().to("cpu")
-    if teacher is not None:
-        teacher.to("cpu")
+    _back_to_cpu(model, teacher)
     return time.perf_counter() - start
 
 
@@ -155,11 +164,7 @@ def train_causal_lm(
     from tqdm.auto import tqdm
     from transformers import get_cosine_schedule_with_warmup
 
-    model.to(device)
-    if teacher is not None:
-        teacher.to(device)
-    masks = {name: mask.to(device) for name, mask in (masks or {}).items()}
-
+    masks = _to_device(device, model, teacher, masks)
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
     optimizer = torch.optim.AdamW(
@@ -190,7 +195,5 @@ def train_causal_lm(
         bar.set_postfix(loss=f"{loss.item():.3f}")
         bar.update()
     bar.close()
-    model.eval().to("cpu")
-    if teacher is not None:
-        teacher.to("cpu")
+    _back_to_cpu(model, teacher)
     return time.perf_counter() - start
