@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
-import threading
 from pathlib import Path
 
 from slimbench import SlimbenchError, __version__
+from slimbench.core import interrupt
 
 DEMO_RECIPES = {
     "text-classification": ("baseline", "torch-int8", "onnx", "onnx-o2-int8"),
@@ -464,15 +463,10 @@ COMMANDS = {
 }
 
 
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _interrupt)  # `kill` ends a run as cleanly as Ctrl-C
+    interrupt.install()  # Ctrl-C and `kill` end a run with one line, the finished results kept
     try:
         return COMMANDS[args.command](args)
     except SlimbenchError as e:

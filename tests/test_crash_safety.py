@@ -113,3 +113,28 @@ def test_nothing_reaches_the_network():
     with pytest.raises(OSError, match="network"):
         socket.create_connection(("1.1.1.1", 443), timeout=5)
     assert os.environ["HF_HUB_OFFLINE"] == "1"
+
+
+def test_an_interrupt_python_drops_is_raised_at_the_next_check(capsys):
+    """A Ctrl-C whose KeyboardInterrupt is raised inside a finalizer or an at-fork callback (starting a
+    measuring process runs logging's) is dropped by Python; slimbench raises it again at the next check."""
+    from slimbench.core import interrupt
+
+    saved = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM), sys.unraisablehook
+    try:
+        interrupt.install()
+
+        class Finalized:
+            def __del__(self):
+                os.kill(os.getpid(), signal.SIGINT)  # the handler runs here, inside the finalizer
+                sum(range(1000))
+
+        Finalized()
+        with pytest.raises(KeyboardInterrupt):
+            interrupt.check()
+        assert "Exception ignored" not in capsys.readouterr().err
+    finally:
+        signal.signal(signal.SIGINT, saved[0])
+        signal.signal(signal.SIGTERM, saved[1])
+        sys.unraisablehook = saved[2]
+        interrupt._received.clear()

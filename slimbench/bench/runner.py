@@ -21,6 +21,7 @@ from slimbench import SlimbenchError
 from slimbench.backends import Device, cannot_run
 from slimbench.bench.timing import TimingPlan
 from slimbench.bench.worker import ERROR_PREFIX, RESULT_PREFIX
+from slimbench.core import interrupt
 from slimbench.core.environment import environment
 from slimbench.core.manifest import read_manifest, update_metrics
 
@@ -132,6 +133,7 @@ def run_worker(job: dict, num_threads: int, on_result: Callable[[dict], None]) -
         )  # fmt: skip
         error = None
         try:
+            interrupt.check()  # a Ctrl-C that landed while the process started
             for line in proc.stdout:
                 if line.startswith(RESULT_PREFIX):
                     on_result(json.loads(line[len(RESULT_PREFIX) :]))
@@ -339,6 +341,7 @@ def run_bench(
                     settle(model_dir, {**outcome, "accuracy": outcome["accuracy"] or known[model_dir]})
         else:
             for model_dir in order:
+                interrupt.check()
                 reason = cannot_run(manifests[model_dir], device)
                 acc = cached(model_dir)
                 if reason or not needs_worker(model_dir, acc):
