@@ -110,6 +110,55 @@ def test_weight_only_matmul(M, K, N, bits, group, dtype):
     assert bool(((quant_matmul.dequantize(q, scale, bits, group) - w).abs() <= step / 2 + 1e-7).all())
 
 
+# Launches the autotuner may choose on a GPU, fixed here so each path runs: one K tile per group or
+# several groups per tile (int4), K split across programs (2, and 3 with a split left without work),
+# tiles deeper than K, wide-M tiles.
+LAUNCHES = [
+    {"BM": 16, "BN": 16, "BK": 32, "SPLIT_K": 1},
+    {"BM": 16, "BN": 32, "BK": 64, "SPLIT_K": 2},
+    {"BM": 32, "BN": 64, "BK": 128, "SPLIT_K": 3},
+    {"BM": 16, "BN": 16, "BK": 256, "SPLIT_K": 1, "num_warps": 2},
+]
+
+
+@pytest.mark.parametrize("launch", range(len(LAUNCHES)))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("bits, group", [(8, 128), (4, 32), (4, 128)])
+@pytest.mark.parametrize("M, K, N", [(1, 256, 64), (33, 384, 96)])
+def test_weight_only_matmul_every_launch(M, K, N, bits, group, dtype, launch):
+    torch.manual_seed(0)
+    module = quant_matmul.QuantLinear(torch.nn.Linear(K, N).to(dtype), bits=bits, group_size=group)
+    x = torch.randn(M, K).to(dtype)
+    got = quant_matmul.weight_only_matmul(x, module.qweight, module.scale, module.bias, bits, group,
+                                          config=LAUNCHES[launch])  # fmt: skip
+    close(got, quant_matmul.reference(x, module.qweight, module.scale, module.bias, bits, group), dtype, 20)
+
+
+def test_weight_only_matmul_splits_k_only_for_skinny_products_that_leave_sms_idle(monkeypatch):
+    monkeypatch.setattr(quant_matmul, "_sm_count", lambda device: 132)
+    gpu = torch.device("cuda")
+    assert quant_matmul.split_k_for(1, 4096, 4096, gpu) == 1  # 256 narrow tiles fill 132 SMs
+    assert quant_matmul.split_k_for(1, 1024, 8192, gpu) == 4  # 64 tiles: x4 fills them
+    assert quant_matmul.split_k_for(16, 384, 1536, gpu) == 2  # stops where a split would hold < 512 of K
+    assert quant_matmul.split_k_for(17, 384, 8192, gpu) == 1  # not skinny
+    assert quant_matmul.split_k_for(1, 384, 8192, torch.device("cpu")) == 1
+
+
+def test_weight_only_matmul_candidate_configs_fit_the_shape():
+    def tiles(m, k, split):
+        return {(c.kwargs["BM"], c.kwargs["BK"]) for c in quant_matmul.candidate_configs(m, k, split)}
+
+    assert {bm for bm, _ in tiles(1, 4096, 1)} == {16}
+    assert max(bm for bm, _ in tiles(40, 4096, 1)) == 64 and min(bm for bm, _ in tiles(40, 4096, 1)) == 32
+    assert max(bk for _, bk in tiles(1, 128, 1)) == 128 and max(bk for _, bk in tiles(1, 4096, 16)) == 256
+    assert quant_matmul.candidate_configs(1, 16, 1)  # never empty
+
+
+def test_int4_kernel_needs_a_power_of_two_group():
+    with pytest.raises(ValueError, match="power of two"):
+        quant_matmul.QuantLinear(torch.nn.Linear(96, 8), bits=4, group_size=48)
+
+
 def test_int4_packing_round_trips():
     w = torch.randn(8, 64)
     q, s = quant_matmul.quantize_int4(w, 32)

@@ -1,8 +1,25 @@
 """Weight-only quantized matmul, dequantizing inside the kernel: W8A16 (int8, one scale per
 output channel) and W4A16 (int4 packed two per byte along K, one scale per group of K).
-`QuantLinear` replaces an nn.Linear with either."""
+`QuantLinear` replaces an nn.Linear with either.
+
+The product is memory-bound wherever the activations are few (decoding, small batches): its time
+is the time to read the weight, so the kernel exists to read fewer bytes than a bf16 Linear and
+do nothing else slowly. Each program computes a (BM, BN) tile of the output over its share of K:
+- int4 is unpacked in registers: a (BK/2, BN) tile of packed bytes gives the low nibbles (even k)
+  and the high nibbles (odd k), multiplied by the even and odd columns of the activations, so no
+  byte is read twice and nothing is unpacked through memory;
+- scales are applied to the partial product where a tile lies inside one group (exact: the
+  integer weights are representable in fp16/bf16), else one scale row per group is broadcast
+  over the tile before the product;
+- skinny products whose output tiles would leave most of the GPU's SMs idle split K across
+  programs (split-K), which add their partial sums into an fp32 buffer;
+- the tile shapes, warps and pipeline depth are autotuned per shape on the GPU (Triton's
+  autotuner, results kept in Triton's cache directory so later processes do not tune again).
+"""
 
 from __future__ import annotations
+
+import functools
 
 import torch
 import torch.nn.functional as F
@@ -10,43 +27,135 @@ import triton
 import triton.language as tl
 from torch import nn
 
-from slimbench.kernels._launch import f32_dot, use_triton
+from slimbench.kernels._launch import f32_dot, interpreting, use_triton
+
+
+@triton.jit
+def _dot(x, w, IEEE: tl.constexpr):
+    if IEEE:
+        return tl.dot(x.to(tl.float32), w.to(tl.float32), input_precision="ieee")
+    else:
+        return tl.dot(x, w.to(x.dtype))
 
 
 @triton.jit
 def _wq_matmul_kernel(
-    X, W, S, BIAS, Y, M, N, K, GROUP,
-    BITS: tl.constexpr, HAS_BIAS: tl.constexpr, IEEE: tl.constexpr,
-    BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
+    X, W, S, BIAS, Y, M, N, K, M_BUCKET,
+    BITS: tl.constexpr, GROUP: tl.constexpr, HAS_BIAS: tl.constexpr, IEEE: tl.constexpr,
+    SPLIT_K: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
 ):  # fmt: skip
+    # M_BUCKET only keys the autotuner's choice (one tuning per power of two of M)
+    pid_k = tl.program_id(2)
     rm = tl.program_id(0) * BM + tl.arange(0, BM)
     rn = tl.program_id(1) * BN + tl.arange(0, BN)
-    rk = tl.arange(0, BK)
+    m_ok, n_ok = rm < M, rn < N
+    x_rows = X + rm[:, None].to(tl.int64) * K
+    # this program's share of K, in whole tiles: a tile never straddles two splits, nor (BK <= GROUP) two groups
+    tiles_per_split = tl.cdiv(tl.cdiv(K, BK), SPLIT_K)
+    k_lo = pid_k * tiles_per_split * BK
+    k_hi = tl.minimum(K, k_lo + tiles_per_split * BK)
     acc = tl.zeros((BM, BN), tl.float32)
-    for k0 in range(0, K, BK):
-        kk = k0 + rk
-        x = tl.load(X + rm[:, None].to(tl.int64) * K + kk[None, :], mask=(rm[:, None] < M) & (kk[None, :] < K),
-                    other=0.0)  # fmt: skip
-        wmask = (kk[:, None] < K) & (rn[None, :] < N)
-        if BITS == 8:
-            w = tl.load(W + rn[None, :].to(tl.int64) * K + kk[:, None], mask=wmask, other=0).to(tl.float32)
-        else:
-            packed = tl.load(W + rn[None, :].to(tl.int64) * (K // 2) + kk[:, None] // 2, mask=wmask, other=0)
-            q = (packed >> ((kk[:, None] % 2) * 4)) & 0xF
-            scale = tl.load(
-                S + rn[None, :].to(tl.int64) * (K // GROUP) + kk[:, None] // GROUP, mask=wmask, other=0.0
-            )
-            w = (q.to(tl.float32) - 8.0) * scale.to(tl.float32)
-        if IEEE:
-            acc += tl.dot(x.to(tl.float32), w, input_precision="ieee")
-        else:
-            acc += tl.dot(x, w.to(x.dtype))
     if BITS == 8:
-        acc = acc * tl.load(S + rn, mask=rn < N, other=0.0).to(tl.float32)[None, :]
-    if HAS_BIAS:
-        acc += tl.load(BIAS + rn, mask=rn < N, other=0.0).to(tl.float32)[None, :]
-    tl.store(Y + rm[:, None].to(tl.int64) * N + rn[None, :], acc.to(Y.dtype.element_ty),
-             mask=(rm[:, None] < M) & (rn[None, :] < N))  # fmt: skip
+        rk = tl.arange(0, BK)
+        w_cols = W + rn[None, :].to(tl.int64) * K
+        for k0 in range(k_lo, k_hi, BK):
+            kk = k0 + rk
+            k_ok = kk < k_hi
+            x = tl.load(x_rows + kk[None, :], mask=m_ok[:, None] & k_ok[None, :], other=0.0)
+            w = tl.load(w_cols + kk[:, None], mask=k_ok[:, None] & n_ok[None, :], other=0)
+            acc += _dot(x, w, IEEE)
+        acc = acc * tl.load(S + rn, mask=n_ok, other=0.0).to(tl.float32)[None, :]
+    else:
+        rp = tl.arange(0, BK // 2)  # byte p of the tile holds k = 2p (low nibble) and k = 2p + 1 (high)
+        w_cols = W + rn[None, :].to(tl.int64) * (K // 2)
+        s_cols = S + rn[None, :].to(tl.int64) * (K // GROUP)
+        for k0 in range(k_lo, k_hi, BK):
+            even = k0 + 2 * rp
+            k_ok = even < k_hi
+            packed = tl.load(w_cols + (k0 // 2 + rp)[:, None], mask=k_ok[:, None] & n_ok[None, :], other=0)
+            lo = (packed & 0xF).to(tl.float32) - 8.0
+            hi = (packed >> 4).to(tl.float32) - 8.0
+            xm = m_ok[:, None] & k_ok[None, :]
+            x_even = tl.load(x_rows + even[None, :], mask=xm, other=0.0)
+            x_odd = tl.load(x_rows + even[None, :] + 1, mask=xm, other=0.0)
+            if GROUP % BK == 0:  # the tile lies in one group: scale its partial product
+                s = tl.load(s_cols + k0 // GROUP, mask=n_ok[None, :], other=0.0).to(tl.float32)
+                acc += (_dot(x_even, lo, IEEE) + _dot(x_odd, hi, IEEE)) * s
+            else:  # BK // GROUP groups in the tile: one scale row each, broadcast over its GROUP // 2 rows
+                g = k0 // GROUP + tl.arange(0, BK // GROUP)
+                s = tl.load(s_cols + g[:, None], mask=(g[:, None] < K // GROUP) & n_ok[None, :], other=0.0)
+                s = s.to(tl.float32)[:, None, :]
+                lo = tl.reshape(tl.reshape(lo, (BK // GROUP, GROUP // 2, BN)) * s, (BK // 2, BN))
+                hi = tl.reshape(tl.reshape(hi, (BK // GROUP, GROUP // 2, BN)) * s, (BK // 2, BN))
+                acc += _dot(x_even, lo, IEEE) + _dot(x_odd, hi, IEEE)
+    if HAS_BIAS:  # added once, by the first split
+        acc += tl.load(BIAS + rn, mask=n_ok, other=0.0).to(tl.float32)[None, :] * (pid_k == 0).to(tl.float32)
+    y_ptrs = Y + rm[:, None].to(tl.int64) * N + rn[None, :]
+    if SPLIT_K == 1:
+        tl.store(y_ptrs, acc.to(Y.dtype.element_ty), mask=m_ok[:, None] & n_ok[None, :])
+    else:
+        tl.atomic_add(y_ptrs, acc, mask=m_ok[:, None] & n_ok[None, :])
+
+
+def _config(bm, bn, bk, warps, stages):
+    return triton.Config({"BM": bm, "BN": bn, "BK": bk}, num_warps=warps, num_stages=stages)
+
+
+# (BM, BN, BK, warps, stages). Skinny (M <= 16): narrow, deep tiles, many programs, deep pipelines to
+# keep enough bytes in flight; wider M: ordinary GEMM tiles.
+SKINNY = [_config(*c) for c in [(16, 16, 256, 2, 4), (16, 16, 512, 4, 3), (16, 32, 128, 2, 4), (16, 32, 256, 4, 4),
+                                (16, 32, 512, 4, 3), (16, 64, 128, 4, 4), (16, 64, 256, 4, 3), (16, 128, 128, 4, 3)]]  # fmt: skip
+WIDE = [_config(*c) for c in [(32, 64, 128, 4, 4), (64, 64, 64, 4, 4), (64, 128, 64, 4, 4), (128, 64, 64, 4, 4),
+                              (128, 128, 64, 8, 3), (128, 256, 64, 8, 3)]]  # fmt: skip
+
+
+def candidate_configs(m: int, k: int, split_k: int) -> list[triton.Config]:
+    """The configs worth timing for an (m, k) product split split_k ways: tiles no taller than M
+    needs and no deeper than one split's share of K."""
+    if m <= 16:
+        configs = SKINNY
+    else:
+        configs = [c for c in WIDE if c.kwargs["BM"] <= max(32, triton.next_power_of_2(m))]
+    depth = max(32, triton.next_power_of_2(triton.cdiv(k, split_k)))
+    return [c for c in configs if c.kwargs["BK"] <= depth] or configs[:1]
+
+
+def _prune(configs, named_args, **kwargs):
+    kept = candidate_configs(named_args["M"], named_args["K"], kwargs["SPLIT_K"])
+    return kept[:1] if interpreting() else kept  # nothing to time on the interpreter
+
+
+_tuned_kernel = triton.autotune(
+    configs=SKINNY + WIDE, key=["M_BUCKET", "N", "K", "SPLIT_K"], prune_configs_by={"early_config_prune": _prune},
+    reset_to_zero=["Y"], cache_results=True,
+)(_wq_matmul_kernel)  # fmt: skip
+
+
+def tuned_launch() -> dict:
+    """The launch the autotuner chose last (tile, warps, stages); empty before its first launch."""
+    config = getattr(_tuned_kernel, "best_config", None)
+    return (
+        {}
+        if config is None
+        else {**config.kwargs, "num_warps": config.num_warps, "num_stages": config.num_stages}
+    )
+
+
+@functools.cache
+def _sm_count(device: torch.device) -> int:
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
+def split_k_for(m: int, n: int, k: int, device: torch.device) -> int:
+    """How many ways to split K: 1 unless the product is skinny (M <= 16) and its output, in
+    16-column tiles (the narrowest), gives fewer programs than the GPU has SMs; then the smallest power of two
+    that fills them, while each split keeps at least 512 of K."""
+    if m > 16 or device.type != "cuda":
+        return 1
+    programs, split = triton.cdiv(n, 16), 1
+    while programs * split < _sm_count(device) and k // (2 * split) >= 512:
+        split *= 2
+    return split
 
 
 def quantize_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -76,22 +185,53 @@ def dequantize(qweight, scale, bits: int, group_size: int = 128) -> torch.Tensor
     return (q.reshape(n, -1, group_size) * scale[..., None]).reshape(n, -1)
 
 
-def weight_only_matmul(x, qweight, scale, bias=None, bits: int = 8, group_size: int = 128):
-    """x @ dequantize(qweight, scale).T + bias, for x (..., K)."""
+def _check_group(bits: int, group_size: int) -> None:
+    if bits == 4 and (group_size < 32 or group_size & (group_size - 1)):
+        raise ValueError(f"the int4 kernel needs group_size a power of two of 32 or more, got {group_size}")
+
+
+def weight_only_matmul(x, qweight, scale, bias=None, bits: int = 8, group_size: int = 128, config=None):
+    """x @ dequantize(qweight, scale).T + bias, for x (..., K).
+
+    `config` ({"BM", "BN", "BK", "SPLIT_K"}, optionally "num_warps"/"num_stages") fixes the launch
+    instead of the autotuner's choice and split_k_for's: the tests use it to reach every path."""
     if not use_triton(x):
         return reference(x, qweight, scale, bias, bits, group_size)
+    _check_group(bits, group_size)
     shape = x.shape
     x2 = x.reshape(-1, shape[-1]).contiguous()
     m, k = x2.shape
     n = qweight.shape[0]
-    y = torch.empty(m, n, dtype=x.dtype, device=x.device)
-    bm = 16 if m <= 16 else 64
-    grid = (triton.cdiv(m, bm), triton.cdiv(n, 64))
-    _wq_matmul_kernel[grid](
-        x2, qweight, scale, bias if bias is not None else scale, y, m, n, k, group_size,
-        BITS=bits, HAS_BIAS=bias is not None, IEEE=f32_dot(x.dtype), BM=bm, BN=64, BK=32,
-    )  # fmt: skip
-    return y.reshape(*shape[:-1], n)
+    config = dict(config or {})
+    split_k = config.pop("SPLIT_K", None) or split_k_for(m, n, k, x2.device)
+    y = (
+        torch.zeros(m, n, dtype=torch.float32, device=x2.device)
+        if split_k > 1
+        else torch.empty(m, n, dtype=x.dtype, device=x2.device)
+    )
+    args = (
+        x2,
+        qweight,
+        scale,
+        bias if bias is not None else scale,
+        y,
+        m,
+        n,
+        k,
+        max(16, triton.next_power_of_2(m)),
+    )
+    meta = dict(
+        BITS=bits, GROUP=group_size, HAS_BIAS=bias is not None, IEEE=f32_dot(x.dtype), SPLIT_K=split_k
+    )
+
+    def grid(c):
+        return triton.cdiv(m, c["BM"]), triton.cdiv(n, c["BN"]), split_k
+
+    if config:
+        _wq_matmul_kernel[grid(config)](*args, **meta, **config)
+    else:
+        _tuned_kernel[grid](*args, **meta)
+    return y.to(x.dtype).reshape(*shape[:-1], n)
 
 
 def reference(x, qweight, scale, bias=None, bits: int = 8, group_size: int = 128):
@@ -120,6 +260,7 @@ class QuantLinear(nn.Module):
         super().__init__()
         if bits not in (4, 8):
             raise ValueError(f"bits must be 4 or 8, got {bits}")
+        _check_group(bits, group_size)
         self.in_features, self.out_features, self.bits, self.group_size = (
             linear.in_features, linear.out_features, bits, group_size,
         )  # fmt: skip
