@@ -5,7 +5,7 @@ GPU by the benchmark suite, never here."""
 import pytest
 import torch
 
-from slimbench.kernels import activations, attention, layer_norm, quant_matmul, rms_norm
+from slimbench.kernels import _launch, activations, attention, layer_norm, quant_matmul, rms_norm
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 TOL = {torch.float32: (1e-5, 1e-5), torch.float16: (2e-3, 2e-3), torch.bfloat16: (2e-2, 2e-2)}
@@ -87,6 +87,45 @@ def test_attention_fully_padded_row_gives_zeros():
     torch.testing.assert_close(got, attention.reference(q, k, v, keep))
 
 
+# Launches the autotuner may choose on a GPU, fixed here so each path runs: tiles smaller and larger
+# than the sequences, causal blocks with and without a mask-free part, keys split 2 and 4 ways
+# (flash-decoding, some splits left without keys) and combined by the second kernel.
+ATTENTION_LAUNCHES = [
+    {"BLOCK_M": 16, "BLOCK_N": 16, "SPLITS": 1},
+    {"BLOCK_M": 64, "BLOCK_N": 32, "SPLITS": 1, "num_warps": 8},
+    {"BLOCK_M": 16, "BLOCK_N": 32, "SPLITS": 4},
+    {"BLOCK_M": 32, "BLOCK_N": 16, "SPLITS": 2},
+]
+
+
+@pytest.mark.parametrize("launch", range(len(ATTENTION_LAUNCHES)))
+@pytest.mark.parametrize("padded", [False, True])
+@pytest.mark.parametrize(
+    "B, H, S_q, S_k, D, causal",
+    [(2, 2, 1, 100, 64, False), (2, 2, 1, 100, 64, True), (1, 2, 70, 70, 32, True), (1, 1, 40, 20, 32, True),
+     (2, 1, 17, 50, 16, False)],
+)  # fmt: skip
+def test_attention_every_launch(B, H, S_q, S_k, D, causal, padded, launch):
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(B, H, s, D) for s in (S_q, S_k, S_k))
+    keep = None
+    if padded:
+        keep = torch.ones(B, S_k, dtype=torch.bool)
+        keep[-1, : S_k // 3] = False
+    got = attention.flash_attention(q, k, v, keep, causal=causal, config=ATTENTION_LAUNCHES[launch])
+    close(got, attention.reference(q, k, v, keep, causal=causal), torch.float32, 5)
+
+
+def test_attention_splits_keys_only_for_short_queries_that_leave_sms_idle(monkeypatch):
+    monkeypatch.setattr(_launch, "sm_count", lambda device: 132)
+    gpu = torch.device("cuda")
+    assert attention.kv_splits_for(32, 1, 8192, gpu) == 8  # 1 x 32 heads: x8 fills 132 SMs
+    assert attention.kv_splits_for(32, 1, 1024, gpu) == 4  # stops where a split would hold < 256 keys
+    assert attention.kv_splits_for(64 * 12, 1, 1024, gpu) == 1  # enough heads already
+    assert attention.kv_splits_for(32, 128, 8192, gpu) == 1  # prefill
+    assert attention.kv_splits_for(32, 1, 8192, torch.device("cpu")) == 1
+
+
 def test_attention_rejects_unsupported_head_dims():
     q = torch.randn(1, 1, 4, 48)
     with pytest.raises(ValueError, match="head dim"):
@@ -135,7 +174,7 @@ def test_weight_only_matmul_every_launch(M, K, N, bits, group, dtype, launch):
 
 
 def test_weight_only_matmul_splits_k_only_for_skinny_products_that_leave_sms_idle(monkeypatch):
-    monkeypatch.setattr(quant_matmul, "_sm_count", lambda device: 132)
+    monkeypatch.setattr(_launch, "sm_count", lambda device: 132)
     gpu = torch.device("cuda")
     assert quant_matmul.split_k_for(1, 4096, 4096, gpu) == 1  # 256 narrow tiles fill 132 SMs
     assert quant_matmul.split_k_for(1, 1024, 8192, gpu) == 4  # 64 tiles: x4 fills them

@@ -1,6 +1,7 @@
 """When the Triton kernels run: on CUDA tensors, or anywhere under TRITON_INTERPRET=1 (the
 CPU interpreter, for correctness tests). Elsewhere the PyTorch reference runs instead."""
 
+import functools
 import os
 
 import torch
@@ -26,3 +27,30 @@ def f32_dot(dtype: torch.dtype) -> bool:
     """Run tl.dot in fp32 (IEEE): for fp32 inputs, and under the interpreter, whose bf16
     arithmetic is not faithful. On a GPU, fp16/bf16 inputs use the tensor cores."""
     return dtype == torch.float32 or interpreting()
+
+
+@functools.cache
+def sm_count(device: torch.device) -> int:
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
+def splits_to_fill(programs: int, length: int, min_share: int, device: torch.device) -> int:
+    """How many ways to split a reduction of `length` (split-K, split-KV) when a launch would have
+    `programs` programs: the smallest power of two that gives the GPU at least one program per SM,
+    while each split keeps at least `min_share`; 1 off CUDA."""
+    if device.type != "cuda":
+        return 1
+    split = 1
+    while programs * split < sm_count(device) and length // (2 * split) >= min_share:
+        split *= 2
+    return split
+
+
+def chosen_launch(autotuned) -> dict:
+    """The tile sizes, warps and stages a Triton autotuner chose in its last launch (empty before one)."""
+    config = getattr(autotuned, "best_config", None)
+    return (
+        {}
+        if config is None
+        else {**config.kwargs, "num_warps": config.num_warps, "num_stages": config.num_stages}
+    )

@@ -19,15 +19,13 @@ do nothing else slowly. Each program computes a (BM, BN) tile of the output over
 
 from __future__ import annotations
 
-import functools
-
 import torch
 import torch.nn.functional as F
 import triton
 import triton.language as tl
 from torch import nn
 
-from slimbench.kernels._launch import f32_dot, interpreting, use_triton
+from slimbench.kernels._launch import chosen_launch, f32_dot, interpreting, splits_to_fill, use_triton
 
 
 @triton.jit
@@ -132,30 +130,14 @@ _tuned_kernel = triton.autotune(
 
 
 def tuned_launch() -> dict:
-    """The launch the autotuner chose last (tile, warps, stages); empty before its first launch."""
-    config = getattr(_tuned_kernel, "best_config", None)
-    return (
-        {}
-        if config is None
-        else {**config.kwargs, "num_warps": config.num_warps, "num_stages": config.num_stages}
-    )
-
-
-@functools.cache
-def _sm_count(device: torch.device) -> int:
-    return torch.cuda.get_device_properties(device).multi_processor_count
+    """The launch the autotuner chose last; empty before its first launch."""
+    return chosen_launch(_tuned_kernel)
 
 
 def split_k_for(m: int, n: int, k: int, device: torch.device) -> int:
     """How many ways to split K: 1 unless the product is skinny (M <= 16) and its output, in
-    16-column tiles (the narrowest), gives fewer programs than the GPU has SMs; then the smallest power of two
-    that fills them, while each split keeps at least 512 of K."""
-    if m > 16 or device.type != "cuda":
-        return 1
-    programs, split = triton.cdiv(n, 16), 1
-    while programs * split < _sm_count(device) and k // (2 * split) >= 512:
-        split *= 2
-    return split
+    16-column tiles (the narrowest), leaves SMs idle; each split keeps at least 512 of K."""
+    return 1 if m > 16 else splits_to_fill(triton.cdiv(n, 16), k, 512, device)
 
 
 def quantize_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -127,6 +127,7 @@ def test_attention_speed(benchmark, impl, B, H, S, D, causal):
     flops = 4 * B * H * S * S * D / (2 if causal else 1)
     if impl == "triton":
         run(benchmark, lambda: attention.flash_attention(q, k, v, causal=causal), flops=flops)
+        benchmark.extra_info["launch"] = attention.tuned_launch()
     else:
         from torch.nn.attention import SDPBackend, sdpa_kernel
 
@@ -146,6 +147,8 @@ def test_decode_attention_speed(benchmark, impl, B, H, S, D):
     kv_bytes = 2 * k.numel() * 2
     if impl == "triton":
         run(benchmark, lambda: attention.flash_attention(q, k, v, causal=False), bytes_moved=kv_bytes)
+        benchmark.extra_info["launch"] = {"kv_splits": attention.kv_splits_for(B * H, 1, S, q.device),
+                                          **attention.tuned_launch()}  # fmt: skip
     else:
         from torch.nn.attention import SDPBackend, sdpa_kernel
 
