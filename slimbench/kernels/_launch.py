@@ -13,10 +13,14 @@ def use_triton(*tensors: torch.Tensor) -> bool:
     return all(t.is_cuda for t in tensors)
 
 
-def row_block(n: int) -> int:
+def row_launch(n: int) -> dict:
+    """Block and warps for a kernel that reduces one row of n per program: the whole row in one
+    block, more warps as rows grow so each thread holds a few vectors (the rule Liger-Kernel's norms use)."""
     import triton
 
-    return triton.next_power_of_2(n)
+    block = triton.next_power_of_2(n)
+    warps = 32 if block >= 32768 else 16 if block >= 8192 else 8 if block >= 2048 else 4
+    return {"BLOCK": block, "num_warps": warps}
 
 
 def interpreting() -> bool:
@@ -54,3 +58,17 @@ def chosen_launch(autotuned) -> dict:
         if config is None
         else {**config.kwargs, "num_warps": config.num_warps, "num_stages": config.num_stages}
     )
+
+
+def autotuned(kernel, configs: list, key: list[str], prune=None, **options):
+    """`kernel` under Triton's autotuner: `prune(configs, named_args, **kwargs)` keeps the configs
+    worth timing for a launch; the choice per key is kept in Triton's cache directory, so later
+    processes do not tune again. Under the interpreter the first kept config runs, untimed."""
+    import triton
+
+    def early_prune(configs, named_args, **kwargs):
+        kept = prune(configs, named_args, **kwargs) if prune else configs
+        return kept[:1] if interpreting() else kept
+
+    return triton.autotune(configs=configs, key=key, prune_configs_by={"early_config_prune": early_prune},
+                           cache_results=True, **options)(kernel)  # fmt: skip

@@ -1,5 +1,6 @@
 """Bias + GELU (BERT FFN: exact erf GELU; GPT-2 MLP: tanh approximation) and SwiGLU (Llama MLP:
-silu(gate) * up), forward."""
+silu(gate) * up), forward. Elementwise: the block each program covers and its warps are autotuned
+per size (a power of two of the element count) on the GPU."""
 
 from __future__ import annotations
 
@@ -8,13 +9,11 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from slimbench.kernels._launch import use_triton
-
-BLOCK = 1024
+from slimbench.kernels._launch import autotuned, use_triton
 
 
 @triton.jit
-def _bias_gelu_kernel(X, B, Y, numel, N, TANH: tl.constexpr, BLOCK: tl.constexpr):
+def _bias_gelu_kernel(X, B, Y, numel, N, NUMEL_BUCKET, TANH: tl.constexpr, BLOCK: tl.constexpr):
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < numel
     x = tl.load(X + offs, mask=mask, other=0.0).to(tl.float32)
@@ -28,13 +27,26 @@ def _bias_gelu_kernel(X, B, Y, numel, N, TANH: tl.constexpr, BLOCK: tl.constexpr
 
 
 @triton.jit
-def _swiglu_kernel(G, U, Y, numel, BLOCK: tl.constexpr):
+def _swiglu_kernel(G, U, Y, numel, NUMEL_BUCKET, BLOCK: tl.constexpr):
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < numel
     g = tl.load(G + offs, mask=mask, other=0.0).to(tl.float32)
     u = tl.load(U + offs, mask=mask, other=0.0).to(tl.float32)
     silu = (g / (1.0 + tl.exp(-g))).to(U.dtype.element_ty).to(tl.float32)  # as F.silu: computed, then cast
     tl.store(Y + offs, (silu * u).to(Y.dtype.element_ty), mask=mask)
+
+
+# (BLOCK, warps); the first is what the interpreter runs
+BLOCKS = [
+    triton.Config({"BLOCK": block}, num_warps=warps)
+    for block, warps in [(1024, 4), (2048, 4), (4096, 8), (8192, 8)]
+]
+_tuned_bias_gelu = autotuned(_bias_gelu_kernel, BLOCKS, key=["NUMEL_BUCKET", "N", "TANH"])
+_tuned_swiglu = autotuned(_swiglu_kernel, BLOCKS, key=["NUMEL_BUCKET"])
+
+
+def _grid(numel):
+    return lambda c: (triton.cdiv(numel, c["BLOCK"]),)
 
 
 def bias_gelu(x, bias, approximate: str = "none"):
@@ -45,8 +57,9 @@ def bias_gelu(x, bias, approximate: str = "none"):
         return bias_gelu_reference(x, bias, approximate)
     x = x.contiguous()
     y = torch.empty_like(x)
-    _bias_gelu_kernel[(triton.cdiv(x.numel(), BLOCK),)](
-        x, bias, y, x.numel(), x.shape[-1], TANH=approximate == "tanh", BLOCK=BLOCK
+    n = x.numel()
+    _tuned_bias_gelu[_grid(n)](
+        x, bias, y, n, x.shape[-1], triton.next_power_of_2(n), TANH=approximate == "tanh"
     )
     return y
 
@@ -56,7 +69,8 @@ def swiglu(gate, up):
         return swiglu_reference(gate, up)
     gate, up = gate.contiguous(), up.contiguous()
     y = torch.empty_like(up)
-    _swiglu_kernel[(triton.cdiv(up.numel(), BLOCK),)](gate, up, y, up.numel(), BLOCK=BLOCK)
+    n = up.numel()
+    _tuned_swiglu[_grid(n)](gate, up, y, n, triton.next_power_of_2(n))
     return y
 
 

@@ -20,7 +20,7 @@ import torch
 import triton
 import triton.language as tl
 
-from slimbench.kernels._launch import chosen_launch, f32_dot, interpreting, splits_to_fill, use_triton
+from slimbench.kernels._launch import autotuned, chosen_launch, f32_dot, splits_to_fill, use_triton
 
 LOG2E = 1.4426950408889634
 
@@ -149,16 +149,11 @@ def candidate_configs(s_q: int, d: int) -> list[triton.Config]:
 
 
 def _prune(configs, named_args, **kwargs):
-    kept = candidate_configs(named_args["S_q"], kwargs["D"])
-    return kept[:1] if interpreting() else kept  # nothing to time on the interpreter
+    return candidate_configs(named_args["S_q"], kwargs["D"])
 
 
-_tuned_kernel = triton.autotune(
-    configs=PREFILL + DECODE,
-    key=["Q_BUCKET", "K_BUCKET", "H", "D", "CAUSAL", "HAS_KEEP", "SPLITS"],
-    prune_configs_by={"early_config_prune": _prune},
-    cache_results=True,
-)(_attention_kernel)
+_tuned_kernel = autotuned(_attention_kernel, PREFILL + DECODE, prune=_prune,
+                          key=["Q_BUCKET", "K_BUCKET", "H", "D", "CAUSAL", "HAS_KEEP", "SPLITS"])  # fmt: skip
 
 
 def tuned_launch() -> dict:

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from slimbench.kernels._launch import row_block, use_triton
+from slimbench.kernels._launch import row_launch, use_triton
 
 
 @triton.jit
@@ -38,7 +38,7 @@ def add_layer_norm(x, residual, weight, bias, eps: float = 1e-12):
     r2 = residual.reshape(-1, n).contiguous() if residual is not None else x2
     y = torch.empty_like(x2)
     _add_layer_norm_kernel[(x2.shape[0],)](
-        x2, r2, weight, bias, y, n, eps, HAS_RESIDUAL=residual is not None, BLOCK=row_block(n)
+        x2, r2, weight, bias, y, n, eps, HAS_RESIDUAL=residual is not None, **row_launch(n)
     )
     return y.reshape(shape)
 

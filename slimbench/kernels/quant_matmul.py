@@ -25,7 +25,7 @@ import triton
 import triton.language as tl
 from torch import nn
 
-from slimbench.kernels._launch import chosen_launch, f32_dot, interpreting, splits_to_fill, use_triton
+from slimbench.kernels._launch import autotuned, chosen_launch, f32_dot, splits_to_fill, use_triton
 
 
 @triton.jit
@@ -119,14 +119,11 @@ def candidate_configs(m: int, k: int, split_k: int) -> list[triton.Config]:
 
 
 def _prune(configs, named_args, **kwargs):
-    kept = candidate_configs(named_args["M"], named_args["K"], kwargs["SPLIT_K"])
-    return kept[:1] if interpreting() else kept  # nothing to time on the interpreter
+    return candidate_configs(named_args["M"], named_args["K"], kwargs["SPLIT_K"])
 
 
-_tuned_kernel = triton.autotune(
-    configs=SKINNY + WIDE, key=["M_BUCKET", "N", "K", "SPLIT_K"], prune_configs_by={"early_config_prune": _prune},
-    reset_to_zero=["Y"], cache_results=True,
-)(_wq_matmul_kernel)  # fmt: skip
+_tuned_kernel = autotuned(_wq_matmul_kernel, SKINNY + WIDE, key=["M_BUCKET", "N", "K", "SPLIT_K"], prune=_prune,
+                          reset_to_zero=["Y"])  # fmt: skip
 
 
 def tuned_launch() -> dict:

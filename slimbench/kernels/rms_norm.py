@@ -9,7 +9,7 @@ import torch
 import triton
 import triton.language as tl
 
-from slimbench.kernels._launch import row_block, use_triton
+from slimbench.kernels._launch import row_launch, use_triton
 
 
 @triton.jit
@@ -39,7 +39,7 @@ def rms_norm(x, weight, eps: float = 1e-6, residual=None):
     y = torch.empty(x2.shape, dtype=torch.promote_types(x.dtype, weight.dtype), device=x.device)
     s = torch.empty_like(x2) if residual is not None else x2
     _rms_norm_kernel[(x2.shape[0],)](
-        x2, r2, weight, y, s, n, eps, HAS_RESIDUAL=residual is not None, BLOCK=row_block(n)
+        x2, r2, weight, y, s, n, eps, HAS_RESIDUAL=residual is not None, **row_launch(n)
     )
     y = y.reshape(shape)
     return (y, s.reshape(shape)) if residual is not None else y
