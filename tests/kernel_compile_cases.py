@@ -1,0 +1,152 @@
+"""Every Triton kernel of slimbench with every launch its autotuner may choose, compiled ahead of
+time for NVIDIA GPUs (Hopper sm_90, Ampere sm_80) without one: Triton compiles to a cubin for a
+named target. Run as a script (`python tests/kernel_compile_cases.py OUT.json`) in a process
+without TRITON_INTERPRET, since under the interpreter `triton.jit` gives interpreted functions;
+test_kernel_compile.py reads its results."""
+
+from __future__ import annotations
+
+import json
+import sys
+from concurrent.futures import ProcessPoolExecutor
+
+import triton
+import triton.language as tl
+
+TARGETS = {"sm90": 90, "sm80": 80}
+H100_SHARED_BYTES = 227 * 1024  # the most shared memory one block may use on sm_90
+
+
+def _matmul_cases():
+    from slimbench.kernels import quant_matmul as qm
+
+    for i, config in enumerate(qm.SKINNY + qm.WIDE):
+        for bits, group, split_k in [(8, 128, 1), (4, 128, 2), (4, 32, 1)]:
+            types = {"X": "*bf16", "W": "*i8" if bits == 8 else "*u8", "S": "*bf16", "BIAS": "*bf16",
+                     "Y": "*bf16" if split_k == 1 else "*fp32", "M": "i32", "N": "i32", "K": "i32", "M_BUCKET": "i32"}  # fmt: skip
+            constants = dict(
+                BITS=bits, GROUP=group, HAS_BIAS=True, IEEE=False, SPLIT_K=split_k, **config.kwargs
+            )
+            yield f"weight_only_matmul[{i}:{_label(config)}]-w{bits}g{group}-split{split_k}", (
+                "quant_matmul", "_wq_matmul_kernel", types, constants, config.num_warps, config.num_stages)  # fmt: skip
+
+
+def _attention_cases():
+    from slimbench.kernels import attention
+
+    for i, config in enumerate(attention.PREFILL + attention.DECODE):
+        for d in (64, 128):
+            if config not in attention.candidate_configs(1 if config in attention.DECODE else 128, d):
+                continue  # never chosen at this head dim
+            for causal, keep, splits in [(True, False, 1), (False, True, 2)]:
+                types = {"Q": "*bf16", "K": "*bf16", "V": "*bf16", "Out": "*bf16" if splits == 1 else "*fp32",
+                         "LSE": "*fp32", "KEEP": "*i8", "qk_scale": "fp32", "H": "i32", "S_q": "i32", "S_k": "i32",
+                         "Q_BUCKET": "i32", "K_BUCKET": "i32"}  # fmt: skip
+                constants = dict(
+                    HAS_KEEP=keep, CAUSAL=causal, IEEE=False, SPLITS=splits, D=d, **config.kwargs
+                )
+                name = (
+                    f"attention[{i}:{_label(config)}]-d{d}-{'causal' if causal else 'padded'}-splits{splits}"
+                )
+                yield (
+                    name,
+                    ("attention", "_attention_kernel", types, constants, config.num_warps, config.num_stages),
+                )
+    for splits in (2, 16):
+        types = {"O_PART": "*fp32", "LSE": "*fp32", "Out": "*bf16", "ROWS": "i32"}
+        yield f"attention-combine-splits{splits}", ("attention", "_combine_kernel", types,
+                                                    dict(SPLITS=splits, D=128), 4, 3)  # fmt: skip
+
+
+def _small_cases():
+    from slimbench.kernels import _launch, activations
+
+    for config in activations.BLOCKS:
+        types = {"X": "*bf16", "B": "*bf16", "Y": "*bf16", "numel": "i32", "N": "i32", "NUMEL_BUCKET": "i32"}
+        yield f"bias_gelu[{_label(config)}]", ("activations", "_bias_gelu_kernel", types,
+                                              dict(TANH=False, **config.kwargs), config.num_warps, 3)  # fmt: skip
+        types = {"G": "*bf16", "U": "*bf16", "Y": "*bf16", "numel": "i32", "NUMEL_BUCKET": "i32"}
+        yield f"swiglu[{_label(config)}]", ("activations", "_swiglu_kernel", types, dict(config.kwargs),
+                                           config.num_warps, 3)  # fmt: skip
+    for hidden in (384, 4096, 8192):
+        launch = _launch.row_launch(hidden)
+        constants = dict(HAS_RESIDUAL=True, BLOCK=launch["BLOCK"])
+        types = {
+            "X": "*bf16",
+            "R": "*bf16",
+            "W": "*bf16",
+            "B": "*bf16",
+            "Y": "*bf16",
+            "N": "i32",
+            "eps": "fp32",
+        }
+        yield f"add_layer_norm-{hidden}", ("layer_norm", "_add_layer_norm_kernel", types, constants,
+                                           launch["num_warps"], 3)  # fmt: skip
+        types = {
+            "X": "*bf16",
+            "R": "*bf16",
+            "W": "*bf16",
+            "Y": "*bf16",
+            "S": "*bf16",
+            "N": "i32",
+            "eps": "fp32",
+        }
+        yield f"rms_norm-{hidden}", ("rms_norm", "_rms_norm_kernel", types, constants, launch["num_warps"], 3)
+
+
+@triton.jit
+def _mismatched_dot(X, BLOCK: tl.constexpr):  # a kernel the GPU compiler must refuse: (B, B) @ (2B, B)
+    a = tl.zeros((BLOCK, BLOCK), tl.float16)
+    b = tl.zeros((2 * BLOCK, BLOCK), tl.float16)
+    tl.store(X + tl.arange(0, BLOCK), tl.sum(tl.dot(a, b), axis=0))
+
+
+BROKEN = "mismatched-dot@sm90"
+
+
+def _label(config) -> str:
+    return "-".join(f"{v}" for v in config.kwargs.values()) + f"-w{config.num_warps}s{config.num_stages}"
+
+
+def cases() -> dict[str, tuple]:
+    """name -> (module, kernel, argument types, constexprs, warps, stages), per target."""
+    found = {**dict(_matmul_cases()), **dict(_attention_cases()), **dict(_small_cases())}
+    found = {f"{name}@{target}": (f"slimbench.kernels.{spec[0]}", *spec[1:]) for name, spec in found.items()
+             for target in TARGETS}  # fmt: skip
+    return {**found, BROKEN: ("kernel_compile_cases", "_mismatched_dot", {"X": "*fp32"}, {"BLOCK": 16}, 4, 3)}
+
+
+def compile_case(name: str, spec: tuple) -> dict:
+    import importlib
+
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    module, kernel, types, constants, warps, stages = spec
+    fn = getattr(importlib.import_module(module), kernel)
+    names = fn.arg_names
+    signature = {arg: types.get(arg, "constexpr") for arg in names}
+    src = ASTSource(fn, signature, constexprs={(names.index(k),): v for k, v in constants.items()})
+    target = GPUTarget("cuda", TARGETS[name.rsplit("@", 1)[1]], 32)
+    try:
+        compiled = triton.compile(src, target=target, options={"num_warps": warps, "num_stages": stages})
+    except Exception as e:  # noqa: BLE001 - the message is the result
+        return {"ok": False, "error": f"{type(e).__name__}: {e}"[:2000]}
+    return {"ok": True, "shared": compiled.metadata.shared}
+
+
+def main(out: str, names: list[str] | None = None) -> None:
+    import os
+
+    assert os.environ.get("TRITON_INTERPRET") != "1", "compile without the interpreter"
+    os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
+    todo = {n: s for n, s in cases().items() if not names or n in names}
+    with ProcessPoolExecutor(max_workers=os.cpu_count()) as pool:
+        results = dict(zip(todo, pool.map(compile_case, todo, todo.values()), strict=True))
+    with open(out, "w") as f:
+        json.dump(results, f, indent=1)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2:])

@@ -1,0 +1,36 @@
+"""Every Triton kernel, with every launch its autotuner may choose, compiles for Hopper (sm_90) and
+Ampere (sm_80) GPUs and fits in their shared memory: the interpreter tests check the arithmetic,
+these check what only the GPU compiler sees (layouts, dot shapes, reshapes, pipelining). No GPU is
+needed: Triton compiles to a cubin for a named target, in one subprocess without the interpreter
+(kernel_compile_cases.py), whose results each case reads."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from kernel_compile_cases import BROKEN, cases
+
+SHARED_BYTES = {"sm90": 227 * 1024, "sm80": 163 * 1024}  # H100, A100: the most one block may use
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory):
+    out = tmp_path_factory.mktemp("compile") / "results.json"
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    script = Path(__file__).with_name("kernel_compile_cases.py")
+    subprocess.run([sys.executable, str(script), str(out)], env=env, check=True, timeout=1200)
+    return json.loads(out.read_text())
+
+
+@pytest.mark.parametrize("name", sorted(set(cases()) - {BROKEN}))
+def test_kernel_compiles_for_the_gpu(compiled, name):
+    result = compiled[name]
+    assert result["ok"], result["error"]
+    assert result["shared"] <= SHARED_BYTES[name.rsplit("@", 1)[1]]
+
+
+def test_a_kernel_the_gpu_compiler_refuses_is_reported(compiled):
+    assert not compiled[BROKEN]["ok"] and "dot" in compiled[BROKEN]["error"].lower()
