@@ -2,7 +2,8 @@
 Ampere (sm_80) GPUs and fits in their shared memory: the interpreter tests check the arithmetic,
 these check what only the GPU compiler sees (layouts, dot shapes, reshapes, pipelining). No GPU is
 needed: Triton compiles to a cubin for a named target, in one subprocess without the interpreter
-(kernel_compile_cases.py), whose results each case reads."""
+(kernel_compile_cases.py), whose results each case reads; ptxas reports each one's registers and
+spills."""
 
 import json
 import os
@@ -14,6 +15,9 @@ import pytest
 from kernel_compile_cases import BROKEN, cases
 
 SHARED_BYTES = {"sm90": 227 * 1024, "sm80": 163 * 1024}  # H100, A100: the most one block may use
+# On Hopper (the GPUs slimbench is measured on) a launch may spill a few words, once, outside its loop;
+# a tile too big for the registers spills hundreds of bytes in the loop and is left out of the configs.
+HOPPER_SPILL_BYTES = 16
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +33,13 @@ def compiled(tmp_path_factory):
 def test_kernel_compiles_for_the_gpu(compiled, name):
     result = compiled[name]
     assert result["ok"], result["error"]
-    assert result["shared"] <= SHARED_BYTES[name.rsplit("@", 1)[1]]
+    target = name.rsplit("@", 1)[1]
+    assert result["shared"] <= SHARED_BYTES[target]
+    if target == "sm90":
+        assert "spill_bytes" in result, "ptxas gave no register report"
+        assert result["spill_bytes"] <= HOPPER_SPILL_BYTES, (
+            f"{result['spill_bytes']} bytes of registers spilled"
+        )
 
 
 def test_a_kernel_the_gpu_compiler_refuses_is_reported(compiled):

@@ -71,8 +71,10 @@ def _wq_matmul_kernel(
             even = k0 + 2 * rp
             k_ok = even < k_hi
             packed = tl.load(w_cols + (k0 // 2 + rp)[:, None], mask=k_ok[:, None] & n_ok[None, :], other=0)
-            lo = (packed & 0xF).to(tl.float32) - 8.0
-            hi = (packed >> 4).to(tl.float32) - 8.0
+            lo = (packed & 0xF).to(
+                tl.int8
+            ) - 8  # int8 in [-8, 7]: exact in fp16/bf16, half the registers of fp32
+            hi = (packed >> 4).to(tl.int8) - 8
             xm = m_ok[:, None] & k_ok[None, :]
             x_even = tl.load(x_rows + even[None, :], mask=xm, other=0.0)
             x_odd = tl.load(x_rows + even[None, :] + 1, mask=xm, other=0.0)
@@ -83,8 +85,12 @@ def _wq_matmul_kernel(
                 g = k0 // GROUP + tl.arange(0, BK // GROUP)
                 s = tl.load(s_cols + g[:, None], mask=(g[:, None] < K // GROUP) & n_ok[None, :], other=0.0)
                 s = s.to(tl.float32)[:, None, :]
-                lo = tl.reshape(tl.reshape(lo, (BK // GROUP, GROUP // 2, BN)) * s, (BK // 2, BN))
-                hi = tl.reshape(tl.reshape(hi, (BK // GROUP, GROUP // 2, BN)) * s, (BK // 2, BN))
+                lo = tl.reshape(
+                    tl.reshape(lo.to(tl.float32), (BK // GROUP, GROUP // 2, BN)) * s, (BK // 2, BN)
+                )
+                hi = tl.reshape(
+                    tl.reshape(hi.to(tl.float32), (BK // GROUP, GROUP // 2, BN)) * s, (BK // 2, BN)
+                )
                 acc += _dot(x_even, lo, IEEE) + _dot(x_odd, hi, IEEE)
     if HAS_BIAS:  # added once, by the first split
         acc += tl.load(BIAS + rn, mask=n_ok, other=0.0).to(tl.float32)[None, :] * (pid_k == 0).to(tl.float32)
@@ -103,23 +109,26 @@ def _config(bm, bn, bk, warps, stages):
 # keep enough bytes in flight; wider M: ordinary GEMM tiles.
 SKINNY = [_config(*c) for c in [(16, 16, 256, 2, 4), (16, 16, 512, 4, 3), (16, 32, 128, 2, 4), (16, 32, 256, 4, 4),
                                 (16, 32, 512, 4, 3), (16, 64, 128, 4, 4), (16, 64, 256, 4, 3), (16, 128, 128, 4, 3)]]  # fmt: skip
-WIDE = [_config(*c) for c in [(32, 64, 128, 4, 4), (64, 64, 64, 4, 4), (64, 128, 64, 4, 4), (128, 64, 64, 4, 4),
-                              (128, 128, 64, 8, 3), (128, 256, 64, 8, 3)]]  # fmt: skip
+WIDE = [_config(*c) for c in [(32, 64, 128, 4, 4), (64, 64, 64, 4, 4), (64, 128, 64, 4, 4), (128, 64, 64, 8, 3),
+                              (128, 128, 64, 8, 3), (128, 128, 32, 8, 4)]]  # fmt: skip
 
 
-def candidate_configs(m: int, k: int, split_k: int) -> list[triton.Config]:
+def candidate_configs(m: int, k: int, split_k: int, bits: int = 8) -> list[triton.Config]:
     """The configs worth timing for an (m, k) product split split_k ways: tiles no taller than M
-    needs and no deeper than one split's share of K."""
+    needs and no deeper than one split's share of K; for int4, no 128x128 tiles (unpacking two
+    nibble tiles per step spills registers there)."""
     if m <= 16:
         configs = SKINNY
     else:
         configs = [c for c in WIDE if c.kwargs["BM"] <= max(32, triton.next_power_of_2(m))]
+        if bits == 4:
+            configs = [c for c in configs if c.kwargs["BM"] * c.kwargs["BN"] < 128 * 128]
     depth = max(32, triton.next_power_of_2(triton.cdiv(k, split_k)))
     return [c for c in configs if c.kwargs["BK"] <= depth] or configs[:1]
 
 
 def _prune(configs, named_args, **kwargs):
-    return candidate_configs(named_args["M"], named_args["K"], kwargs["SPLIT_K"])
+    return candidate_configs(named_args["M"], named_args["K"], kwargs["SPLIT_K"], kwargs["BITS"])
 
 
 _tuned_kernel = autotuned(_wq_matmul_kernel, SKINNY + WIDE, key=["M_BUCKET", "N", "K", "SPLIT_K"], prune=_prune,
