@@ -26,7 +26,8 @@ def _matmul_cases():
             if config not in qm.candidate_configs(16 if skinny else 4096, 4096, split_k, bits):
                 continue  # never chosen for this product
             types = {"X": "*bf16", "W": "*i8" if bits == 8 else "*u8", "S": "*bf16", "BIAS": "*bf16",
-                     "Y": "*bf16" if split_k == 1 else "*fp32", "M": "i32", "N": "i32", "K": "i32", "M_BUCKET": "i32"}  # fmt: skip
+                     "Y": "*bf16" if split_k == 1 else "*fp32", "M": "i32", "N": "i32", "K": "i32", "W_ROW": "i32",
+                     "S_ROW": "i32", "M_BUCKET": "i32"}  # fmt: skip
             constants = dict(
                 BITS=bits, GROUP=group, HAS_BIAS=True, IEEE=False, SPLIT_K=split_k, **config.kwargs
             )
@@ -121,7 +122,7 @@ def cases() -> dict[str, tuple]:
 
 # arguments a real launch finds divisible by 16 (pointers from PyTorch are; these sizes are at the
 # benchmark's shapes), so the compiled code takes the same vectorized paths as on the GPU
-ALIGNED_INTS = {"N", "K", "M_BUCKET", "numel", "NUMEL_BUCKET", "K_BUCKET"}
+ALIGNED_INTS = {"N", "K", "W_ROW", "S_ROW", "M_BUCKET", "numel", "NUMEL_BUCKET", "K_BUCKET"}
 
 
 def compile_case(name: str, spec: tuple) -> dict:
@@ -149,7 +150,10 @@ def compile_case(name: str, spec: tuple) -> dict:
                                   options={"num_warps": warps, "num_stages": stages})  # fmt: skip
     except Exception as e:  # noqa: BLE001 - the message is the result
         return {"ok": False, "error": f"{type(e).__name__}: {e}"[:2000]}
-    result = {"ok": True, "shared": compiled.metadata.shared}
+    ptx = compiled.asm["ptx"]
+    result = {"ok": True, "shared": compiled.metadata.shared, "byte_loads": len(re.findall(r"ld\.global[\w:.]*\.b8\b", ptx)),
+              "async_copies": ptx.count("cp.async.cg") + ptx.count("cp.async.ca"),
+              "vector_loads": len(re.findall(r"ld\.global[\w:.]*\.v[24]\.", ptx))}  # fmt: skip
     try:
         from triton.backends.nvidia.compiler import get_ptxas
 
@@ -157,11 +161,10 @@ def compile_case(name: str, spec: tuple) -> dict:
     except (ImportError, AttributeError):  # a Triton without it: no register report
         return result
     with tempfile.TemporaryDirectory() as tmp:
-        ptx = f"{tmp}/kernel.ptx"
-        with open(ptx, "w") as f:
-            f.write(compiled.asm["ptx"])
-        gpu = re.search(r"\.target (sm_\w+)", compiled.asm["ptx"]).group(1)
-        report = subprocess.run([ptxas, "-v", "--gpu-name", gpu, ptx, "-o", f"{tmp}/kernel.cubin"],
+        with open(f"{tmp}/kernel.ptx", "w") as f:
+            f.write(ptx)
+        gpu = re.search(r"\.target (sm_\w+)", ptx).group(1)
+        report = subprocess.run([ptxas, "-v", "--gpu-name", gpu, f"{tmp}/kernel.ptx", "-o", f"{tmp}/kernel.cubin"],
                                 capture_output=True, text=True).stderr  # fmt: skip
     registers, spills = (
         re.search(r"Used (\d+) registers", report),

@@ -44,3 +44,19 @@ def test_kernel_compiles_for_the_gpu(compiled, name):
 
 def test_a_kernel_the_gpu_compiler_refuses_is_reported(compiled):
     assert not compiled[BROKEN]["ok"] and "dot" in compiled[BROKEN]["error"].lower()
+
+
+@pytest.mark.parametrize(
+    "name", sorted(n for n in cases() if n.startswith("weight_only_matmul") and n.endswith("@sm90"))
+)
+def test_weight_only_matmul_streams_its_weights(compiled, name):
+    """What a memory-bound kernel lives on: the weights (int8, or int4 packed) move in 16-byte async
+    copies, pipelined through shared memory, never byte by byte."""
+    result = compiled[name]
+    assert result["byte_loads"] == 0 and result["async_copies"] > 0, result
+
+
+@pytest.mark.parametrize("name", sorted(n for n in cases() if n.split("[")[0].split("-")[0]
+                                        in ("bias_gelu", "swiglu", "add_layer_norm", "rms_norm") and n.endswith("@sm90")))  # fmt: skip
+def test_elementwise_and_norm_kernels_load_whole_vectors(compiled, name):
+    assert compiled[name]["vector_loads"] > 0 and compiled[name]["byte_loads"] == 0, compiled[name]

@@ -5,9 +5,10 @@ output channel) and W4A16 (int4 packed two per byte along K, one scale per group
 The product is memory-bound wherever the activations are few (decoding, small batches): its time
 is the time to read the weight, so the kernel exists to read fewer bytes than a bf16 Linear and
 do nothing else slowly. Each program computes a (BM, BN) tile of the output over its share of K:
-- int4 is unpacked in registers: a (BK/2, BN) tile of packed bytes gives the low nibbles (even k)
-  and the high nibbles (odd k), multiplied by the even and odd columns of the activations, so no
-  byte is read twice and nothing is unpacked through memory;
+- int4 is unpacked in registers: a (BK/2, BN) tile of packed bytes gives the low nibbles (the
+  first half of each group of K) and the high nibbles (the second half), each multiplied by the
+  matching contiguous columns of the activations, so every load is a whole vector, no byte is
+  read twice and nothing is unpacked through memory;
 - scales are applied to the partial product where a tile lies inside one group (exact: the
   integer weights are representable in fp16/bf16), else one scale row per group is broadcast
   over the tile before the product;
@@ -38,24 +39,26 @@ def _dot(x, w, IEEE: tl.constexpr):
 
 @triton.jit
 def _wq_matmul_kernel(
-    X, W, S, BIAS, Y, M, N, K, M_BUCKET,
+    X, W, S, BIAS, Y, M, N, K, W_ROW, S_ROW, M_BUCKET,
     BITS: tl.constexpr, GROUP: tl.constexpr, HAS_BIAS: tl.constexpr, IEEE: tl.constexpr,
     SPLIT_K: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
 ):  # fmt: skip
-    # M_BUCKET only keys the autotuner's choice (one tuning per power of two of M)
+    # W_ROW: bytes per weight row (K, or K // 2 packed); S_ROW: scales per row (int4: K // GROUP). Passed
+    # rather than computed so Triton sees their alignment and loads whole 16-byte vectors.
+    # M_BUCKET only keys the autotuner's choice (one tuning per power of two of M).
     pid_k = tl.program_id(2)
     rm = tl.program_id(0) * BM + tl.arange(0, BM)
     rn = tl.program_id(1) * BN + tl.arange(0, BN)
     m_ok, n_ok = rm < M, rn < N
     x_rows = X + rm[:, None].to(tl.int64) * K
+    w_cols = W + rn[None, :].to(tl.int64) * W_ROW
     # this program's share of K, in whole tiles: a tile never straddles two splits, nor (BK <= GROUP) two groups
     tiles_per_split = tl.cdiv(tl.cdiv(K, BK), SPLIT_K)
-    k_lo = pid_k * tiles_per_split * BK
-    k_hi = tl.minimum(K, k_lo + tiles_per_split * BK)
     acc = tl.zeros((BM, BN), tl.float32)
     if BITS == 8:
+        k_lo = pid_k * tiles_per_split * BK
+        k_hi = tl.minimum(K, k_lo + tiles_per_split * BK)
         rk = tl.arange(0, BK)
-        w_cols = W + rn[None, :].to(tl.int64) * K
         for k0 in range(k_lo, k_hi, BK):
             kk = k0 + rk
             k_ok = kk < k_hi
@@ -64,26 +67,30 @@ def _wq_matmul_kernel(
             acc += _dot(x, w, IEEE)
         acc = acc * tl.load(S + rn, mask=n_ok, other=0.0).to(tl.float32)[None, :]
     else:
-        rp = tl.arange(0, BK // 2)  # byte p of the tile holds k = 2p (low nibble) and k = 2p + 1 (high)
-        w_cols = W + rn[None, :].to(tl.int64) * (K // 2)
-        s_cols = S + rn[None, :].to(tl.int64) * (K // GROUP)
-        for k0 in range(k_lo, k_hi, BK):
-            even = k0 + 2 * rp
-            k_ok = even < k_hi
-            packed = tl.load(w_cols + (k0 // 2 + rp)[:, None], mask=k_ok[:, None] & n_ok[None, :], other=0)
+        # in packed bytes: a tile is BK // 2 bytes of each row; byte p holds, of group p // (GROUP / 2),
+        # weight p % (GROUP / 2) in its low nibble and weight p % (GROUP / 2) + GROUP / 2 in its high one
+        p_lo = pid_k * tiles_per_split * (BK // 2)
+        p_hi = tl.minimum(W_ROW, p_lo + tiles_per_split * (BK // 2))
+        rp = tl.arange(0, BK // 2)
+        s_cols = S + rn[None, :].to(tl.int64) * S_ROW
+        for p0 in range(p_lo, p_hi, BK // 2):
+            p = p0 + rp
+            p_ok = p < p_hi
+            packed = tl.load(w_cols + p[:, None], mask=p_ok[:, None] & n_ok[None, :], other=0)
             lo = (packed & 0xF).to(
                 tl.int8
             ) - 8  # int8 in [-8, 7]: exact in fp16/bf16, half the registers of fp32
             hi = (packed >> 4).to(tl.int8) - 8
-            xm = m_ok[:, None] & k_ok[None, :]
-            x_even = tl.load(x_rows + even[None, :], mask=xm, other=0.0)
-            x_odd = tl.load(x_rows + even[None, :] + 1, mask=xm, other=0.0)
+            k_low = (p // (GROUP // 2)) * GROUP + p % (GROUP // 2)  # runs of GROUP / 2 contiguous columns
+            xm = m_ok[:, None] & p_ok[None, :]
+            x_low = tl.load(x_rows + k_low[None, :], mask=xm, other=0.0)
+            x_high = tl.load(x_rows + k_low[None, :] + GROUP // 2, mask=xm, other=0.0)
             if GROUP % BK == 0:  # the tile lies in one group: scale its partial product
-                s = tl.load(s_cols + k0 // GROUP, mask=n_ok[None, :], other=0.0).to(tl.float32)
-                acc += (_dot(x_even, lo, IEEE) + _dot(x_odd, hi, IEEE)) * s
-            else:  # BK // GROUP groups in the tile: one scale row each, broadcast over its GROUP // 2 rows
-                g = k0 // GROUP + tl.arange(0, BK // GROUP)
-                s = tl.load(s_cols + g[:, None], mask=(g[:, None] < K // GROUP) & n_ok[None, :], other=0.0)
+                s = tl.load(s_cols + p0 // (GROUP // 2), mask=n_ok[None, :], other=0.0).to(tl.float32)
+                acc += (_dot(x_low, lo, IEEE) + _dot(x_high, hi, IEEE)) * s
+            else:  # BK // GROUP groups in the tile: one scale row each, over its GROUP // 2 bytes
+                g = p0 // (GROUP // 2) + tl.arange(0, BK // GROUP)
+                s = tl.load(s_cols + g[:, None], mask=(g[:, None] < S_ROW) & n_ok[None, :], other=0.0)
                 s = s.to(tl.float32)[:, None, :]
                 lo = tl.reshape(
                     tl.reshape(lo.to(tl.float32), (BK // GROUP, GROUP // 2, BN)) * s, (BK // 2, BN)
@@ -91,7 +98,7 @@ def _wq_matmul_kernel(
                 hi = tl.reshape(
                     tl.reshape(hi.to(tl.float32), (BK // GROUP, GROUP // 2, BN)) * s, (BK // 2, BN)
                 )
-                acc += _dot(x_even, lo, IEEE) + _dot(x_odd, hi, IEEE)
+                acc += _dot(x_low, lo, IEEE) + _dot(x_high, hi, IEEE)
     if HAS_BIAS:  # added once, by the first split
         acc += tl.load(BIAS + rn, mask=n_ok, other=0.0).to(tl.float32)[None, :] * (pid_k == 0).to(tl.float32)
     y_ptrs = Y + rm[:, None].to(tl.int64) * N + rn[None, :]
@@ -154,23 +161,27 @@ def quantize_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def quantize_int4(weight: torch.Tensor, group_size: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
-    """Symmetric group-wise int4 stored with an offset of 8 in [0, 15], two per byte (even k in
-    the low nibble); one scale per (output channel, group of K)."""
+    """Symmetric group-wise int4 stored with an offset of 8 in [0, 15], two per byte: byte j of a
+    group holds the group's weight j in its low nibble and weight j + group_size / 2 in its high one
+    (so the kernel reads both halves of the activations contiguously); one scale per (output
+    channel, group of K)."""
     n, k = weight.shape
     if k % group_size or group_size % 2:
         raise ValueError(f"in_features {k} must be a multiple of group_size {group_size}")
     groups = weight.float().reshape(n, k // group_size, group_size)
     scale = groups.abs().amax(dim=2).clamp(min=1e-8) / 7
-    q = (torch.round(groups / scale[..., None]).clamp(-8, 7) + 8).to(torch.uint8).reshape(n, k)
-    return (q[:, 0::2] | (q[:, 1::2] << 4)).contiguous(), scale
+    q = (torch.round(groups / scale[..., None]).clamp(-8, 7) + 8).to(torch.uint8)
+    half = group_size // 2
+    return (q[..., :half] | (q[..., half:] << 4)).reshape(n, k // 2).contiguous(), scale
 
 
 def dequantize(qweight, scale, bits: int, group_size: int = 128) -> torch.Tensor:
     if bits == 8:
         return qweight.float() * scale[:, None]
     n = qweight.shape[0]
-    q = torch.stack([qweight & 0xF, qweight >> 4], dim=-1).reshape(n, -1).float() - 8
-    return (q.reshape(n, -1, group_size) * scale[..., None]).reshape(n, -1)
+    packed = qweight.reshape(n, -1, group_size // 2)
+    q = torch.cat([packed & 0xF, packed >> 4], dim=-1).float() - 8
+    return (q * scale[..., None]).reshape(n, -1)
 
 
 def _check_group(bits: int, group_size: int) -> None:
@@ -197,17 +208,9 @@ def weight_only_matmul(x, qweight, scale, bias=None, bits: int = 8, group_size: 
         if split_k > 1
         else torch.empty(m, n, dtype=x.dtype, device=x2.device)
     )
-    args = (
-        x2,
-        qweight,
-        scale,
-        bias if bias is not None else scale,
-        y,
-        m,
-        n,
-        k,
-        max(16, triton.next_power_of_2(m)),
-    )
+    w_row, s_row = (k, 1) if bits == 8 else (k // 2, k // group_size)
+    args = (x2, qweight, scale, bias if bias is not None else scale, y, m, n, k, w_row, s_row,
+            max(16, triton.next_power_of_2(m)))  # fmt: skip
     meta = dict(
         BITS=bits, GROUP=group_size, HAS_BIAS=bias is not None, IEEE=f32_dot(x.dtype), SPLIT_K=split_k
     )
