@@ -153,3 +153,29 @@ def test_kernels_step_saves_loadable_weights(bert_dir, tmp_path, bert):
     reapply(reloaded, weight_only="int8", group_size=32)  # what a deployment does
     with torch.inference_mode():
         torch.testing.assert_close(reloaded(**enc).logits, want, atol=1e-4, rtol=1e-3)
+    from slimbench.core.manifest import read_manifest
+
+    notes = read_manifest(variant.path)["notes"]
+    reapply(
+        AutoModelForSequenceClassification.from_pretrained(variant.path), **notes["kernels"]
+    )  # as recorded
+    assert notes["cuda_graphs"] is True and "cuda_graphs" not in notes["kernels"]
+
+
+def test_the_graph_replayed_model_is_traced_whole_and_gives_the_eager_logits(bert_dir, bert):
+    """On a GPU the kernels' loader replays the patched model as CUDA graphs through torch.compile's
+    cudagraphs backend; tracing it must take the whole model (fullgraph: no break at a kernel or a
+    mask check). On the CPU the backend runs the traced graph without graphs: same logits."""
+    from transformers import AutoModelForSequenceClassification
+
+    from slimbench.backends.triton_kernels import graph_replayed
+    from slimbench.kernels.patch import apply_kernels
+
+    model = AutoModelForSequenceClassification.from_pretrained(bert_dir).eval()
+    apply_kernels(model, weight_only="int8", group_size=32)
+    _, enc = bert
+    torch._dynamo.reset()
+    with torch.inference_mode():
+        torch.testing.assert_close(
+            graph_replayed(model)(**enc).logits, model(**enc).logits, atol=1e-4, rtol=1e-4
+        )

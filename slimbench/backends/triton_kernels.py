@@ -1,6 +1,13 @@
 """transformers models with slimbench's fused Triton kernels swapped in: saved with save_pretrained
 (weight-only layers written back dequantized), loaded with from_pretrained, then
-`slimbench.kernels.apply_kernels` applied again with the options the manifest records."""
+`slimbench.kernels.apply_kernels` applied again with the options the manifest records.
+
+Run eagerly, a patched model pays one Python launch per kernel, which at small batches costs more
+than the kernels save. Unless the kernels step said `cuda_graphs: false`, its logits run under
+torch.compile's `cudagraphs` backend: traced whole once per input shape (the kernels are custom
+ops, so nothing breaks the graph, and transformers skips its host-synchronizing mask checks while
+tracing), then replayed as one CUDA graph per call. No Inductor code generation: the kernels and
+PyTorch's own ops run as they are."""
 
 from __future__ import annotations
 
@@ -29,8 +36,16 @@ class TritonKernels(Backend):
 
         model = task.auto_class().from_pretrained(model_dir, device_map=str(device), dtype="auto").eval()
         apply_kernels(model, **manifest["notes"]["kernels"])
-        gen = greedy_generate(model, tokenizer) if task.generates else None
-        return Loaded(manifest, config, tokenizer, torch_logits(model), "pt", placer(device), gen)
+        gen = greedy_generate(model, tokenizer) if task.generates else None  # decode shapes change every step
+        replayed = graph_replayed(model) if device.is_cuda and manifest["notes"].get("cuda_graphs") else model
+        return Loaded(manifest, config, tokenizer, torch_logits(replayed), "pt", placer(device), gen)
+
+
+def graph_replayed(model):
+    """`model` traced whole by torch.compile and replayed as CUDA graphs (one per input shape)."""
+    import torch
+
+    return torch.compile(model, backend="cudagraphs", fullgraph=True, dynamic=False)
 
 
 BACKEND = TritonKernels()

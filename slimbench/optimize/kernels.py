@@ -17,6 +17,9 @@ class KernelsConfig:
     attention: bool = True
     weight_only: Literal["int8", "int4"] | None = None
     group_size: int = 128
+    # on a GPU the loader replays the patched model as one CUDA graph per input shape (see
+    # slimbench.backends.triton_kernels): one launch per call instead of one per kernel
+    cuda_graphs: bool = True
 
     def __post_init__(self):
         if self.group_size not in (32, 64, 128, 256):
@@ -30,8 +33,10 @@ def kernels(model, config: KernelsConfig, ctx):
     """Fused Triton kernels (norms, activations, attention, W8A16/W4A16); re-applied after loading."""
     from slimbench.kernels.patch import apply_kernels
 
-    replaced = apply_kernels(model, **asdict(config))
-    ctx.notes["kernels"] = asdict(config)
+    options = {k: v for k, v in asdict(config).items() if k != "cuda_graphs"}
+    replaced = apply_kernels(model, **options)
+    ctx.notes["kernels"] = options  # what a deployment passes to apply_kernels
+    ctx.notes["cuda_graphs"] = config.cuda_graphs
     ctx.notes["kernels_replaced"] = len(replaced)
     if config.weight_only:
         ctx.notes["dtype"] = f"{config.weight_only}-weight-only"
