@@ -192,19 +192,33 @@ def llama_config(layers: int = 12):
                        num_attention_heads=16, num_key_value_heads=16, max_position_embeddings=2048)  # fmt: skip
 
 
-@pytest.mark.parametrize("impl", ["patched", "eager", "compile"])
+# patched: slimbench's kernels, eager; patched-graphs: the same replayed as CUDA graphs, as the kernels
+# variant's loader runs it; graphs: the unpatched model replayed the same way (launch overhead gone on
+# both sides); eager and compile (Inductor): the unpatched model
+MODEL_IMPLS = ["patched", "patched-graphs", "eager", "graphs", "compile"]
+
+
+def forward_for(model, impl):
+    from slimbench.backends.triton_kernels import graph_replayed
+    from slimbench.kernels.patch import apply_kernels
+
+    torch._dynamo.reset()
+    if impl.startswith("patched"):
+        apply_kernels(model)
+    if impl.endswith("graphs"):
+        return graph_replayed(model)
+    return torch.compile(model) if impl == "compile" else model
+
+
+@pytest.mark.parametrize("impl", MODEL_IMPLS)
 @pytest.mark.parametrize("batch", [1, 32])
 def test_llama_300m_forward_speed(benchmark, impl, batch):
     from transformers import LlamaForCausalLM
 
-    from slimbench.kernels.patch import apply_kernels
-
     torch.manual_seed(0)
     model = LlamaForCausalLM(llama_config()).to("cuda", torch.bfloat16).eval()
-    if impl == "patched":
-        apply_kernels(model)
     ids = torch.randint(0, 32000, (batch, 128), device="cuda")
-    forward = torch.compile(model) if impl == "compile" else model
+    forward = forward_for(model, impl)
 
     def fn():
         with torch.inference_mode():
@@ -214,22 +228,19 @@ def test_llama_300m_forward_speed(benchmark, impl, batch):
     benchmark.extra_info["parameters"] = sum(p.numel() for p in model.parameters())
 
 
-@pytest.mark.parametrize("impl", ["patched", "eager", "compile"])
+@pytest.mark.parametrize("impl", MODEL_IMPLS)
 @pytest.mark.parametrize("batch", [1, 32])
 def test_minilm_forward_speed(benchmark, impl, batch):
     """The embedded default's architecture (all-MiniLM-L6-v2 with a 5-way head), bf16, seq 128."""
     from transformers import AutoModelForSequenceClassification
 
     from slimbench.defaults import minilm_dir
-    from slimbench.kernels.patch import apply_kernels
 
     model = AutoModelForSequenceClassification.from_pretrained(minilm_dir(), num_labels=5)
     model = model.to("cuda", torch.bfloat16).eval()
-    if impl == "patched":
-        apply_kernels(model)
     ids = torch.randint(1000, 20000, (batch, 128), device="cuda")
     mask = torch.ones_like(ids)
-    forward = torch.compile(model) if impl == "compile" else model
+    forward = forward_for(model, impl)
 
     def fn():
         with torch.inference_mode():
