@@ -44,7 +44,7 @@ def _attention_cases():
                 continue  # never chosen at this head dim
             for causal, keep, splits in [(True, False, 1), (False, True, 2)]:
                 types = {"Q": "*bf16", "K": "*bf16", "V": "*bf16", "Out": "*bf16" if splits == 1 else "*fp32",
-                         "LSE": "*fp32", "KEEP": "*i8", "qk_scale": "fp32", "H": "i32", "S_q": "i32", "S_k": "i32",
+                         "LSE": "*fp32", "KEEP": "*i8", "qk_scale": "fp32", "H": "i32", "H_KV": "i32", "S_q": "i32", "S_k": "i32",
                          "Q_BUCKET": "i32", "K_BUCKET": "i32"}  # fmt: skip
                 constants = dict(
                     HAS_KEEP=keep, CAUSAL=causal, IEEE=False, SPLITS=splits, D=d, **config.kwargs

@@ -116,6 +116,24 @@ def test_attention_every_launch(B, H, S_q, S_k, D, causal, padded, launch):
     close(got, attention.reference(q, k, v, keep, causal=causal), torch.float32, 5)
 
 
+@pytest.mark.parametrize("launch", [None, ATTENTION_LAUNCHES[2]])
+@pytest.mark.parametrize("H_kv", [1, 2])
+@pytest.mark.parametrize("S_q, causal", [(1, True), (33, True), (20, False)])
+def test_attention_grouped_query_heads_read_their_kv_head(S_q, causal, H_kv, launch):
+    """Grouped-query attention (Llama 3, Mistral...): 4 query heads on 1 or 2 K/V heads, read in place."""
+    torch.manual_seed(0)
+    q, k, v = torch.randn(2, 4, S_q, 32), torch.randn(2, H_kv, 70, 32), torch.randn(2, H_kv, 70, 32)
+    keep = torch.ones(2, 70, dtype=torch.bool)
+    keep[1, :20] = False
+    got = attention.flash_attention(q, k, v, keep, causal=causal, config=launch)
+    want = attention.reference(
+        q, k.repeat_interleave(4 // H_kv, 1), v.repeat_interleave(4 // H_kv, 1), keep, causal
+    )
+    close(got, want, torch.float32, 5)
+    with pytest.raises(ValueError, match="query heads cannot share"):
+        attention.flash_attention(q, torch.randn(2, 3, 70, 32), torch.randn(2, 3, 70, 32))
+
+
 def test_attention_splits_keys_only_for_short_queries_that_leave_sms_idle(monkeypatch):
     monkeypatch.setattr(_launch, "sm_count", lambda device: 132)
     gpu = torch.device("cuda")

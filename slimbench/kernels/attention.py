@@ -66,13 +66,14 @@ def _attend(acc, l_i, m_i, q, k_ptrs, v_ptrs, keep_ptr, start, offs_m, offs_n, S
 
 @triton.jit
 def _attention_kernel(
-    Q, K, V, Out, LSE, KEEP, qk_scale, H, S_q, S_k, Q_BUCKET, K_BUCKET,
+    Q, K, V, Out, LSE, KEEP, qk_scale, H, H_KV, S_q, S_k, Q_BUCKET, K_BUCKET,
     HAS_KEEP: tl.constexpr, CAUSAL: tl.constexpr, IEEE: tl.constexpr, SPLITS: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, D: tl.constexpr,
 ):  # fmt: skip
     # Q_BUCKET and K_BUCKET only key the autotuner's choice (powers of two of S_q and S_k)
     pid_m = tl.program_id(0)
     bh = tl.program_id(1).to(tl.int64)
+    kv_bh = (bh // H) * H_KV + (bh % H) // (H // H_KV)  # grouped-query attention: the head's K/V head
     split = tl.program_id(2)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
@@ -80,8 +81,8 @@ def _attention_kernel(
     q = tl.load(
         Q + bh * S_q * D + offs_m[:, None] * D + offs_d[None, :], mask=offs_m[:, None] < S_q, other=0.0
     )
-    k_ptrs = K + bh * S_k * D + offs_n[:, None] * D + offs_d[None, :]
-    v_ptrs = V + bh * S_k * D + offs_n[:, None] * D + offs_d[None, :]
+    k_ptrs = K + kv_bh * S_k * D + offs_n[:, None] * D + offs_d[None, :]
+    v_ptrs = V + kv_bh * S_k * D + offs_n[:, None] * D + offs_d[None, :]
     keep_ptr = KEEP + (bh // H) * S_k
     m_i = tl.full((BLOCK_M,), float("-inf"), tl.float32)
     l_i = tl.zeros((BLOCK_M,), tl.float32)
@@ -156,7 +157,7 @@ def _prune(configs, named_args, **kwargs):
 
 
 _tuned_kernel = autotuned(_attention_kernel, PREFILL + DECODE, prune=_prune,
-                          key=["Q_BUCKET", "K_BUCKET", "H", "D", "CAUSAL", "HAS_KEEP", "SPLITS"])  # fmt: skip
+                          key=["Q_BUCKET", "K_BUCKET", "H", "H_KV", "D", "CAUSAL", "HAS_KEEP", "SPLITS"])  # fmt: skip
 
 
 def tuned_launch() -> dict:
@@ -174,7 +175,8 @@ def kv_splits_for(batch_heads: int, s_q: int, s_k: int, device: torch.device) ->
 
 def flash_attention(q, k, v, key_padding_mask=None, causal: bool = False, sm_scale: float | None = None,
                     config=None):  # fmt: skip
-    """softmax(q k^T * scale + masks) v for q (B, H, S_q, D), k and v (B, H, S_k, D).
+    """softmax(q k^T * scale + masks) v for q (B, H, S_q, D), k and v (B, H_kv, S_k, D), H_kv dividing
+    H (grouped-query attention: query head h reads K/V head h // (H / H_kv), nothing is copied).
 
     key_padding_mask: (B, S_k), nonzero/True where a key may be attended to. `config`
     ({"BLOCK_M", "BLOCK_N", "SPLITS"}, optionally "num_warps"/"num_stages") fixes the launch
@@ -185,7 +187,9 @@ def flash_attention(q, k, v, key_padding_mask=None, causal: bool = False, sm_sca
     if not use_triton(q):
         return reference(q, k, v, key_padding_mask, causal, sm_scale)
     B, H, S_q, D = q.shape
-    S_k = k.shape[2]
+    H_kv, S_k = k.shape[1], k.shape[2]
+    if H % H_kv or v.shape[1] != H_kv:
+        raise ValueError(f"{H} query heads cannot share {H_kv} key and {v.shape[1]} value heads")
     q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
     config = dict(config or {})
     splits = config.pop("SPLITS", None) or kv_splits_for(B * H, S_q, S_k, q.device)
@@ -196,7 +200,7 @@ def flash_attention(q, k, v, key_padding_mask=None, causal: bool = False, sm_sca
         o = torch.empty(splits, B * H, S_q, D, dtype=torch.float32, device=q.device)
         lse = torch.empty(splits, B * H, S_q, dtype=torch.float32, device=q.device)
     keep = key_padding_mask.to(torch.int8).contiguous() if key_padding_mask is not None else q
-    args = (q, k, v, o, lse, keep, sm_scale * LOG2E, H, S_q, S_k,
+    args = (q, k, v, o, lse, keep, sm_scale * LOG2E, H, H_kv, S_q, S_k,
             triton.next_power_of_2(S_q), triton.next_power_of_2(S_k))  # fmt: skip
     meta = dict(
         HAS_KEEP=key_padding_mask is not None, CAUSAL=causal, IEEE=f32_dot(q.dtype), SPLITS=splits, D=D
@@ -218,6 +222,8 @@ def flash_attention(q, k, v, key_padding_mask=None, causal: bool = False, sm_sca
 
 def reference(q, k, v, key_padding_mask=None, causal: bool = False, sm_scale: float | None = None):
     sm_scale = sm_scale if sm_scale is not None else 1.0 / math.sqrt(q.shape[-1])
+    groups = q.shape[1] // k.shape[1]
+    k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
     s = (q.float() @ k.float().transpose(-1, -2)) * sm_scale
     S_q, S_k = q.shape[2], k.shape[2]
     valid = torch.ones(S_q, S_k, dtype=torch.bool, device=q.device)

@@ -100,10 +100,7 @@ def _decoder_attention(module, query, key, value, attention_mask, scaling=None, 
         scaling = 1 / math.sqrt(query.shape[-1]) if getattr(module, "scale_attn_weights", True) else 1.0
         if getattr(module, "scale_attn_by_inverse_layer_idx", False):
             scaling /= module.layer_idx + 1
-    groups = getattr(module, "num_key_value_groups", 1)
-    if groups > 1:
-        key, value = key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1)
-    keep = None
+    keep = None  # grouped-query attention: the kernel reads each K/V head for its query heads, no copies
     if attention_mask is not None:  # bool (B, 1, S_q, S_k), True = attend; its last row holds the padding
         mask = attention_mask if attention_mask.dtype == torch.bool else attention_mask == 0
         keep = mask[:, 0, -1, :]
