@@ -42,20 +42,21 @@ def _attention_cases():
         for d in (64, 128):
             if config not in attention.candidate_configs(1 if config in attention.DECODE else 128, d):
                 continue  # never chosen at this head dim
-            for causal, keep, splits in [(True, False, 1), (False, True, 2)]:
+            # decode configs also compile with grouped-query heads packed into their rows
+            for causal, keep, splits, pack in [
+                (True, False, 1, False),
+                (False, True, 2, config in attention.DECODE),
+            ]:
                 types = {"Q": "*bf16", "K": "*bf16", "V": "*bf16", "Out": "*bf16" if splits == 1 else "*fp32",
-                         "LSE": "*fp32", "KEEP": "*i8", "qk_scale": "fp32", "H": "i32", "H_KV": "i32", "S_q": "i32", "S_k": "i32",
-                         "Q_BUCKET": "i32", "K_BUCKET": "i32"}  # fmt: skip
-                constants = dict(
-                    HAS_KEEP=keep, CAUSAL=causal, IEEE=False, SPLITS=splits, D=d, **config.kwargs
-                )
+                         "LSE": "*fp32", "KEEP": "*i8", "qk_scale": "fp32", "H": "i32", "H_KV": "i32", "S_q": "i32",
+                         "S_k": "i32", "Q_BUCKET": "i32", "K_BUCKET": "i32"}  # fmt: skip
+                constants = dict(HAS_KEEP=keep, CAUSAL=causal, IEEE=False, SPLITS=splits, D=d, PACK_GQA=pack,
+                                 **config.kwargs)  # fmt: skip
                 name = (
                     f"attention[{i}:{_label(config)}]-d{d}-{'causal' if causal else 'padded'}-splits{splits}"
                 )
-                yield (
-                    name,
-                    ("attention", "_attention_kernel", types, constants, config.num_warps, config.num_stages),
-                )
+                yield name + ("-gqa" if pack else ""), (
+                    "attention", "_attention_kernel", types, constants, config.num_warps, config.num_stages)  # fmt: skip
     for splits in (2, 16):
         types = {"O_PART": "*fp32", "LSE": "*fp32", "Out": "*bf16", "ROWS": "i32"}
         yield f"attention-combine-splits{splits}", ("attention", "_combine_kernel", types,

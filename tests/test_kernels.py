@@ -116,11 +116,14 @@ def test_attention_every_launch(B, H, S_q, S_k, D, causal, padded, launch):
     close(got, attention.reference(q, k, v, keep, causal=causal), torch.float32, 5)
 
 
-@pytest.mark.parametrize("launch", [None, ATTENTION_LAUNCHES[2]])
+@pytest.mark.parametrize(
+    "launch", [None, ATTENTION_LAUNCHES[2], {**ATTENTION_LAUNCHES[0], "PACK_GQA": False}]
+)
 @pytest.mark.parametrize("H_kv", [1, 2])
-@pytest.mark.parametrize("S_q, causal", [(1, True), (33, True), (20, False)])
+@pytest.mark.parametrize("S_q, causal", [(1, True), (5, True), (33, True), (20, False)])
 def test_attention_grouped_query_heads_read_their_kv_head(S_q, causal, H_kv, launch):
-    """Grouped-query attention (Llama 3, Mistral...): 4 query heads on 1 or 2 K/V heads, read in place."""
+    """Grouped-query attention (Llama 3, Mistral...): 4 query heads on 1 or 2 K/V heads, read in place;
+    decode-sized queries packed one program per K/V head (its rows: every head's queries), or not."""
     torch.manual_seed(0)
     q, k, v = torch.randn(2, 4, S_q, 32), torch.randn(2, H_kv, 70, 32), torch.randn(2, H_kv, 70, 32)
     keep = torch.ones(2, 70, dtype=torch.bool)

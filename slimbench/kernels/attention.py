@@ -9,6 +9,8 @@ What makes it fast on a GPU, each part checked against the reference on the CPU 
 - short queries against long keys (decoding: one query per sequence against its KV cache) split
   the keys across programs when the heads alone would leave SMs idle (flash-decoding): each split
   writes its normalized partial output and log-sum-exp, and a second kernel combines them;
+- grouped-query attention reads each K/V head in place; for decode-sized queries one program takes
+  every query head of a group, so K and V are read once per group, not once per query head;
 - block sizes, warps and pipeline depth are autotuned per shape on the GPU (kept in Triton's cache).
 """
 
@@ -34,7 +36,7 @@ def _dot(a, b, IEEE: tl.constexpr):
 
 
 @triton.jit
-def _attend(acc, l_i, m_i, q, k_ptrs, v_ptrs, keep_ptr, start, offs_m, offs_n, S_k, shift, qk_scale,
+def _attend(acc, l_i, m_i, q, k_ptrs, v_ptrs, keep_ptr, start, pos, offs_n, S_k, shift, qk_scale,
             MASKED: tl.constexpr, CAUSAL: tl.constexpr, HAS_KEEP: tl.constexpr, IEEE: tl.constexpr,
             D: tl.constexpr):  # fmt: skip
     """One key block into the running (acc, l_i, m_i); MASKED: the block may reach past S_k or the diagonal."""
@@ -50,7 +52,7 @@ def _attend(acc, l_i, m_i, q, k_ptrs, v_ptrs, keep_ptr, start, offs_m, offs_n, S
     if MASKED:
         valid = in_range[None, :]
         if CAUSAL:
-            valid = valid & (offs_m[:, None] + shift >= cols[None, :])
+            valid = valid & (pos[:, None] + shift >= cols[None, :])
         s = tl.where(valid, s, float("-inf"))
     if HAS_KEEP:
         keep = tl.load(keep_ptr + cols, mask=cols < S_k, other=0)
@@ -68,51 +70,65 @@ def _attend(acc, l_i, m_i, q, k_ptrs, v_ptrs, keep_ptr, start, offs_m, offs_n, S
 def _attention_kernel(
     Q, K, V, Out, LSE, KEEP, qk_scale, H, H_KV, S_q, S_k, Q_BUCKET, K_BUCKET,
     HAS_KEEP: tl.constexpr, CAUSAL: tl.constexpr, IEEE: tl.constexpr, SPLITS: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, D: tl.constexpr,
+    PACK_GQA: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, D: tl.constexpr,
 ):  # fmt: skip
-    # Q_BUCKET and K_BUCKET only key the autotuner's choice (powers of two of S_q and S_k)
+    # Q_BUCKET and K_BUCKET only key the autotuner's choice (powers of two of S_q and S_k).
+    # A program's rows are queries of one head (one program per query head), or, with PACK_GQA, the
+    # queries of every head that shares one K/V head (one program per K/V head: K and V read once for
+    # the group). Either way K/V head kv_h serves query heads kv_h * G .. kv_h * G + G - 1, G = H / H_KV.
     pid_m = tl.program_id(0)
-    bh = tl.program_id(1).to(tl.int64)
-    kv_bh = (bh // H) * H_KV + (bh % H) // (H // H_KV)  # grouped-query attention: the head's K/V head
+    prog = tl.program_id(1).to(tl.int64)  # b * H + head, or b * H_KV + kv_h with PACK_GQA
     split = tl.program_id(2)
+    group = H // H_KV
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, D)
-    q = tl.load(
-        Q + bh * S_q * D + offs_m[:, None] * D + offs_d[None, :], mask=offs_m[:, None] < S_q, other=0.0
-    )
+    if PACK_GQA:
+        b, kv_bh = prog // H_KV, prog
+        head = (prog % H_KV) * group + offs_m // S_q
+        pos = offs_m % S_q
+        row_ok = offs_m < group * S_q
+    else:
+        b = prog // H
+        kv_bh = b * H_KV + (prog % H) // group
+        head = prog % H + 0 * offs_m
+        pos = offs_m
+        row_ok = offs_m < S_q
+    q_row = (b * H + head) * S_q + pos  # the query's row in (B * H * S_q, D)
+    q = tl.load(Q + q_row[:, None] * D + offs_d[None, :], mask=row_ok[:, None], other=0.0)
     k_ptrs = K + kv_bh * S_k * D + offs_n[:, None] * D + offs_d[None, :]
     v_ptrs = V + kv_bh * S_k * D + offs_n[:, None] * D + offs_d[None, :]
-    keep_ptr = KEEP + (bh // H) * S_k
+    keep_ptr = KEEP + b * S_k
     m_i = tl.full((BLOCK_M,), float("-inf"), tl.float32)
     l_i = tl.zeros((BLOCK_M,), tl.float32)
     acc = tl.zeros((BLOCK_M, D), tl.float32)
     shift = S_k - S_q  # causal masks align the last query with the last key
     hi = S_k
     full = S_k // BLOCK_N * BLOCK_N  # blocks before `full` need no mask
-    if CAUSAL:
-        hi = tl.maximum(tl.minimum(S_k, (pid_m + 1) * BLOCK_M + shift), 0)
-        full = tl.minimum(full, tl.maximum(pid_m * BLOCK_M + shift + 1, 0) // BLOCK_N * BLOCK_N)
+    if CAUSAL:  # keys up to the last row's position; unmasked for all rows up to the first row's
+        hi = tl.maximum(tl.minimum(S_k, tl.max(tl.where(row_ok, pos, 0)) + 1 + shift), 0)
+        first = tl.min(tl.where(row_ok, pos, S_q))
+        full = tl.minimum(full, tl.maximum(first + shift + 1, 0) // BLOCK_N * BLOCK_N)
     # this program's share of the keys, in whole blocks
     per_split = tl.cdiv(tl.cdiv(S_k, BLOCK_N), SPLITS) * BLOCK_N
     lo = split * per_split
     hi = tl.minimum(hi, lo + per_split)
     for start in range(lo, tl.minimum(full, hi), BLOCK_N):
-        acc, l_i, m_i = _attend(acc, l_i, m_i, q, k_ptrs, v_ptrs, keep_ptr, start, offs_m, offs_n, S_k, shift,
+        acc, l_i, m_i = _attend(acc, l_i, m_i, q, k_ptrs, v_ptrs, keep_ptr, start, pos, offs_n, S_k, shift,
                                 qk_scale, False, CAUSAL, HAS_KEEP, IEEE, D)  # fmt: skip
     for start in range(tl.maximum(lo, full), hi, BLOCK_N):
-        acc, l_i, m_i = _attend(acc, l_i, m_i, q, k_ptrs, v_ptrs, keep_ptr, start, offs_m, offs_n, S_k, shift,
+        acc, l_i, m_i = _attend(acc, l_i, m_i, q, k_ptrs, v_ptrs, keep_ptr, start, pos, offs_n, S_k, shift,
                                 qk_scale, True, CAUSAL, HAS_KEEP, IEEE, D)  # fmt: skip
     out = tl.where(l_i[:, None] > 0, acc / tl.where(l_i > 0, l_i, 1.0)[:, None], 0.0)
-    rows = offs_m < S_q
     if SPLITS == 1:
-        tl.store(Out + bh * S_q * D + offs_m[:, None] * D + offs_d[None, :], out.to(Out.dtype.element_ty),
-                 mask=rows[:, None])  # fmt: skip
+        tl.store(
+            Out + q_row[:, None] * D + offs_d[None, :], out.to(Out.dtype.element_ty), mask=row_ok[:, None]
+        )
     else:  # partial output and log2-sum-exp of this split, for _combine_kernel
-        part = (split * tl.num_programs(1) + bh) * S_q
-        tl.store(Out + (part + offs_m[:, None]) * D + offs_d[None, :], out, mask=rows[:, None])
+        part = split * (tl.num_programs(1) * (group if PACK_GQA else 1)) * S_q + q_row
+        tl.store(Out + part[:, None] * D + offs_d[None, :], out, mask=row_ok[:, None])
         lse = tl.where(l_i > 0, m_i + tl.log2(tl.where(l_i > 0, l_i, 1.0)), float("-inf"))
-        tl.store(LSE + part + offs_m, lse, mask=rows)
+        tl.store(LSE + part, lse, mask=row_ok)
 
 
 @triton.jit
@@ -157,7 +173,7 @@ def _prune(configs, named_args, **kwargs):
 
 
 _tuned_kernel = autotuned(_attention_kernel, PREFILL + DECODE, prune=_prune,
-                          key=["Q_BUCKET", "K_BUCKET", "H", "H_KV", "D", "CAUSAL", "HAS_KEEP", "SPLITS"])  # fmt: skip
+                          key=["Q_BUCKET", "K_BUCKET", "H", "H_KV", "D", "CAUSAL", "HAS_KEEP", "SPLITS", "PACK_GQA"])  # fmt: skip
 
 
 def tuned_launch() -> dict:
@@ -165,12 +181,12 @@ def tuned_launch() -> dict:
     return chosen_launch(_tuned_kernel)
 
 
-def kv_splits_for(batch_heads: int, s_q: int, s_k: int, device: torch.device) -> int:
-    """Splits of the keys: only for decode-sized queries (<= 16) whose heads leave SMs idle, each
-    split keeping at least 256 keys."""
+def kv_splits_for(programs: int, s_q: int, s_k: int, device: torch.device) -> int:
+    """Splits of the keys: only for decode-sized queries (<= 16) whose `programs` (one per head, or
+    per K/V head when grouped heads are packed) leave SMs idle, each split keeping at least 256 keys."""
     if s_q > 16:
         return 1
-    return splits_to_fill(batch_heads, s_k, 256, device)
+    return splits_to_fill(programs, s_k, 256, device)
 
 
 def flash_attention(q, k, v, key_padding_mask=None, causal: bool = False, sm_scale: float | None = None,
@@ -179,7 +195,7 @@ def flash_attention(q, k, v, key_padding_mask=None, causal: bool = False, sm_sca
     H (grouped-query attention: query head h reads K/V head h // (H / H_kv), nothing is copied).
 
     key_padding_mask: (B, S_k), nonzero/True where a key may be attended to. `config`
-    ({"BLOCK_M", "BLOCK_N", "SPLITS"}, optionally "num_warps"/"num_stages") fixes the launch
+    ({"BLOCK_M", "BLOCK_N", "SPLITS", "PACK_GQA"}, optionally "num_warps"/"num_stages") fixes the launch
     instead of the autotuner's and kv_splits_for's choice: the tests use it to reach every path."""
     if q.shape[-1] not in (16, 32, 64, 128):
         raise ValueError(f"head dim must be 16, 32, 64 or 128, got {q.shape[-1]}")
@@ -192,7 +208,10 @@ def flash_attention(q, k, v, key_padding_mask=None, causal: bool = False, sm_sca
         raise ValueError(f"{H} query heads cannot share {H_kv} key and {v.shape[1]} value heads")
     q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
     config = dict(config or {})
-    splits = config.pop("SPLITS", None) or kv_splits_for(B * H, S_q, S_k, q.device)
+    group = H // H_kv
+    pack = config.pop("PACK_GQA", group > 1 and S_q <= 16)  # decode-sized: one program per K/V head
+    rows, programs = (group * S_q, B * H_kv) if pack else (S_q, B * H)
+    splits = config.pop("SPLITS", None) or kv_splits_for(programs, S_q, S_k, q.device)
     if splits == 1:
         o = torch.empty_like(q)
         lse = o  # unused
@@ -203,11 +222,16 @@ def flash_attention(q, k, v, key_padding_mask=None, causal: bool = False, sm_sca
     args = (q, k, v, o, lse, keep, sm_scale * LOG2E, H, H_kv, S_q, S_k,
             triton.next_power_of_2(S_q), triton.next_power_of_2(S_k))  # fmt: skip
     meta = dict(
-        HAS_KEEP=key_padding_mask is not None, CAUSAL=causal, IEEE=f32_dot(q.dtype), SPLITS=splits, D=D
+        HAS_KEEP=key_padding_mask is not None,
+        CAUSAL=causal,
+        IEEE=f32_dot(q.dtype),
+        SPLITS=splits,
+        D=D,
+        PACK_GQA=pack,
     )
 
     def grid(c):
-        return triton.cdiv(S_q, c["BLOCK_M"]), B * H, splits
+        return triton.cdiv(rows, c["BLOCK_M"]), programs, splits
 
     if config:
         _attention_kernel[grid(config)](*args, **meta, **config)
