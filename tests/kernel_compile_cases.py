@@ -20,10 +20,10 @@ H100_SHARED_BYTES = 227 * 1024  # the most shared memory one block may use on sm
 def _matmul_cases():
     from slimbench.kernels import quant_matmul as qm
 
-    for i, config in enumerate(qm.SKINNY + qm.WIDE):
-        skinny = config in qm.SKINNY
-        for bits, group, split_k in [(8, 128, 1), (4, 128, 2 if skinny else 1), (4, 32, 1)]:
-            if config not in qm.candidate_configs(16 if skinny else 4096, 4096, split_k, bits):
+    for i, config in enumerate(qm.ONE_ROW + qm.SKINNY + qm.WIDE):
+        rows = 1 if config in qm.ONE_ROW else 16 if config in qm.SKINNY else 4096
+        for bits, group, split_k in [(8, 128, 1), (4, 128, 2 if rows <= 16 else 1), (4, 32, 1)]:
+            if config not in qm.candidate_configs(rows, 4096, split_k, bits):
                 continue  # never chosen for this product
             types = {"X": "*bf16", "W": "*i8" if bits == 8 else "*u8", "S": "*bf16", "BIAS": "*bf16",
                      "Y": "*bf16" if split_k == 1 else "*fp32", "M": "i32", "N": "i32", "K": "i32", "W_ROW": "i32",

@@ -178,6 +178,7 @@ LAUNCHES = [
     {"BM": 16, "BN": 32, "BK": 64, "SPLIT_K": 2},
     {"BM": 32, "BN": 64, "BK": 128, "SPLIT_K": 3},
     {"BM": 16, "BN": 16, "BK": 256, "SPLIT_K": 1, "num_warps": 2},
+    {"BM": 1, "BN": 32, "BK": 64, "SPLIT_K": 2},  # one row: multiply-and-sum, no tensor cores
 ]
 
 
@@ -208,7 +209,8 @@ def test_weight_only_matmul_candidate_configs_fit_the_shape():
     def tiles(m, k, split):
         return {(c.kwargs["BM"], c.kwargs["BK"]) for c in quant_matmul.candidate_configs(m, k, split)}
 
-    assert {bm for bm, _ in tiles(1, 4096, 1)} == {16}
+    assert {bm for bm, _ in tiles(1, 4096, 1)} == {1, 16}  # one row: multiply-and-sum tiles timed too
+    assert {bm for bm, _ in tiles(2, 4096, 1)} == {16}
     assert max(bm for bm, _ in tiles(40, 4096, 1)) == 64 and min(bm for bm, _ in tiles(40, 4096, 1)) == 32
     assert max(bk for _, bk in tiles(1, 128, 1)) == 128 and max(bk for _, bk in tiles(1, 4096, 16)) == 256
     assert quant_matmul.candidate_configs(1, 16, 1)  # never empty

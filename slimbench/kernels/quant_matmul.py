@@ -14,6 +14,8 @@ do nothing else slowly. Each program computes a (BM, BN) tile of the output over
   over the tile before the product;
 - skinny products whose output tiles would leave most of the GPU's SMs idle split K across
   programs (split-K), which add their partial sums into an fp32 buffer;
+- a single row (decoding one token) may also run as multiply-and-sum tiles on the CUDA cores rather
+  than a tensor-core product padded to 16 rows: the autotuner times both;
 - the tile shapes, warps and pipeline depth are autotuned per shape on the GPU (Triton's
   autotuner, results kept in Triton's cache directory so later processes do not tune again).
 """
@@ -30,8 +32,13 @@ from slimbench.kernels._launch import autotuned, chosen_launch, f32_dot, splits_
 
 
 @triton.jit
-def _dot(x, w, IEEE: tl.constexpr):
-    if IEEE:
+def _dot(x, w, IEEE: tl.constexpr, ROWS: tl.constexpr):
+    """x (ROWS, k) @ w (k, n) in fp32. One row (decoding one token): a multiply and a sum on the CUDA
+    cores, not a tensor-core product padded to 16 rows; else tensor cores in x's dtype, or IEEE fp32."""
+    if ROWS == 1:
+        xv = tl.reshape(x, (x.shape[1],)).to(tl.float32)
+        return tl.reshape(tl.sum(xv[:, None] * w.to(tl.float32), axis=0), (1, w.shape[1]))
+    elif IEEE:
         return tl.dot(x.to(tl.float32), w.to(tl.float32), input_precision="ieee")
     else:
         return tl.dot(x, w.to(x.dtype))
@@ -64,7 +71,7 @@ def _wq_matmul_kernel(
             k_ok = kk < k_hi
             x = tl.load(x_rows + kk[None, :], mask=m_ok[:, None] & k_ok[None, :], other=0.0)
             w = tl.load(w_cols + kk[:, None], mask=k_ok[:, None] & n_ok[None, :], other=0)
-            acc += _dot(x, w, IEEE)
+            acc += _dot(x, w, IEEE, BM)
         acc = acc * tl.load(S + rn, mask=n_ok, other=0.0).to(tl.float32)[None, :]
     else:
         # in packed bytes: a tile is BK // 2 bytes of each row; byte p holds, of group p // (GROUP / 2),
@@ -87,7 +94,7 @@ def _wq_matmul_kernel(
             x_high = tl.load(x_rows + k_low[None, :] + GROUP // 2, mask=xm, other=0.0)
             if GROUP % BK == 0:  # the tile lies in one group: scale its partial product
                 s = tl.load(s_cols + p0 // (GROUP // 2), mask=n_ok[None, :], other=0.0).to(tl.float32)
-                acc += (_dot(x_low, lo, IEEE) + _dot(x_high, hi, IEEE)) * s
+                acc += (_dot(x_low, lo, IEEE, BM) + _dot(x_high, hi, IEEE, BM)) * s
             else:  # BK // GROUP groups in the tile: one scale row each, over its GROUP // 2 bytes
                 g = p0 // (GROUP // 2) + tl.arange(0, BK // GROUP)
                 s = tl.load(s_cols + g[:, None], mask=(g[:, None] < S_ROW) & n_ok[None, :], other=0.0)
@@ -98,7 +105,7 @@ def _wq_matmul_kernel(
                 hi = tl.reshape(
                     tl.reshape(hi.to(tl.float32), (BK // GROUP, GROUP // 2, BN)) * s, (BK // 2, BN)
                 )
-                acc += _dot(x_low, lo, IEEE) + _dot(x_high, hi, IEEE)
+                acc += _dot(x_low, lo, IEEE, BM) + _dot(x_high, hi, IEEE, BM)
     if HAS_BIAS:  # added once, by the first split
         acc += tl.load(BIAS + rn, mask=n_ok, other=0.0).to(tl.float32)[None, :] * (pid_k == 0).to(tl.float32)
     y_ptrs = Y + rm[:, None].to(tl.int64) * N + rn[None, :]
@@ -116,6 +123,10 @@ def _config(bm, bn, bk, warps, stages):
 # keep enough bytes in flight; wider M: ordinary GEMM tiles.
 SKINNY = [_config(*c) for c in [(16, 16, 256, 2, 4), (16, 16, 512, 4, 3), (16, 32, 128, 2, 4), (16, 32, 256, 4, 4),
                                 (16, 32, 512, 4, 3), (16, 64, 128, 4, 4), (16, 64, 256, 4, 3), (16, 128, 128, 4, 3)]]  # fmt: skip
+# one row (decoding a single token): multiply-and-sum tiles, no tensor-core padding
+ONE_ROW = [
+    _config(*c) for c in [(1, 64, 128, 4, 3), (1, 128, 64, 4, 3), (1, 32, 256, 4, 3), (1, 64, 256, 8, 3)]
+]
 WIDE = [_config(*c) for c in [(32, 64, 128, 4, 4), (64, 64, 64, 4, 4), (64, 128, 64, 4, 4), (128, 64, 64, 8, 3),
                               (128, 128, 64, 8, 3), (128, 128, 32, 8, 4)]]  # fmt: skip
 
@@ -124,7 +135,9 @@ def candidate_configs(m: int, k: int, split_k: int, bits: int = 8) -> list[trito
     """The configs worth timing for an (m, k) product split split_k ways: tiles no taller than M
     needs and no deeper than one split's share of K; for int4, no 128x128 tiles (unpacking two
     nibble tiles per step spills registers there)."""
-    if m <= 16:
+    if m == 1:
+        configs = ONE_ROW + SKINNY
+    elif m <= 16:
         configs = SKINNY
     else:
         configs = [c for c in WIDE if c.kwargs["BM"] <= max(32, triton.next_power_of_2(m))]
@@ -138,7 +151,7 @@ def _prune(configs, named_args, **kwargs):
     return candidate_configs(named_args["M"], named_args["K"], kwargs["SPLIT_K"], kwargs["BITS"])
 
 
-_tuned_kernel = autotuned(_wq_matmul_kernel, SKINNY + WIDE, key=["M_BUCKET", "N", "K", "SPLIT_K"], prune=_prune,
+_tuned_kernel = autotuned(_wq_matmul_kernel, ONE_ROW + SKINNY + WIDE, key=["M_BUCKET", "N", "K", "SPLIT_K"], prune=_prune,
                           reset_to_zero=["Y"])  # fmt: skip
 
 
@@ -210,7 +223,7 @@ def weight_only_matmul(x, qweight, scale, bias=None, bits: int = 8, group_size: 
     )
     w_row, s_row = (k, 1) if bits == 8 else (k // 2, k // group_size)
     args = (x2, qweight, scale, bias if bias is not None else scale, y, m, n, k, w_row, s_row,
-            max(16, triton.next_power_of_2(m)))  # fmt: skip
+            1 if m == 1 else max(16, triton.next_power_of_2(m)))  # fmt: skip
     meta = dict(
         BITS=bits, GROUP=group_size, HAS_BIAS=bias is not None, IEEE=f32_dot(x.dtype), SPLIT_K=split_k
     )
