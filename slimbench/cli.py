@@ -18,13 +18,15 @@ DEMO_RECIPES = {
         "sparse-2of4", "magnitude-50",
     ),
 }  # fmt: skip
-# on a GPU: half precision, compiled packages, bitsandbytes and ONNX (not run without ONNX Runtime's CUDA provider)
+# on a GPU: half precision, compiled packages, slimbench's kernels, bitsandbytes and ONNX (not run without ONNX
+# Runtime's CUDA provider)
 GPU_DEMO_RECIPES = {
     "text-classification": (
         "baseline", "fp16", "bf16", "bf16-compiled", "pruned-l2-bf16-compiled", "compiled", "fp8", "sparse-2of4-bf16",
-        "bnb-int8", "bnb-nf4", "torchao-int8wo", "onnx-o2",
+        "kernels-bf16", "bnb-int8", "bnb-nf4", "torchao-int8wo", "onnx-o2",
     ),
-    "causal-lm": ("baseline", "bf16-static-cache", "fp16", "bf16", "fp8", "bnb-int8", "bnb-nf4", "torchao-int8wo", "onnx"),
+    "causal-lm": ("baseline", "bf16-static-cache", "fp16", "bf16", "fp8", "kernels-bf16", "kernels-int4-bf16",
+                  "bnb-int8", "bnb-nf4", "torchao-int8wo", "onnx"),
 }  # fmt: skip
 # task -> (which embedded default, output directory, its quality figure in the default's info)
 DEMO_DEFAULTS = {

@@ -132,3 +132,26 @@ def test_fp8_on_the_gpu(wide_bert, tmp_path):
     manifest = read_manifest(variant.path)
     assert manifest["agreement_check"]["checked"] and manifest["agreement_check"]["device"].startswith("cuda")
     assert manifest["dtype"] == "float8-dynamic" and manifest["notes"]["min_compute_capability"] == [8, 9]
+
+
+def test_the_kernels_recipes_build_bf16_variants_that_replay_on_the_gpu(tmp_path):
+    """kernels-bf16 and kernels-int4-bf16 (the GPU demo's): built here in the interpreter, recorded as
+    bf16 torch-kernels variants whose logits replay as CUDA graphs; on a machine without a GPU they
+    are "not run" with the reason."""
+    checkpoint = Checkpoint.open(make_tiny_bert(tmp_path / "bert128", hidden_size=128))  # int4 groups of 128
+    manifests = {name: read_manifest(build(checkpoint, name, tmp_path / "models").path)
+                 for name in ("kernels-bf16", "kernels-int4-bf16")}  # fmt: skip
+    for manifest in manifests.values():
+        assert manifest["kind"] == "torch-kernels" and manifest["dtype"] in ("bfloat16", "int4-weight-only")
+        assert manifest["notes"]["cuda_graphs"] is True
+    assert manifests["kernels-int4-bf16"]["notes"]["kernels"]["weight_only"] == "int4"
+    # the int4 recipe replaces the Linear layers too
+    assert (
+        manifests["kernels-int4-bf16"]["notes"]["kernels_replaced"]
+        > manifests["kernels-bf16"]["notes"]["kernels_replaced"]
+    )
+    if not Device.best().is_cuda:
+        assert (
+            cannot_run(manifests["kernels-bf16"], "cpu")
+            == "Triton kernels are measured on a CUDA GPU only (--device cuda)"
+        )

@@ -19,7 +19,7 @@
 #   anchor   the plain-PyTorch anchor on the demo's baseline
 #   decoder  the decoder default trained on the GPU; baseline, bf16-static-cache, bf16, fp8; bench at batch 1/32
 #   bnbprobe bnb_int8_probe.py on the demo's baseline (needs bundle part 2)
-#   more     fp8, sparse-2of4-bf16, bnb-int8, bnb-nf4, torchao-int8wo, bf16, compiled, onnx-o2 into the same results
+#   more     fp8, sparse-2of4-bf16, kernels-bf16, bnb-int8, bnb-nf4, torchao-int8wo, bf16, compiled, onnx-o2 into the same results
 #   kernels  the kernel unit tests natively on the GPU, then the kernel speed suite
 #   variants pytest --benchmark over the demo's variants
 set -uo pipefail
@@ -64,7 +64,7 @@ run_stage() {
       timeout "$limit" "${demo[@]}" --recipes baseline,fp16,bf16-compiled,pruned-l2-bf16-compiled ;;
     decoder)
       timeout "$limit" python3 -m slimbench demo --task causal-lm --device cuda --out "$work/demo-lm" \
-        --batch-sizes 1,32 --min-reps 10 --recipes baseline,bf16-static-cache,bf16,fp8 ;;
+        --batch-sizes 1,32 --min-reps 10 --recipes baseline,bf16-static-cache,bf16,fp8,kernels-int4-bf16 ;;
     anchor)
       timeout "$limit" python3 "$here/plain_pytorch_anchor.py" "$work/demo/models/baseline" "$(eval_data)" \
         "$out/anchor.json" --configs fp32,fp16-compile-reduce-overhead ;;
@@ -73,7 +73,7 @@ run_stage() {
         "$out/bnb-probe.json" ;;
     more)
       timeout "$limit" "${demo[@]}" \
-        --recipes fp8,sparse-2of4-bf16,bnb-int8,bnb-nf4,torchao-int8wo,bf16,compiled,onnx-o2 ;;
+        --recipes fp8,sparse-2of4-bf16,kernels-bf16,bnb-int8,bnb-nf4,torchao-int8wo,bf16,compiled,onnx-o2 ;;
     kernels)
       timeout "$limit" python3 -m pytest -p slimbench.bench.plugin -q -x tests/test_kernels.py \
         tests/test_kernel_patch.py tests/test_kernel_ops.py --kernel-device cuda >"$out/kernel-tests.log" 2>&1
