@@ -152,9 +152,13 @@ def compile_case(name: str, spec: tuple) -> dict:
     except Exception as e:  # noqa: BLE001 - the message is the result
         return {"ok": False, "error": f"{type(e).__name__}: {e}"[:2000]}
     ptx = compiled.asm["ptx"]
-    result = {"ok": True, "shared": compiled.metadata.shared, "byte_loads": len(re.findall(r"ld\.global[\w:.]*\.b8\b", ptx)),
-              "async_copies": ptx.count("cp.async.cg") + ptx.count("cp.async.ca"),
-              "vector_loads": len(re.findall(r"ld\.global[\w:.]*\.v[24]\.", ptx))}  # fmt: skip
+    result = {
+        "ok": True,
+        "shared": compiled.metadata.shared,
+        "byte_loads": len(re.findall(r"ld\.global[\w:.]*\.b8\b", ptx)),
+        "async_copies": ptx.count("cp.async.cg") + ptx.count("cp.async.ca"),
+        "vector_loads": len(re.findall(r"ld\.global[\w:.]*\.v[24]\.", ptx)),
+    }
     try:
         from triton.backends.nvidia.compiler import get_ptxas
 

@@ -59,7 +59,14 @@ def test_weight_only_matmul_streams_its_weights(compiled, name):
     assert result["vector_loads"] > 0 if one_row else result["async_copies"] > 0, result
 
 
-@pytest.mark.parametrize("name", sorted(n for n in cases() if n.split("[")[0].split("-")[0]
-                                        in ("bias_gelu", "swiglu", "add_layer_norm", "rms_norm") and n.endswith("@sm90")))  # fmt: skip
+ELEMENTWISE_AND_NORMS = ("bias_gelu", "swiglu", "add_layer_norm", "rms_norm")
+
+
+@pytest.mark.parametrize(
+    "name",
+    sorted(
+        n for n in cases() if n.endswith("@sm90") and n.split("[")[0].split("-")[0] in ELEMENTWISE_AND_NORMS
+    ),
+)
 def test_elementwise_and_norm_kernels_load_whole_vectors(compiled, name):
     assert compiled[name]["vector_loads"] > 0 and compiled[name]["byte_loads"] == 0, compiled[name]

@@ -172,8 +172,10 @@ def _prune(configs, named_args, **kwargs):
     return candidate_configs(named_args["S_q"], kwargs["D"])
 
 
-_tuned_kernel = autotuned(_attention_kernel, PREFILL + DECODE, prune=_prune,
-                          key=["Q_BUCKET", "K_BUCKET", "H", "H_KV", "D", "CAUSAL", "HAS_KEEP", "SPLITS", "PACK_GQA"])  # fmt: skip
+_tuned_kernel = autotuned(
+    _attention_kernel, PREFILL + DECODE, prune=_prune,
+    key=["Q_BUCKET", "K_BUCKET", "H", "H_KV", "D", "CAUSAL", "HAS_KEEP", "SPLITS", "PACK_GQA"],
+)  # fmt: skip
 
 
 def tuned_launch() -> dict:

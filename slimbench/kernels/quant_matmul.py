@@ -121,8 +121,10 @@ def _config(bm, bn, bk, warps, stages):
 
 # (BM, BN, BK, warps, stages). Skinny (M <= 16): narrow, deep tiles, many programs, deep pipelines to
 # keep enough bytes in flight; wider M: ordinary GEMM tiles.
-SKINNY = [_config(*c) for c in [(16, 16, 256, 2, 4), (16, 16, 512, 4, 3), (16, 32, 128, 2, 4), (16, 32, 256, 4, 4),
-                                (16, 32, 512, 4, 3), (16, 64, 128, 4, 4), (16, 64, 256, 4, 3), (16, 128, 128, 4, 3)]]  # fmt: skip
+SKINNY = [_config(*c) for c in [
+    (16, 16, 256, 2, 4), (16, 16, 512, 4, 3), (16, 32, 128, 2, 4), (16, 32, 256, 4, 4),
+    (16, 32, 512, 4, 3), (16, 64, 128, 4, 4), (16, 64, 256, 4, 3), (16, 128, 128, 4, 3),
+]]  # fmt: skip
 # one row (decoding a single token): multiply-and-sum tiles, no tensor-core padding
 ONE_ROW = [
     _config(*c) for c in [(1, 64, 128, 4, 3), (1, 128, 64, 4, 3), (1, 32, 256, 4, 3), (1, 64, 256, 8, 3)]
@@ -151,8 +153,10 @@ def _prune(configs, named_args, **kwargs):
     return candidate_configs(named_args["M"], named_args["K"], kwargs["SPLIT_K"], kwargs["BITS"])
 
 
-_tuned_kernel = autotuned(_wq_matmul_kernel, ONE_ROW + SKINNY + WIDE, key=["M_BUCKET", "N", "K", "SPLIT_K"], prune=_prune,
-                          reset_to_zero=["Y"])  # fmt: skip
+_tuned_kernel = autotuned(
+    _wq_matmul_kernel, ONE_ROW + SKINNY + WIDE, key=["M_BUCKET", "N", "K", "SPLIT_K"], prune=_prune,
+    reset_to_zero=["Y"],
+)  # fmt: skip
 
 
 def tuned_launch() -> dict:
