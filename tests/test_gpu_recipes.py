@@ -43,6 +43,7 @@ def test_recipes_name_the_gpu_their_variants_need():
     assert recipes["sparse-2of4-bf16"].min_compute_capability == (8, 0)
     assert recipes["bf16-compiled"].min_compute_capability is None
     assert recipes["sparse-2of4"].min_compute_capability is None  # dense 2:4 runs anywhere
+    assert recipes["kernels-bf16"].min_compute_capability == (8, 0)  # Triton's NVIDIA backend
 
 
 def test_the_fp8_setting_survives_config_json():
@@ -143,7 +144,10 @@ def test_the_kernels_recipes_build_bf16_variants_that_replay_on_the_gpu(tmp_path
                  for name in ("kernels-bf16", "kernels-int4-bf16")}  # fmt: skip
     for manifest in manifests.values():
         assert manifest["kind"] == "torch-kernels" and manifest["dtype"] in ("bfloat16", "int4-weight-only")
-        assert manifest["notes"]["cuda_graphs"] is True
+        assert manifest["notes"]["cuda_graphs"] is True and manifest["notes"]["min_compute_capability"] == [
+            8,
+            0,
+        ]
     assert manifests["kernels-int4-bf16"]["notes"]["kernels"]["weight_only"] == "int4"
     # the int4 recipe replaces the Linear layers too
     assert (

@@ -24,6 +24,9 @@ class TritonKernels(Backend):
     def unavailable(self, device: Device, manifest: dict | None = None) -> str | None:
         if not device.is_cuda:
             return "Triton kernels are measured on a CUDA GPU only (--device cuda)"
+        need = (manifest or {}).get("notes", {}).get("min_compute_capability")
+        if need and (device.compute_capability() or (0, 0)) < tuple(need):
+            return f"Triton kernels need a CUDA GPU of compute capability {need[0]}.{need[1]} or newer"
         return device.unavailable()
 
     def save(self, model, path: Path, example_inputs=None) -> None:

@@ -7,6 +7,8 @@ from typing import Literal
 
 from slimbench.optimize.registry import register
 
+TRITON_MIN_CAPABILITY = (8, 0)
+
 
 @dataclass(frozen=True)
 class KernelsConfig:
@@ -20,6 +22,10 @@ class KernelsConfig:
     # on a GPU the loader replays the patched model as one CUDA graph per input shape (see
     # slimbench.backends.triton_kernels): one launch per call instead of one per kernel
     cuda_graphs: bool = True
+
+    def min_compute_capability(self) -> tuple[int, int]:
+        """Triton's NVIDIA backend runs on compute capability 8.0+ (the step itself runs anywhere)."""
+        return TRITON_MIN_CAPABILITY
 
     def __post_init__(self):
         if self.group_size not in (32, 64, 128, 256):
@@ -37,6 +43,7 @@ def kernels(model, config: KernelsConfig, ctx):
     replaced = apply_kernels(model, **options)
     ctx.notes["kernels"] = options  # what a deployment passes to apply_kernels
     ctx.notes["cuda_graphs"] = config.cuda_graphs
+    ctx.needs_capability(config.min_compute_capability())
     ctx.notes["kernels_replaced"] = len(replaced)
     if config.weight_only:
         ctx.notes["dtype"] = f"{config.weight_only}-weight-only"
