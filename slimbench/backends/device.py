@@ -91,6 +91,10 @@ class Device:
 
         return torch.cuda.get_device_capability(self.index or 0)
 
+    def lacks_capability(self, need) -> bool:
+        """True where `need` ((major, minor), or None for none) asks for a newer CUDA GPU than this device."""
+        return bool(need) and (self.compute_capability() or (0, 0)) < tuple(need)
+
     def name(self) -> str:
         if not self.is_cuda:
             return cpu_model()

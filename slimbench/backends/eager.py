@@ -45,7 +45,7 @@ class Eager(Backend):
         if package and importlib.util.find_spec(package) is None:
             return f"{method} weights need the {package} package (pip install {package})"
         need = notes.get("min_compute_capability")  # fp8 weights, 2:4 sparse kernels
-        if need and (device.compute_capability() or (0, 0)) < tuple(need):
+        if device.lacks_capability(need):
             what = "2:4 sparse kernels" if notes.get("semi_structured") else f"{notes.get('dtype')} weights"
             return f"{what} need a CUDA GPU of compute capability {need[0]}.{need[1]} or newer"
         return None

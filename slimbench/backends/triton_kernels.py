@@ -25,7 +25,7 @@ class TritonKernels(Backend):
         if not device.is_cuda:
             return "Triton kernels are measured on a CUDA GPU only (--device cuda)"
         need = (manifest or {}).get("notes", {}).get("min_compute_capability")
-        if need and (device.compute_capability() or (0, 0)) < tuple(need):
+        if device.lacks_capability(need):
             return f"Triton kernels need a CUDA GPU of compute capability {need[0]}.{need[1]} or newer"
         return device.unavailable()
 

@@ -84,9 +84,8 @@ def _wq_matmul_kernel(
             p = p0 + rp
             p_ok = p < p_hi
             packed = tl.load(w_cols + p[:, None], mask=p_ok[:, None] & n_ok[None, :], other=0)
-            lo = (packed & 0xF).to(
-                tl.int8
-            ) - 8  # int8 in [-8, 7]: exact in fp16/bf16, half the registers of fp32
+            # int8 in [-8, 7]: exact in fp16/bf16, half the registers of fp32
+            lo = (packed & 0xF).to(tl.int8) - 8
             hi = (packed >> 4).to(tl.int8) - 8
             k_low = (p // (GROUP // 2)) * GROUP + p % (GROUP // 2)  # runs of GROUP / 2 contiguous columns
             xm = m_ok[:, None] & p_ok[None, :]

@@ -157,7 +157,7 @@ def quantize(model, config: QuantizeConfig, ctx):
     # transformers quantizes while loading: save what the steps before produced, reload quantized
     best = Device.best()
     need = config.min_compute_capability()
-    if need and (best.compute_capability() or (0, 0)) < need:
+    if best.lacks_capability(need):
         raise RuntimeError(
             f"quantize: torchao {config.scheme} needs a CUDA GPU of compute capability {need[0]}.{need[1]} or newer"
             f" (Ada, Hopper); the best device here is {best} ({best.name()})"
