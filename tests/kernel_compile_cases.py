@@ -107,6 +107,7 @@ def _mismatched_dot(X, BLOCK: tl.constexpr):  # a kernel the GPU compiler must r
 
 
 BROKEN = "mismatched-dot@sm90"
+TRITON_VERSION = "triton-version"  # the results' entry naming the Triton that compiled them
 
 
 def _label(config) -> str:
@@ -188,6 +189,7 @@ def main(out: str, names: list[str] | None = None) -> None:
     todo = {n: s for n, s in cases().items() if not names or n in names}
     with ProcessPoolExecutor(max_workers=os.cpu_count()) as pool:
         results = dict(zip(todo, pool.map(compile_case, todo, todo.values()), strict=True))
+    results[TRITON_VERSION] = triton.__version__
     with open(out, "w") as f:
         json.dump(results, f, indent=1)
 

@@ -3,7 +3,11 @@ Ampere (sm_80) GPUs and fits in their shared memory: the interpreter tests check
 these check what only the GPU compiler sees (layouts, dot shapes, reshapes, pipelining). No GPU is
 needed: Triton compiles to a cubin for a named target, in one subprocess without the interpreter
 (kernel_compile_cases.py), whose results each case reads; ptxas reports each one's registers and
-spills."""
+spills.
+
+The compile runs with the installed Triton and, where SLIMBENCH_EXTRA_TRITON names a directory that
+holds another (`pip install --target DIR triton==X`), with that one too: CI adds the Triton of the GPU
+machines slimbench is measured on, whose code generation differs (registers, spills) from the newest."""
 
 import json
 import os
@@ -12,7 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from kernel_compile_cases import BROKEN, cases
+from kernel_compile_cases import BROKEN, TRITON_VERSION, cases
 
 SHARED_BYTES = {"sm90": 227 * 1024, "sm80": 163 * 1024}  # H100, A100: the most one block may use
 # On Hopper (the GPUs slimbench is measured on) a launch may spill a few words, once, outside its loop;
@@ -20,13 +24,35 @@ SHARED_BYTES = {"sm90": 227 * 1024, "sm80": 163 * 1024}  # H100, A100: the most 
 HOPPER_SPILL_BYTES = 16
 
 
-@pytest.fixture(scope="module")
-def compiled(tmp_path_factory):
+def _tritons() -> dict[str, str | None]:
+    """Label -> directory to put first on the path (None: the installed Triton)."""
+    found: dict[str, str | None] = {"installed-triton": None}
+    extra = os.environ.get("SLIMBENCH_EXTRA_TRITON")
+    if extra:
+        dist = sorted(Path(extra).glob("triton-*.dist-info"))
+        assert dist, (
+            f"SLIMBENCH_EXTRA_TRITON={extra} holds no Triton (pip install --target {extra} triton==X)"
+        )
+        found[dist[-1].name.removesuffix(".dist-info")] = extra
+    return found
+
+
+@pytest.fixture(scope="module", params=list(_tritons().items()), ids=list(_tritons()))
+def compiled(request, tmp_path_factory):
+    label, path = request.param
     out = tmp_path_factory.mktemp("compile") / "results.json"
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    if path:  # that Triton first, and a cache of its own
+        env["PYTHONPATH"] = os.pathsep.join([path, *filter(None, [env.get("PYTHONPATH")])])
+        env["TRITON_CACHE_DIR"] = str(tmp_path_factory.mktemp("triton-cache"))
     script = Path(__file__).with_name("kernel_compile_cases.py")
     subprocess.run([sys.executable, str(script), str(out)], env=env, check=True, timeout=1200)
-    return json.loads(out.read_text())
+    results = json.loads(out.read_text())
+    if path:
+        assert label == f"triton-{results[TRITON_VERSION]}", (
+            f"{label} asked, {results[TRITON_VERSION]} compiled"
+        )
+    return results
 
 
 @pytest.mark.parametrize("name", sorted(set(cases()) - {BROKEN}))

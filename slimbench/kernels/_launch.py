@@ -63,12 +63,16 @@ def chosen_launch(autotuned) -> dict:
 def autotuned(kernel, configs: list, key: list[str], prune=None, **options):
     """`kernel` under Triton's autotuner: `prune(configs, named_args, **kwargs)` keeps the configs
     worth timing for a launch; the choice per key is kept in Triton's cache directory, so later
-    processes do not tune again. Under the interpreter the first kept config runs, untimed."""
+    processes do not tune again. Under the interpreter the first kept config runs, neither timed nor
+    cached: some Triton versions (3.6, the GPU machines') time even a lone config and key the cache
+    by the GPU driver, which the interpreter has not."""
     import triton
 
     def early_prune(configs, named_args, **kwargs):
         kept = prune(configs, named_args, **kwargs) if prune else configs
         return kept[:1] if interpreting() else kept
 
+    if interpreting():
+        options.update(do_bench=lambda kernel_call, quantiles: [0.0] * len(quantiles), cache_results=False)
     return triton.autotune(configs=configs, key=key, prune_configs_by={"early_config_prune": early_prune},
-                           cache_results=True, **options)(kernel)  # fmt: skip
+                           **{"cache_results": True, **options})(kernel)  # fmt: skip

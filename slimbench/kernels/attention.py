@@ -159,11 +159,11 @@ DECODE = [_config(*c) for c in [(16, 64, 4, 3), (16, 128, 4, 3), (16, 128, 8, 2)
 
 def candidate_configs(s_q: int, d: int) -> list[triton.Config]:
     """Configs worth timing: 16-row tiles where the queries are few; at head dim 128, no tile over
-    128x64 and none of 128 rows on 4 warps (they spill registers)."""
-    if s_q <= 16:
-        return DECODE
+    128x64, none of 128 rows on 4 warps and none on 2 warps (they spill registers)."""
     if d <= 64:
-        return PREFILL
+        return DECODE if s_q <= 16 else PREFILL
+    if s_q <= 16:
+        return [c for c in DECODE if c.num_warps > 2]
     return [c for c in PREFILL if c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] <= 128 * 64
             and not (c.kwargs["BLOCK_M"] == 128 and c.num_warps == 4)]  # fmt: skip
 
