@@ -48,6 +48,11 @@ def git_rev() -> str | None:
 def environment() -> dict:
     env = {"python": platform.python_version()}
     env.update({name.replace("-", "_"): _version(name) for name in _LIBRARIES})
+    import torch
+
+    env["torch"] = (
+        torch.__version__
+    )  # with its build (+cpu, +cu130), which PyPI's CUDA wheels leave out of their metadata
     env.update(gpu_facts())
     env["cpu_model"] = cpu_model()
     env["git_rev"] = git_rev()
