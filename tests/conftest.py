@@ -141,7 +141,9 @@ def _interpreter_fault() -> str | None:
 def kernel_device(request):
     """The kernel unit tests' tensors on the device --kernel-device names (the same tests, natively on a GPU)."""
     if request.config.getoption("--kernel-device") != "cuda" or request.path.name not in KERNEL_TEST_MODULES:
-        if request.path.name in _INTERPRETED_MODULES and os.environ.get("TRITON_INTERPRET") == "1":
+        from slimbench.kernels._launch import interpreting
+
+        if request.path.name in _INTERPRETED_MODULES and interpreting():
             fault = _interpreter_fault()
             if fault:
                 pytest.skip(fault)

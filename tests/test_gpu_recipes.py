@@ -144,10 +144,8 @@ def test_the_kernels_recipes_build_bf16_variants_that_replay_on_the_gpu(tmp_path
                  for name in ("kernels-bf16", "kernels-int4-bf16")}  # fmt: skip
     for manifest in manifests.values():
         assert manifest["kind"] == "torch-kernels" and manifest["dtype"] in ("bfloat16", "int4-weight-only")
-        assert manifest["notes"]["cuda_graphs"] is True and manifest["notes"]["min_compute_capability"] == [
-            8,
-            0,
-        ]
+        assert manifest["notes"]["cuda_graphs"] is True
+        assert manifest["notes"]["min_compute_capability"] == [8, 0]
     assert manifests["kernels-int4-bf16"]["notes"]["kernels"]["weight_only"] == "int4"
     # the int4 recipe replaces the Linear layers too
     assert (

@@ -37,7 +37,10 @@ def _tritons() -> dict[str, str | None]:
     return found
 
 
-@pytest.fixture(scope="module", params=list(_tritons().items()), ids=list(_tritons()))
+TRITONS = _tritons()
+
+
+@pytest.fixture(scope="module", params=list(TRITONS.items()), ids=list(TRITONS))
 def compiled(request, tmp_path_factory):
     label, path = request.param
     out = tmp_path_factory.mktemp("compile") / "results.json"

@@ -156,9 +156,8 @@ def test_kernels_step_saves_loadable_weights(bert_dir, tmp_path, bert):
     from slimbench.core.manifest import read_manifest
 
     notes = read_manifest(variant.path)["notes"]
-    reapply(
-        AutoModelForSequenceClassification.from_pretrained(variant.path), **notes["kernels"]
-    )  # as recorded
+    # as recorded
+    reapply(AutoModelForSequenceClassification.from_pretrained(variant.path), **notes["kernels"])
     assert notes["cuda_graphs"] is True and "cuda_graphs" not in notes["kernels"]
 
 

@@ -10,8 +10,7 @@ from pathlib import Path
 
 from slimbench.backends.device import cpu_model, gpu_facts
 
-_LIBRARIES = (
-    "torch",
+_LIBRARIES = (  # torch is read from the module: see environment()
     "transformers",
     "optimum",
     "optimum-onnx",
@@ -46,13 +45,11 @@ def git_rev() -> str | None:
 
 @functools.cache
 def environment() -> dict:
-    env = {"python": platform.python_version()}
-    env.update({name.replace("-", "_"): _version(name) for name in _LIBRARIES})
     import torch
 
-    env["torch"] = (
-        torch.__version__
-    )  # with its build (+cpu, +cu130), which PyPI's CUDA wheels leave out of their metadata
+    # torch.__version__ names the build (+cpu, +cu130), which PyPI's CUDA wheels leave out of their metadata
+    env = {"python": platform.python_version(), "torch": torch.__version__}
+    env.update({name.replace("-", "_"): _version(name) for name in _LIBRARIES})
     env.update(gpu_facts())
     env["cpu_model"] = cpu_model()
     env["git_rev"] = git_rev()

@@ -72,7 +72,8 @@ def autotuned(kernel, configs: list, key: list[str], prune=None, **options):
         kept = prune(configs, named_args, **kwargs) if prune else configs
         return kept[:1] if interpreting() else kept
 
+    tuning = {"cache_results": not interpreting()}
     if interpreting():
-        options.update(do_bench=lambda kernel_call, quantiles: [0.0] * len(quantiles), cache_results=False)
+        tuning["do_bench"] = lambda kernel_call, quantiles: [0.0] * len(quantiles)
     return triton.autotune(configs=configs, key=key, prune_configs_by={"early_config_prune": early_prune},
-                           **{"cache_results": True, **options})(kernel)  # fmt: skip
+                           **tuning, **options)(kernel)  # fmt: skip
