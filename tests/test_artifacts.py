@@ -30,7 +30,8 @@ elif kind == "torch-int8":
     logits = torch.jit.load(str(d / "model.pt"))(enc["input_ids"], enc["attention_mask"])
 elif kind == "torch-aoti":
     import torch
-    logits = torch._inductor.aoti_load_package(str(d / "model.pt2"))(enc["input_ids"], enc["attention_mask"]).float()
+    model = torch._inductor.aoti_load_package(str(d / "model.pt2"), run_single_threaded=True)  # as the README says
+    logits = model(enc["input_ids"], enc["attention_mask"]).float()
 else:
     from optimum.onnxruntime import ORTModelForSequenceClassification
     logits = ORTModelForSequenceClassification.from_pretrained(d)(**enc).logits

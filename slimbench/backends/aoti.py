@@ -63,7 +63,14 @@ class AOTInductor(Backend):
     def load(self, model_dir, manifest, task, tokenizer, config, device, num_threads=None) -> Loaded:
         import torch
 
-        runner = torch._inductor.aoti_load_package(str(Path(model_dir) / PACKAGE_FILE))
+        # The single-threaded runner runs each call on the caller's stream. The default one hands calls to
+        # a pool of model instances whose bookkeeping (CUDA event queries) is not permitted while a stream
+        # is being captured, so a CUDA graph cannot be captured around it.
+        runner = torch._inductor.aoti_load_package(
+            str(Path(model_dir) / PACKAGE_FILE),
+            run_single_threaded=True,
+            device_index=-1 if device.index is None else device.index,
+        )
         call = (
             cuda_graph_replay(runner) if device.is_cuda and manifest["notes"].get("cuda_graphs") else runner
         )
