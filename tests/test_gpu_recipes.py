@@ -72,6 +72,34 @@ def test_fp8_is_refused_in_one_line_without_an_fp8_gpu(wide_bert, tmp_path):
     assert not (tmp_path / "fp8").exists()
 
 
+@pytest.mark.skipif(HERE >= (8, 9), reason="this machine has an fp8 GPU: test_fp8_on_the_gpu checks it")
+def test_the_fp8_variant_saves_and_reloads_with_from_pretrained(wide_bert, tmp_path, monkeypatch):
+    """The fp8 recipe's step, save and reload, taken through on the CPU: torchao quantizes to float8 and
+    computes with it there too once its hardware check (and slimbench's refusal) is lifted, so what the
+    GPU would build is checked here, up to the speed of its kernels."""
+    import torchao.quantization.quant_api as quant_api
+    from torchao.quantization import Float8Tensor
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from slimbench.optimize import quantize
+
+    monkeypatch.setattr(quant_api, "_check_hardware_support", lambda *_: None)
+    monkeypatch.setattr(quantize, "MIN_CAPABILITY", {})
+    variant = build(wide_bert, "fp8", tmp_path)
+    manifest = read_manifest(variant.path)
+    assert manifest["dtype"] == "float8-dynamic" and manifest["agreement_check"]["checked"]
+    assert manifest["agreement_check"]["agreement"] == 1.0
+    deployed = AutoModelForSequenceClassification.from_pretrained(variant.path, dtype="auto").eval()
+    linears = [m for m in deployed.bert.modules() if isinstance(m, torch.nn.Linear)]
+    assert linears and all(isinstance(m.weight, Float8Tensor) for m in linears)
+    assert deployed.classifier.weight.dtype == torch.bfloat16  # the head is left out
+    source = AutoModelForSequenceClassification.from_pretrained(wide_bert.path, dtype=torch.bfloat16).eval()
+    batch = AutoTokenizer.from_pretrained(wide_bert.path)(TEXTS, padding=True, return_tensors="pt")
+    with torch.inference_mode():
+        torch.testing.assert_close(deployed(**batch).logits.float(), source(**batch).logits.float(),
+                                   atol=0.05, rtol=0.05)  # fmt: skip
+
+
 def test_the_2of4_variant_is_built_anywhere_and_names_the_gpu_it_needs(wide_bert, tmp_path):
     from transformers import AutoModelForSequenceClassification
 
