@@ -2,7 +2,10 @@
 `torch_dtype`), so `from_pretrained(..., dtype="auto")` reloads it as it was measured.
 
 Half precision halves the weights' bytes and runs the matmuls on tensor cores; norms and softmax
-stay accurate because PyTorch's kernels accumulate them in fp32 whatever the storage dtype.
+stay accurate because PyTorch's kernels accumulate them in fp32 whatever the storage dtype. No
+layer is kept in fp32: `from_pretrained(..., dtype="auto")` casts every weight to the config's one
+dtype, so a deployment would not get such a layer back; the agreement check after `optimize` is
+what guards the accuracy.
 """
 
 from __future__ import annotations
