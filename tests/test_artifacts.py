@@ -68,6 +68,30 @@ def test_artifact_loads_without_slimbench_and_predicts_the_same(name, tiny_varia
     assert torch.equal(deployed.argmax(-1), expected.argmax(-1))
 
 
+def test_a_compiled_package_is_loaded_so_that_a_cuda_graph_can_be_captured_around_it(
+    tiny_variants, monkeypatch
+):
+    """AOTInductor's default runner hands calls to a pool of model instances, whose CUDA event queries are
+    not permitted while a stream is captured; the bench (which replays each shape as a CUDA graph on a GPU)
+    loads the single-threaded runner, on the device index asked for. The same load gives the same logits."""
+    from slimbench.backends import load
+
+    real, asked = torch._inductor.aoti_load_package, []
+
+    def spy(path, **kwargs):
+        asked.append(kwargs)
+        return real(path, **kwargs)
+
+    monkeypatch.setattr(torch._inductor, "aoti_load_package", spy)
+    variant = tiny_variants["compiled"]
+    loaded = load(variant.path, "cpu")
+    assert asked == [{"run_single_threaded": True, "device_index": -1}]
+    batch = loaded.encode(TEXTS[:3], 32)
+    with torch.inference_mode():
+        expected = variant.model(batch["input_ids"], batch["attention_mask"])
+    torch.testing.assert_close(torch.from_numpy(loaded.logits(batch)), expected.float())
+
+
 def test_manifest_records_recipe_source_and_environment(tiny_variants, tiny_bert):
     manifest = read_manifest(tiny_variants["onnx-o2-int8"].path)
     assert manifest["recipe"]["steps"] == [
