@@ -71,9 +71,10 @@ def test_artifact_loads_without_slimbench_and_predicts_the_same(name, tiny_varia
 def test_a_compiled_package_is_loaded_so_that_a_cuda_graph_can_be_captured_around_it(
     tiny_variants, monkeypatch
 ):
-    """AOTInductor's default runner hands calls to a pool of model instances, whose CUDA event queries are
-    not permitted while a stream is captured; the bench (which replays each shape as a CUDA graph on a GPU)
-    loads the single-threaded runner, on the device index asked for. The same load gives the same logits."""
+    """AOTInductor's default runner serves calls from a pool of model instances, synchronized in ways a
+    stream capture does not permit (pytorch/pytorch#148601); the bench, which replays each shape as a CUDA
+    graph on a GPU, loads the single-threaded runner, on the device index asked for. The same load gives
+    the same logits."""
     from slimbench.backends import load
 
     real, asked = torch._inductor.aoti_load_package, []

@@ -63,9 +63,9 @@ class AOTInductor(Backend):
     def load(self, model_dir, manifest, task, tokenizer, config, device, num_threads=None) -> Loaded:
         import torch
 
-        # The single-threaded runner runs each call on the caller's stream. The default one hands calls to
-        # a pool of model instances whose bookkeeping (CUDA event queries) is not permitted while a stream
-        # is being captured, so a CUDA graph cannot be captured around it.
+        # The single-threaded runner runs each call on the caller's stream. The default one serves calls
+        # from a pool of model instances, synchronized in ways a stream capture does not permit ("operation
+        # not permitted when stream is capturing", pytorch/pytorch#148601): no CUDA graph around it.
         runner = torch._inductor.aoti_load_package(
             str(Path(model_dir) / PACKAGE_FILE),
             run_single_threaded=True,
