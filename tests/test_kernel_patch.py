@@ -164,7 +164,8 @@ def test_kernels_step_saves_loadable_weights(bert_dir, tmp_path, bert):
 def test_the_graph_replayed_model_is_traced_whole_and_gives_the_eager_logits(bert_dir, bert):
     """On a GPU the kernels' loader replays the patched model as CUDA graphs through torch.compile's
     cudagraphs backend; tracing it must take the whole model (fullgraph: no break at a kernel or a
-    mask check). On the CPU the backend runs the traced graph without graphs: same logits."""
+    mask check). On the CPU the backend runs the traced graph without graphs (require_graphs=False):
+    same logits."""
     from transformers import AutoModelForSequenceClassification
 
     from slimbench.backends.triton_kernels import graph_replayed
@@ -176,5 +177,28 @@ def test_the_graph_replayed_model_is_traced_whole_and_gives_the_eager_logits(ber
     torch._dynamo.reset()
     with torch.inference_mode():
         torch.testing.assert_close(
-            graph_replayed(model)(**enc).logits, model(**enc).logits, atol=1e-4, rtol=1e-4
+            graph_replayed(model, require_graphs=False)(**enc).logits,
+            model(**enc).logits,
+            atol=1e-4,
+            rtol=1e-4,
         )
+
+
+def test_a_model_that_cannot_be_captured_is_refused_not_measured_without_graphs(bert_dir, bert):
+    """What the loader does where the cudagraphs backend cannot capture the patched model: on the CPU it
+    never can ("cpu device"), so the same check that guards a GPU run refuses here, in one line."""
+    from transformers import AutoModelForSequenceClassification
+
+    from slimbench import SlimbenchError
+    from slimbench.backends.triton_kernels import graph_replayed
+    from slimbench.kernels.patch import apply_kernels
+
+    model = AutoModelForSequenceClassification.from_pretrained(bert_dir).eval()
+    apply_kernels(model)
+    _, enc = bert
+    torch._dynamo.reset()
+    with (
+        torch.inference_mode(),
+        pytest.raises(SlimbenchError, match=r"cannot be captured as a CUDA graph \(cpu device"),
+    ):
+        graph_replayed(model)(**enc)

@@ -7,12 +7,15 @@ than the kernels save. Unless the kernels step said `cuda_graphs: false`, its lo
 torch.compile's `cudagraphs` backend: traced whole once per input shape (the kernels are custom
 ops, so nothing breaks the graph, and transformers skips its host-synchronizing mask checks while
 tracing), then replayed as one CUDA graph per call. No Inductor code generation: the kernels and
-PyTorch's own ops run as they are."""
+PyTorch's own ops run as they are. A model that cannot be captured is refused in one line, never
+measured without graphs under this variant's name."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
+from slimbench import SlimbenchError
 from slimbench.backends.base import Backend, Loaded, greedy_generate, placer, torch_logits
 from slimbench.backends.device import Device
 
@@ -44,11 +47,44 @@ class TritonKernels(Backend):
         return Loaded(manifest, config, tokenizer, torch_logits(replayed), "pt", placer(device), gen)
 
 
-def graph_replayed(model):
-    """`model` traced whole by torch.compile and replayed as CUDA graphs (one per input shape)."""
-    import torch
+def graph_replayed(model, require_graphs: bool = True):
+    """`model` traced whole by torch.compile and replayed as CUDA graphs (one per input shape).
 
-    return torch.compile(model, backend="cudagraphs", fullgraph=True, dynamic=False)
+    Where the cudagraphs backend cannot capture a graph it runs the model without one and only logs
+    why; then the variant would be measured as something it is not. So the calls that trace, warm up
+    and capture a shape (the first two at each) run with Inductor's `cudagraph_or_error`, and such a
+    model raises a one-line SlimbenchError instead (`require_graphs=False` lets it run uncaptured)."""
+    import torch
+    from torch._inductor import config
+
+    compiled = torch.compile(model, backend="cudagraphs", fullgraph=True, dynamic=False)
+    calls: dict[tuple, int] = {}
+
+    def call(**batch):
+        shape = tuple((name, tuple(value.shape)) for name, value in batch.items())
+        seen = calls.get(shape, 0)
+        if not require_graphs or seen >= 2:
+            return compiled(**batch)
+        calls[shape] = seen + 1
+        try:
+            with config.patch({"triton.cudagraph_or_error": True}):
+                return compiled(**batch)
+        except Exception as e:
+            reason = _skip_reason(str(e))
+            if reason is None:
+                raise
+            raise SlimbenchError(
+                f"the patched model cannot be captured as a CUDA graph ({reason}); "
+                "`kernels: {cuda_graphs: false}` measures it without graphs"
+            ) from None
+
+    return call
+
+
+def _skip_reason(message: str) -> str | None:
+    """The reason in torch's "skipping cudagraphs due to ..." message, on one line; None if not one."""
+    found = re.search(r"(?:skipping cudagraphs due to )+(.*?)(?:\. Found from|\n|$)", message)
+    return found.group(1).strip() if found else None
 
 
 BACKEND = TritonKernels()
