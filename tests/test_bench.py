@@ -7,6 +7,7 @@ import sys
 import time
 
 import pytest
+import torch
 
 from slimbench.bench import RECORD_FIELDS, run_bench
 from slimbench.bench.runner import append_record, read_results
@@ -56,6 +57,7 @@ def test_records_have_the_schema_and_honest_values(bench_run):
         assert tuple(r) == RECORD_FIELDS
         assert r["device"] == "cpu" and r["num_threads"] == 1
         assert r["gpu_peak_allocated_bytes"] is None and r["gpu_peak_reserved_bytes"] is None
+        assert r["cuda_graphs"] is None and r["cuda_graph_skips"] is None  # counted on a GPU only
         assert 3 <= r["reps"] <= 5
         assert 0 < r["latency_ms_p50"] <= r["latency_ms_p99"]
         assert r["throughput_items_per_s"] == pytest.approx(r["batch_size"] / (r["latency_ms_mean"] / 1e3))
@@ -162,6 +164,35 @@ def test_a_variant_that_cannot_run_on_the_device_is_a_not_run_record(
 
     report = write_report([results], tmp_path / "report").read_text()
     assert "- **kernels** not run (b1 s16, b2 s16): Triton kernels are measured on a CUDA GPU only" in report
+
+
+def test_a_cell_counts_the_cuda_graphs_recorded_and_the_runs_without_one():
+    """On a GPU the bench watches each cell: the CUDA graphs recorded, and the times torch.compile ran
+    without one, which torch only logs. On the CPU torch.compile can never record one, so a compiled call
+    here is such a skip, with its reason, and the bench's log line says so."""
+    from slimbench.backends.cudagraphs import GraphWatch, note_capture
+    from slimbench.bench.runner import graph_skips_line
+
+    torch._dynamo.reset()
+    compiled = torch.compile(torch.nn.Linear(8, 4), backend="cudagraphs")
+    watch = GraphWatch(0).start()
+    with torch.inference_mode():
+        for _ in range(3):
+            compiled(torch.randn(2, 8))
+    facts = watch.facts()
+    assert facts["cuda_graphs"] == 0 and facts["cuda_graph_skips"] == 1  # compiled once, skipped once
+    [reason] = facts["cuda_graph_skip_reasons"]
+    assert reason.startswith("cpu device")
+    assert graph_skips_line("kernels-bf16", {**facts, "workload": [2, 16]}) == (
+        f"[kernels-bf16] b2 s16: torch.compile ran 1 time(s) without a CUDA graph ({reason}); 0 graph(s) "
+        "recorded. The record says so."
+    )
+    # counts are the cell's own: a later cell sees no old skip, and a compiled package's own capture counts
+    watch = GraphWatch(0).start()
+    with torch.inference_mode():
+        compiled(torch.randn(2, 8))
+    note_capture()
+    assert watch.facts() == {"cuda_graphs": 1, "cuda_graph_skips": 0, "cuda_graph_skip_reasons": []}
 
 
 def test_statistics_flag_unstable_records():

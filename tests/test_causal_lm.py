@@ -205,6 +205,32 @@ def test_static_cache_variant_generates_what_the_dynamic_cache_does(llama_varian
     assert static.sequences.tolist() == dynamic.tolist()
 
 
+def test_a_static_cache_decode_step_without_cuda_graphs_is_counted(llama_variants, tiny_llama):
+    """On a GPU transformers compiles the static-cache variant's decode step (mode "reduce-overhead"); where
+    torch.compile runs it without CUDA graphs, the bench's cell must say so. Compiled on the CPU
+    (transformers' compile-everywhere flag), the decode step never has graphs: the cell's watch counts the
+    skip and no graph."""
+    from transformers import AutoModelForCausalLM, CompileConfig
+
+    from slimbench.backends.base import greedy_generate
+    from slimbench.backends.cudagraphs import GraphWatch
+
+    model = AutoModelForCausalLM.from_pretrained(
+        llama_variants["bf16-static-cache"].path, dtype="auto"
+    ).eval()
+    compile_config = CompileConfig()
+    compile_config._compile_all_devices = True  # transformers compiles the decode step on CUDA only otherwise
+    model.generation_config.compile_config = compile_config
+    tok = Checkpoint.open(tiny_llama).load_tokenizer()
+    tok.padding_side = "left"
+    torch._dynamo.reset()
+    watch = GraphWatch(0).start()
+    greedy_generate(model, tok)(dict(tok(TEXTS[:2], return_tensors="pt", padding=True)), 4)
+    facts = watch.facts()
+    assert hasattr(model, "_compiled_call")  # the decode step went through torch.compile
+    assert facts["cuda_graphs"] == 0 and facts["cuda_graph_skips"] >= 1
+
+
 def test_bench_records_perplexity_and_generated_tokens_per_second(llama_variants, tmp_path):
     from slimbench.bench import run_bench
     from slimbench.bench.timing import TimingPlan

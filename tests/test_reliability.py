@@ -97,7 +97,7 @@ CASES = [
     ("report: --baseline not in the results", "report {results} --out {tmp}/rep --baseline nope",
      "--baseline 'nope' is not a variant in these results"),
     ("report: a file of another schema", "report {future} --out {tmp}/rep",
-     "holds records of schema_version 99; this slimbench reads up to 2"),
+     "holds records of schema_version 99; this slimbench reads up to 3"),
     ("compare: a rule without a percent", "compare {results} {results} --fail-on latency_ms_p50", "write each rule as FIELD:PERCENT%"),
     ("compare: unknown field", "compare {results} {results} --fail-on speed:5%", "unknown field 'speed'"),
     ("verify: not a variant", "verify {bert}", "is not a slimbench variant"),

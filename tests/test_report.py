@@ -1,4 +1,5 @@
 import json
+import re
 
 import pandas as pd
 import pytest
@@ -88,7 +89,7 @@ def two_configs(tmp_path):
         rec("onnx-o2-int8", 2, 1, 99.0, 0.975, timestamp="2025-01-01T00:00:00"),  # older rerun of a cell
         rec("too-lossy", 1, 1, 5.0, 0.90), rec("too-lossy", 2, 1, 4.0, 0.90),
         rec("torch-int8", 1, 1, 30.0, 0.98, latency_cv=0.25, unstable=True),  # not measured at 2 threads
-        rec("baseline", 1, 1, 3.0, 0.98, device="cuda", name="NVIDIA H100"),
+        rec("baseline", 1, 1, 3.0, 0.98, device="cuda", name="NVIDIA H100", cuda_graphs=3, cuda_graph_skips=1),
         {**rec("torch-int8", 1, 1, 1.0, 0.98, device="cuda", name="NVIDIA H100"), "status": "not run",
          "reason": "PyTorch dynamic int8 runs on the CPU only", "metric_ratio_to_baseline": None, "metric": None,
          **dict.fromkeys(["latency_ms_p50", "latency_ms_p90", "latency_ms_p99", "latency_ms_mean", "reps",
@@ -136,6 +137,8 @@ def test_report_files_markdown_csv_html_and_plots(two_configs, tmp_path):
     assert "- **torch-int8** not run (b1 s128): PyTorch dynamic int8 runs on the CPU only" in text
     assert "25% unstable" in text  # the unstable record is shown and marked, not dropped
     assert "### Environment: AMD EPYC, 2 threads" in text and "- torch: 2.13.0" in text
+    # torch.compile's CUDA graphs: a column in the GPU's table only, with the cell that ran without one
+    assert len(re.findall(r"\| CUDA graphs +\|", text)) == 1 and re.search(r"\| 3, 1 skipped +\|", text)
     csv = pd.read_csv(out / "report.csv")
     assert len(csv) == 9 and set(csv["config"]) == {
         "AMD EPYC, 1 thread",
@@ -162,7 +165,7 @@ def test_pytest_benchmark_json_is_read_and_newer_schemas_refused(two_configs, tm
     assert len(load_results([bench])) == 2
     future = tmp_path / "future.jsonl"
     future.write_text(json.dumps({**records[0], "schema_version": 99}) + "\n")
-    with pytest.raises(SlimbenchError, match="schema_version 99; this slimbench reads up to 2"):
+    with pytest.raises(SlimbenchError, match="schema_version 99; this slimbench reads up to 3"):
         load_results([future])
 
 

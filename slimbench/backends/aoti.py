@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 from slimbench.backends.base import Backend, Loaded, placer
+from slimbench.backends.cudagraphs import note_capture
 from slimbench.backends.device import Device
 
 PACKAGE_FILE = "model.pt2"
@@ -34,6 +35,7 @@ def cuda_graph_replay(fn):
             with torch.cuda.graph(graph):
                 out = fn(*static)
             graphs[key] = (graph, static, out)
+            note_capture()
         graph, (ids, mask), out = graphs[key]
         ids.copy_(input_ids)
         mask.copy_(attention_mask)

@@ -12,11 +12,11 @@ measured without graphs under this variant's name."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from slimbench import SlimbenchError
 from slimbench.backends.base import Backend, Loaded, greedy_generate, placer, torch_logits
+from slimbench.backends.cudagraphs import skip_reason
 from slimbench.backends.device import Device
 
 
@@ -70,7 +70,7 @@ def graph_replayed(model, require_graphs: bool = True):
             with config.patch({"triton.cudagraph_or_error": True}):
                 return compiled(**batch)
         except Exception as e:
-            reason = _skip_reason(str(e))
+            reason = skip_reason(str(e))
             if reason is None:
                 raise
             raise SlimbenchError(
@@ -79,12 +79,6 @@ def graph_replayed(model, require_graphs: bool = True):
             ) from None
 
     return call
-
-
-def _skip_reason(message: str) -> str | None:
-    """The reason in torch's "skipping cudagraphs due to ..." message, on one line; None if not one."""
-    found = re.search(r"(?:skipping cudagraphs due to )+(.*?)(?:\. Found from|\n|$)", message)
-    return found.group(1).strip() if found else None
 
 
 BACKEND = TritonKernels()

@@ -25,19 +25,21 @@ from slimbench.core import interrupt
 from slimbench.core.environment import environment
 from slimbench.core.manifest import read_manifest, update_metrics
 
-SCHEMA_VERSION = (
-    2  # 2: status and reason ("not run" records), latency_ms_std, latency_cv, unstable, ttft/tpot
-)
+# 2: status and reason ("not run" records), latency_ms_std, latency_cv, unstable, ttft/tpot
+# 3: cuda_graphs, cuda_graph_skips
+SCHEMA_VERSION = 3
 RECORD_FIELDS = (
     "schema_version", "run_id", "status", "reason", "variant", "recipe", "checkpoint", "task", "device",
     "device_name", "num_threads", "dtype", "batch_size", "seq_len", "reps", "latency_ms_p50", "latency_ms_p90",
     "latency_ms_p99", "latency_ms_mean", "latency_ms_std", "latency_cv", "unstable", "throughput_items_per_s",
-    "ttft_ms_p50", "ttft_ms_p99", "tpot_ms_p50", "tpot_ms_p99", "peak_rss_bytes", "gpu_peak_allocated_bytes", "gpu_peak_reserved_bytes", "size_on_disk_bytes", "metric_name",
-    "metric", "metric_ratio_to_baseline", "agreement_with_baseline", "env", "timestamp",
+    "ttft_ms_p50", "ttft_ms_p99", "tpot_ms_p50", "tpot_ms_p99", "peak_rss_bytes", "gpu_peak_allocated_bytes",
+    "gpu_peak_reserved_bytes", "cuda_graphs", "cuda_graph_skips", "size_on_disk_bytes", "metric_name", "metric",
+    "metric_ratio_to_baseline", "agreement_with_baseline", "env", "timestamp",
 )  # fmt: skip
 TIMING_FIELDS = ("reps", "latency_ms_p50", "latency_ms_p90", "latency_ms_p99", "latency_ms_mean", "latency_ms_std",
                  "latency_cv", "throughput_items_per_s", "ttft_ms_p50", "ttft_ms_p99", "tpot_ms_p50", "tpot_ms_p99",
-                 "peak_rss_bytes", "gpu_peak_allocated_bytes", "gpu_peak_reserved_bytes")  # fmt: skip
+                 "peak_rss_bytes", "gpu_peak_allocated_bytes", "gpu_peak_reserved_bytes", "cuda_graphs",
+                 "cuda_graph_skips")  # fmt: skip
 UNSTABLE_CV = 0.10  # a record whose latency varies more than this (std / mean) is marked unstable
 
 
@@ -297,6 +299,9 @@ def run_bench(
             failures.append(f"{name}: {outcome['error']}")
             log(f"[{name}] failed: {outcome['error']}")
             bar.update(len(todo[model_dir]) - (len(outcome["timed"]) if acc else 0))
+        for out in outcome["timed"]:
+            if out.get("cuda_graph_skips"):
+                log(graph_skips_line(name, out))
         if acc is not None:
             for out in outcome["timed"]:
                 keep(fill(tuple(out["workload"]), acc, acc if is_base else base_acc, timing=out))
@@ -400,6 +405,14 @@ def measure_variant(
     except SlimbenchError as e:
         return timed, acc, str(e)
     return timed, acc, None
+
+
+def graph_skips_line(name: str, timing: dict) -> str:
+    """One line for a cell in which torch.compile ran without a CUDA graph where it was asked for one."""
+    bs, seq = timing["workload"]
+    reasons = "; ".join(timing.get("cuda_graph_skip_reasons") or []) or "no reason logged"
+    return (f"[{name}] b{bs} s{seq}: torch.compile ran {timing['cuda_graph_skips']} time(s) without a CUDA graph "
+            f"({reasons}); {timing.get('cuda_graphs', 0)} graph(s) recorded. The record says so.")  # fmt: skip
 
 
 def record_env(device: Device) -> dict:

@@ -195,12 +195,14 @@ def test_variant(cell, workbench, plan, benchmark):
         call(next(counter))
         device.synchronize()
 
-    reset_cell(device)
+    graphs = reset_cell(device)
     benchmark.pedantic(run, rounds=plan.rounds, warmup_rounds=plan.warmup, iterations=1)
     if benchmark.stats is None:  # --benchmark-disable: run once, nothing to record
+        if graphs:
+            graphs.stop()
         return
     timing = summarize([t * 1e3 for t in benchmark.stats.stats.data], items)
-    timing.update(cell_facts(device))
+    timing.update(cell_facts(device, graphs))
     fill["num_threads"] = timing["num_threads"]
     record = make_record(manifest, (bs, seq), acc, base, timing=timing, **fill)
     append_record(results, record)

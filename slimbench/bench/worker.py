@@ -46,19 +46,28 @@ def reset_peak_rss() -> bool:
         return False
 
 
-def reset_cell(device) -> None:
-    """Start a cell's peak-memory figures afresh: the process's peak RSS and the GPU's counters."""
+def reset_cell(device):
+    """Start a cell's figures afresh: the process's peak RSS, the GPU's peak counters, and on a GPU the
+    count of CUDA graphs torch.compile records and skips (returned, for `cell_facts`)."""
     reset_peak_rss()
     device.reset_peak_memory()
+    if not device.is_cuda:
+        return None
+    import torch
+
+    from slimbench.backends.cudagraphs import GraphWatch
+
+    return GraphWatch(torch.cuda.current_device() if device.index is None else device.index).start()
 
 
-def cell_facts(device) -> dict:
+def cell_facts(device, graphs=None) -> dict:
     """What a timed cell records beside its times: peak memory since the last reset (RSS, and the
-    GPU's counters), the thread count and the device's name."""
+    GPU's counters), the thread count, the device's name, and on a GPU the CUDA graphs torch.compile
+    recorded and the times it ran without one (`graphs`, from `reset_cell`)."""
     import torch
 
     return {**device.peak_memory(), "peak_rss_bytes": peak_rss_bytes(), "num_threads": torch.get_num_threads(),
-            "device_name": device.name()}  # fmt: skip
+            "device_name": device.name(), **(graphs.facts() if graphs else {})}  # fmt: skip
 
 
 def generation_latency(task, loaded, texts, bs, seq_len, plan, device, whole: dict) -> dict:
@@ -94,11 +103,11 @@ def run(job: dict) -> None:
     texts = task.latency_texts(job["eval_path"])
     plan = TimingPlan(**job["plan"])
     for bs, seq_len in sorted(job["workloads"], key=lambda w: w[0] * w[1]):
-        reset_cell(device)
+        graphs = reset_cell(device)
         call, items = task.workload(loaded, texts, bs, seq_len)
         out = summarize(time_calls(call, plan, device), items)
         out.update(generation_latency(task, loaded, texts, bs, seq_len, plan, device, out))
-        out.update(cell_facts(device), workload=[bs, seq_len])
+        out.update(cell_facts(device, graphs), workload=[bs, seq_len])
         emit(out)
     if job.get("accuracy"):
         emit({"accuracy": task.score(loaded, job["eval_path"], job["eval_seq_len"])})

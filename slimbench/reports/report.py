@@ -66,7 +66,21 @@ def _cv(cv, unstable) -> str:
     return f"{cv:.0%}" + (" unstable" if unstable is True else "")
 
 
+def _graphs(recorded, skipped) -> str:
+    """CUDA graphs recorded in a cell, and the times torch.compile ran without one."""
+    if recorded is None or pd.isna(recorded):
+        return ""
+    return f"{int(recorded)}" + (f", {int(skipped)} skipped" if pd.notna(skipped) and skipped else "")
+
+
 def _fmt_table(t: pd.DataFrame) -> pd.DataFrame:
+    graphs = {}
+    if t["cuda_graphs"].notna().any():  # measured on a GPU
+        graphs = {
+            "CUDA graphs": [
+                _graphs(n, s) for n, s in zip(t["cuda_graphs"], t["cuda_graph_skips"], strict=True)
+            ]
+        }
     generation = {}
     if get_task(t["task"].iloc[0]).generates:  # time to first token and per output token
         generation = {f"{name} ms": t[f"{field}_ms_p50"].map(lambda x: "" if pd.isna(x) else f"{x:.1f}")
@@ -92,6 +106,7 @@ def _fmt_table(t: pd.DataFrame) -> pd.DataFrame:
             "within budget": t["within_budget"].map(lambda x: "" if pd.isna(x) else ("yes" if x else "no")),
             "reps": t["reps"].map(lambda x: "" if pd.isna(x) else f"{int(x)}"),
             "CV": [_cv(cv, u) for cv, u in zip(t["latency_cv"], t["unstable"], strict=True)],
+            **graphs,
         }
     )
 
@@ -235,7 +250,14 @@ def write_report(paths: list[Path], out_dir: Path, overwrite: bool = False, budg
         f"perplexity, at most {1 - budget:.0%} above it. Causal LM workloads: a prompt of *seq* tokens, then "
         f"{NEW_TOKENS} greedy tokens generated; tokens/s counts generated tokens; perplexity on {EVAL_BLOCKS} "
         "blocks of the held-out text. Peak RSS is the measuring process's own (one fresh process per variant, its "
-        "peak reset before each workload). CV: standard deviation / mean of the latency; *unstable* above 10%.",
+        "peak reset before each workload). CV: standard deviation / mean of the latency; *unstable* above 10%."
+        + (
+            " CUDA graphs (GPU): the graphs recorded in the cell (by torch.compile, or captured from a compiled "
+            "package); *skipped*: the times torch.compile ran without one, so those figures are partly without "
+            "graphs."
+            if table["cuda_graphs"].notna().any()
+            else ""
+        ),
     ]
     for task in dict.fromkeys(table["task"]):
         task_rec = rec[rec["task"] == task]
