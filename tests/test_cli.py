@@ -66,3 +66,58 @@ def test_readme_step_table_is_generated_from_the_registry():
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     table = readme.split("<!-- recipes:begin -->\n", 1)[1].split("\n<!-- recipes:end -->", 1)[0]
     assert table == recipes_markdown(), "README table is stale: paste `slimbench recipes --markdown`"
+
+
+def test_the_gpu_plan_runs_only_commands_options_and_recipes_that_exist(tmp_path):
+    """docs/results/gpu/run.sh is run in a short GPU lease, where a misspelt option or recipe would cost the
+    lease. Run here with `python3` and `nvidia-smi` stood in for (each call is recorded; slimbench's own
+    command lines are parsed by its CLI), every stage exits 0, every recipe it names is built in, and every
+    option it gives pytest or the plan's scripts is one they define."""
+    import json
+    import os
+    import re
+    from pathlib import Path
+
+    from slimbench.optimize.recipes import builtin_recipes
+
+    root = Path(__file__).parents[1]
+    plan = root / "docs" / "results" / "gpu"
+    bin_dir, calls = tmp_path / "bin", tmp_path / "calls.jsonl"
+    bin_dir.mkdir()
+    (bin_dir / "python3").write_text(
+        f"#!{sys.executable}\n"
+        "import json, os, sys\n"
+        "argv = sys.argv[1:]\n"
+        "with open(os.environ['CALLS'], 'a') as f:\n"
+        "    f.write(json.dumps(argv) + '\\n')\n"
+        "if argv[:2] == ['-m', 'slimbench']:\n"
+        "    from slimbench.cli import build_parser\n"
+        "    build_parser().parse_args(argv[2:])\n"
+    )
+    (bin_dir / "nvidia-smi").write_text("#!/bin/sh\necho 'NVIDIA H200, 570.00, 143771 MiB'\n")
+    for shim in bin_dir.iterdir():
+        shim.chmod(0o755)
+    stages = ["core", "anchor", "decoder", "bnbprobe", "more", "kernels", "variants"]
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "CALLS": str(calls)}
+    done = subprocess.run(["bash", str(plan / "run.sh"), str(tmp_path / "out"), "600", *stages], cwd=root,
+                          env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    log = (tmp_path / "out" / "run.log").read_text()
+    assert done.returncode == 0, done.stderr
+    assert [f"== {s}: exit 0" in log for s in stages] == [True] * len(stages), log
+    argvs = [json.loads(line) for line in calls.read_text().splitlines()]
+    recipes = [
+        r for argv in argvs if "--recipes" in argv for r in argv[argv.index("--recipes") + 1].split(",")
+    ]
+    assert {"baseline", "bf16-static-cache", "fp8", "kernels-bf16"} <= set(recipes)
+    assert set(recipes) <= set(builtin_recipes())
+    # installed, slimbench's plugin is loaded by its entry point (the GPU machine's PYTHONPATH copy needs -p)
+    pytest_help = subprocess.run([sys.executable, "-m", "pytest", "tests", "--help"], cwd=root, capture_output=True,
+                                 text=True).stdout  # fmt: skip
+    scripts = [argv for argv in argvs if argv and argv[0].endswith(".py")]
+    assert {Path(argv[0]).name for argv in scripts} == {"plain_pytorch_anchor.py", "bnb_int8_probe.py"}
+    for argv in argvs:
+        options = {a.split("=")[0] for a in argv if a.startswith("--")}
+        if argv[:2] == ["-m", "pytest"]:
+            assert options and all(re.search(rf"\s{o}[\s=,]", pytest_help) for o in options), options
+        elif argv in scripts:
+            assert all(f'"{o}"' in Path(argv[0]).read_text() for o in options), options
