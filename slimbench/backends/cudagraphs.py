@@ -93,9 +93,19 @@ class GraphWatch:
 
     def facts(self) -> dict:
         facts = {
-            "cuda_graphs": recorded_graphs(self.device_index) - self._start[0],
+            # torch drops a device's tree manager once no compiled function that uses it is alive
+            "cuda_graphs": max(0, recorded_graphs(self.device_index) - self._start[0]),
             "cuda_graph_skips": skips() - self._start[1],
             "cuda_graph_skip_reasons": list(self.reasons),
         }
         self.stop()
         return facts
+
+
+def watch(device) -> GraphWatch | None:
+    """A started watch over a GPU's CUDA graphs (`device` a slimbench Device); None off a GPU."""
+    if not device.is_cuda:
+        return None
+    import torch
+
+    return GraphWatch(torch.cuda.current_device() if device.index is None else device.index).start()

@@ -49,15 +49,11 @@ def reset_peak_rss() -> bool:
 def reset_cell(device):
     """Start a cell's figures afresh: the process's peak RSS, the GPU's peak counters, and on a GPU the
     count of CUDA graphs torch.compile records and skips (returned, for `cell_facts`)."""
+    from slimbench.backends.cudagraphs import watch
+
     reset_peak_rss()
     device.reset_peak_memory()
-    if not device.is_cuda:
-        return None
-    import torch
-
-    from slimbench.backends.cudagraphs import GraphWatch
-
-    return GraphWatch(torch.cuda.current_device() if device.index is None else device.index).start()
+    return watch(device)
 
 
 def cell_facts(device, graphs=None) -> dict:
