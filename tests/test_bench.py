@@ -167,8 +167,8 @@ def test_a_variant_that_cannot_run_on_the_device_is_a_not_run_record(
 
 
 def test_a_cell_counts_the_cuda_graphs_recorded_and_the_runs_without_one():
-    """On a GPU the bench watches each cell: the CUDA graphs recorded, and the times torch.compile ran
-    without one, which torch only logs. On the CPU torch.compile can never record one, so a compiled call
+    """On a GPU the bench watches each cell: the CUDA graphs recorded, and those torch.compile declined to
+    record, which torch only logs. On the CPU torch.compile can never record one, so a compiled call
     here is such a skip, with its reason, and the bench's log line says so."""
     from slimbench.backends.cudagraphs import GraphWatch, note_capture
     from slimbench.bench.runner import graph_skips_line
@@ -184,8 +184,8 @@ def test_a_cell_counts_the_cuda_graphs_recorded_and_the_runs_without_one():
     [reason] = facts["cuda_graph_skip_reasons"]
     assert reason.startswith("cpu device")
     assert graph_skips_line("kernels-bf16", {**facts, "workload": [2, 16]}) == (
-        f"[kernels-bf16] b2 s16: torch.compile ran 1 time(s) without a CUDA graph ({reason}); 0 graph(s) "
-        "recorded. The record says so."
+        f"[kernels-bf16] b2 s16: torch.compile declined 1 CUDA graph(s) ({reason}), so part of the work ran "
+        "without one; 0 graph(s) recorded. The record says so."
     )
     # counts are the cell's own: a later cell sees no old skip, and a compiled package's own capture counts
     watch = GraphWatch(0).start()

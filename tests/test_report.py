@@ -137,7 +137,7 @@ def test_report_files_markdown_csv_html_and_plots(two_configs, tmp_path):
     assert "- **torch-int8** not run (b1 s128): PyTorch dynamic int8 runs on the CPU only" in text
     assert "25% unstable" in text  # the unstable record is shown and marked, not dropped
     assert "### Environment: AMD EPYC, 2 threads" in text and "- torch: 2.13.0" in text
-    # torch.compile's CUDA graphs: a column in the GPU's table only, with the cell that ran without one
+    # torch.compile's CUDA graphs: a column in the GPU's table only, with a graph torch.compile declined
     assert len(re.findall(r"\| CUDA graphs +\|", text)) == 1 and re.search(r"\| 3, 1 skipped +\|", text)
     csv = pd.read_csv(out / "report.csv")
     assert len(csv) == 9 and set(csv["config"]) == {

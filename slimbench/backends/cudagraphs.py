@@ -38,7 +38,8 @@ def recorded_graphs(device_index: int) -> int:
 
 
 def skips() -> int:
-    """The times torch.compile ran a graph without a CUDA graph where asked for one, in this process."""
+    """The CUDA graphs torch.compile declined to record where asked for them, in this process (each time, part
+    of the work runs without a graph)."""
     from torch._dynamo.utils import counters
 
     return counters["inductor"]["cudagraph_skips"]

@@ -408,11 +408,12 @@ def measure_variant(
 
 
 def graph_skips_line(name: str, timing: dict) -> str:
-    """One line for a cell in which torch.compile ran without a CUDA graph where it was asked for one."""
+    """One line for a cell in which torch.compile declined a CUDA graph where it was asked for one."""
     bs, seq = timing["workload"]
     reasons = "; ".join(timing.get("cuda_graph_skip_reasons") or []) or "no reason logged"
-    return (f"[{name}] b{bs} s{seq}: torch.compile ran {timing['cuda_graph_skips']} time(s) without a CUDA graph "
-            f"({reasons}); {timing.get('cuda_graphs', 0)} graph(s) recorded. The record says so.")  # fmt: skip
+    return (f"[{name}] b{bs} s{seq}: torch.compile declined {timing['cuda_graph_skips']} CUDA graph(s) ({reasons}), "
+            f"so part of the work ran without one; {timing.get('cuda_graphs', 0)} graph(s) recorded. The record says "
+            "so.")  # fmt: skip
 
 
 def record_env(device: Device) -> dict:

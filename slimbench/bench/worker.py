@@ -59,7 +59,7 @@ def reset_cell(device):
 def cell_facts(device, graphs=None) -> dict:
     """What a timed cell records beside its times: peak memory since the last reset (RSS, and the
     GPU's counters), the thread count, the device's name, and on a GPU the CUDA graphs torch.compile
-    recorded and the times it ran without one (`graphs`, from `reset_cell`)."""
+    recorded and those it declined to record (`graphs`, from `reset_cell`)."""
     import torch
 
     return {**device.peak_memory(), "peak_rss_bytes": peak_rss_bytes(), "num_threads": torch.get_num_threads(),

@@ -67,7 +67,7 @@ def _cv(cv, unstable) -> str:
 
 
 def _graphs(recorded, skipped) -> str:
-    """CUDA graphs recorded in a cell, and the times torch.compile ran without one."""
+    """CUDA graphs recorded in a cell, and those torch.compile declined to record."""
     if recorded is None or pd.isna(recorded):
         return ""
     return f"{int(recorded)}" + (f", {int(skipped)} skipped" if pd.notna(skipped) and skipped else "")
@@ -253,7 +253,7 @@ def write_report(paths: list[Path], out_dir: Path, overwrite: bool = False, budg
         "peak reset before each workload). CV: standard deviation / mean of the latency; *unstable* above 10%."
         + (
             " CUDA graphs (GPU): the graphs recorded in the cell (by torch.compile, or captured from a compiled "
-            "package); *skipped*: the times torch.compile ran without one, so those figures are partly without "
+            "package); *skipped*: those torch.compile declined to record, so those figures are partly without "
             "graphs."
             if table["cuda_graphs"].notna().any()
             else ""
