@@ -6,8 +6,9 @@ torch.compile's CUDA graphs (mode "reduce-overhead", the `cudagraphs` backend, t
 step for a static KV cache) fall back to running without a graph where they cannot capture one (an input on
 the CPU, an input mutated in place that is not a static buffer, too many re-recordings), and only log why:
 the figures then belong to a model without graphs, measured under a name that says graphs. Torch counts
-these skips (`counters["inductor"]["cudagraph_skips"]`, also where it does not log them), and the graphs it
-recorded stay in the device's tree manager, so a cell's record can say both."""
+most of these skips (`counters["inductor"]["cudagraph_skips"]`, also some it does not log; a graph that
+Inductor's graph partitioning leaves without one is neither logged nor counted), and the graphs it recorded
+stay in the device's tree manager: a cell's record says both, so that a skip shows in one or the other."""
 
 from __future__ import annotations
 
