@@ -26,7 +26,7 @@ QUANTIZERS = {
     "torchao": {"quantize": {"backend": "torchao", "scheme": "int8-weight-only", **BUDGET}},
     "bnb-int8": {"quantize": {"backend": "bitsandbytes", "bits": 8, **BUDGET}},
 }
-FRAGILE = "bert.pooler.dense"  # quantized by every quantizer (transformers leaves the classifier alone)
+FRAGILE = "bert.pooler.dense"  # quantized by every quantizer but bnb-int8 (transformers leaves the classifier alone)
 
 
 def sentences(n: int, seed: int = 0) -> LabelledText:
@@ -81,6 +81,12 @@ def test_fallback_finds_the_fragile_layer_and_keeps_the_budget(fragile_bert, tmp
                        log=lambda *_: None)  # fmt: skip
     notes = read_manifest(variant.path)["notes"]["fallback"]
     assert notes["data"] == "eval" and notes["fp32_accuracy"] == 1.0
+    if quantizer == "bnb-int8":
+        # the pooler's input is a strided view, which bitsandbytes' CUDA int8 quantizer misreads: bnb-int8
+        # keeps it unquantized on every device (tests/test_bnb_int8.py), so nothing fragile is left
+        assert FRAGILE in read_manifest(variant.path)["notes"]["not_quantized"]
+        assert notes["quantized_everywhere_accuracy"] == 1.0 and notes["fp32_layers"] == []
+        return
     assert notes["quantized_everywhere_accuracy"] < 0.9, "quantizing everything should lose the budget here"
     assert FRAGILE in notes["fp32_layers"][0].replace("/", ".")  # the fragile layer is the most sensitive
     assert notes["accuracy"] >= 0.99 and notes["steps"][-1]["accuracy"] == notes["accuracy"]

@@ -22,6 +22,25 @@ def linear_layers(model) -> list[str]:
     return [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
 
 
+def strided_inputs(model, batch) -> list[str]:
+    """The nn.Linear layers whose input arrives as a strided view rather than contiguous rows, on a batch
+    of two or more sequences (BERT's pooler takes each sequence's first token, `hidden_states[:, 0]`)."""
+    found = []
+
+    def check(name):
+        return lambda module, args: None if args[0].is_contiguous() else found.append(name)
+
+    hooks = [module.register_forward_pre_hook(check(name)) for name, module in model.named_modules()
+             if isinstance(module, torch.nn.Linear)]  # fmt: skip
+    try:
+        with torch.inference_mode():
+            model(**batch.to(next(model.parameters()).device))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return list(dict.fromkeys(found))
+
+
 @dataclass(frozen=True)
 class DynamicInt8Config:
     """PyTorch dynamic int8 Linear layers (CPU), saved as TorchScript."""
@@ -168,13 +187,26 @@ def quantize(model, config: QuantizeConfig, ctx):
     from transformers.integrations import get_keys_to_not_convert
 
     base = get_keys_to_not_convert(model)  # what transformers leaves unquantized by default (the head)
+    kept: dict[str, str] = {}  # layer -> why it stays unquantized
     if config.backend == "bitsandbytes" and config.bits == 4:
         # bitsandbytes packs 4-bit weights in blocks of 64 along the input; its AVX-512-BF16 CPU kernel
         # fails on layers with fewer (or a remainder), so those stay in the compute dtype
-        small = [n for n in linear_layers(model) if model.get_submodule(n).in_features % BNB_BLOCK]
-        if small:
-            base = base + small
-            ctx.notes["not_quantized"] = small
+        for n in linear_layers(model):
+            if model.get_submodule(n).in_features % BNB_BLOCK:
+                kept[n] = f"fewer than {BNB_BLOCK} inputs, or not a multiple (bitsandbytes' 4-bit blocks)"
+    if config.backend == "bitsandbytes" and config.bits == 8:
+        # bitsandbytes' CUDA int8 quantizer (int8_vectorwise_quant, 0.45 to 0.50 at least) reads its input
+        # through data_ptr() as contiguous rows. A strided fp16 input, BERT's pooler on a batch of 2 or more
+        # in the fp16 that transformers gives an 8-bit model by default, is read from the wrong rows: every
+        # sequence gets the first sequence's tokens, and the encoder falls to chance on batches (17% on an
+        # H100, where the CPU kernels keep 97.25%). Such layers stay unquantized; the saved
+        # llm_int8_skip_modules keep them so on any device and dtype.
+        for n in strided_inputs(model, ctx.sample_batch(batch_size=2, seq_len=16)):
+            if not any(k == n or n.startswith(k + ".") for k in base):
+                kept[n] = "its input is a strided view, which bitsandbytes' CUDA int8 quantizer misreads"
+    if kept:
+        base = base + list(kept)
+        ctx.notes["not_quantized"] = kept
     layers = [n for n in linear_layers(model) if not any(k == n or n.startswith(k + ".") for k in base)]
 
     def build(setting, exclude, only):

@@ -9,9 +9,17 @@ Three parts, each written to OUT.json as soon as it is done (a probe cut short k
 - accuracy: held-out accuracy quantized in memory, after save_pretrained + from_pretrained, without the
   outlier path (threshold 0), from fp16 weights, with the pooler kept unquantized, and in fp16.
 Needs bitsandbytes; runs on a CUDA GPU, or with --device cpu on bitsandbytes' CPU backend (which tells a
-GPU-only cause from one in the model).
+GPU-only cause from one in the model). `--read-as-cuda` (CPU) makes the int8 quantizer read its input the
+way bitsandbytes' CUDA kernel does, through data_ptr() as contiguous rows whatever the input's strides.
+
+The cause this finds on the CPU: BERT's pooler takes `hidden_states[:, 0]`, a strided view; in the fp16
+that transformers gives an 8-bit model by default, the CUDA kernel quantizes the wrong rows for every
+sequence but a batch's first. With --read-as-cuda the CPU falls to the H100's 17%; on a GPU the same shows as
+a wrong "fp16 non-contiguous input" op, `bert.pooler.dense` as the first wrong layer, and chance accuracy in
+every case but "int8, pooler kept".
 
     python3 bnb_int8_probe.py VARIANT_DIR EVAL_JSONL OUT.json [--limit 400] [--seq-len 128] [--device cuda|cpu]
+        [--read-as-cuda]
 """
 
 import argparse
@@ -27,11 +35,24 @@ ap = argparse.ArgumentParser()
 ap.add_argument("model"), ap.add_argument("eval"), ap.add_argument("out")
 ap.add_argument("--limit", type=int, default=400), ap.add_argument("--seq-len", type=int, default=128)
 ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+ap.add_argument("--read-as-cuda", action="store_true")
 args = ap.parse_args()
 BAD = 0.05  # relative error above which an op or a layer counts as wrong (int8 rounding stays near 1e-2)
 
 import bitsandbytes as bnb  # noqa: E402
 from bitsandbytes.cextension import BNB_BACKEND, lib  # noqa: E402
+
+if args.read_as_cuda:
+    import bitsandbytes.functional as F
+
+    quantize_rows = F.int8_vectorwise_quant
+
+    def as_cuda_reads(A, threshold=0.0):
+        if not A.is_contiguous():  # the memory from the first element on, as contiguous rows
+            A = torch.as_strided(A, A.shape, (A.shape[-1], 1), A.storage_offset()).clone()
+        return quantize_rows(A, threshold)
+
+    F.int8_vectorwise_quant = as_cuda_reads
 
 tok = AutoTokenizer.from_pretrained(args.model)
 rows = [json.loads(line) for line in open(args.eval)][: args.limit]
@@ -47,6 +68,7 @@ results = {
     "bitsandbytes": version("bitsandbytes"),
     "bnb_backend": BNB_BACKEND,
     "bnb_library": getattr(getattr(lib, "_lib", None), "_name", None),
+    "read_as_cuda": args.read_as_cuda,
 }
 
 
@@ -55,7 +77,9 @@ def save():
 
 
 def batch(texts):
-    return tok(texts, padding=True, truncation=True, max_length=args.seq_len, return_tensors="pt").to(args.device)
+    return tok(texts, padding=True, truncation=True, max_length=args.seq_len, return_tensors="pt").to(
+        args.device
+    )
 
 
 def rel_err(got: torch.Tensor, want: torch.Tensor) -> float:
@@ -92,7 +116,9 @@ def op_checks(n_in: int, n_out: int, n_rows: int) -> list[dict]:
     dev, out = args.device, []
 
     def record(name, err, **extra):
-        out.append({"op": name, "shape": f"{n_rows}x{n_in}->{n_out}", "rel_err": err, "ok": err < BAD, **extra})
+        out.append(
+            {"op": name, "shape": f"{n_rows}x{n_in}->{n_out}", "rel_err": err, "ok": err < BAD, **extra}
+        )
 
     x16 = x.to(dev, torch.float16)
     for threshold in (0.0, 6.0):
@@ -108,7 +134,9 @@ def op_checks(n_in: int, n_out: int, n_rows: int) -> list[dict]:
     cb, scb, _ = torch.ops.bitsandbytes.int8_vectorwise_quant(w.to(dev, torch.float16), 0.0)
     acc = torch.ops.bitsandbytes.int8_linear_matmul(ca, cb)
     want = ca.double().cpu() @ cb.double().cpu().t()
-    record("int8_linear_matmul", rel_err(acc, want), max_abs_diff=float((acc.double().cpu() - want).abs().max()))
+    record(
+        "int8_linear_matmul", rel_err(acc, want), max_abs_diff=float((acc.double().cpu() - want).abs().max())
+    )
     deq = torch.ops.bitsandbytes.int8_mm_dequant(acc, sca, scb, dtype=torch.float32, bias=bias.to(dev))
     want = want * sca.double().cpu().unsqueeze(1) * scb.double().cpu().unsqueeze(0) / 127**2 + bias.double()
     record("int8_mm_dequant", rel_err(deq, want), out_dtype=str(deq.dtype))
@@ -204,7 +232,9 @@ def accuracy(model) -> float:
     preds = []
     with torch.inference_mode():
         for i in range(0, len(rows), 32):
-            preds.append(model(**batch([r["text"] for r in rows[i : i + 32]])).logits.float().argmax(-1).cpu())
+            preds.append(
+                model(**batch([r["text"] for r in rows[i : i + 32]])).logits.float().argmax(-1).cpu()
+            )
     return float((torch.cat(preds) == labels).float().mean())
 
 
