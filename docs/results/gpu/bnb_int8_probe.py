@@ -37,7 +37,9 @@ ap.add_argument("--limit", type=int, default=400), ap.add_argument("--seq-len", 
 ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
 ap.add_argument("--read-as-cuda", action="store_true")
 args = ap.parse_args()
-BAD = 0.05  # relative error above which an op or a layer counts as wrong (int8 rounding stays near 1e-2)
+# relative error above which an op or a layer counts as wrong: int8 rounding stays under 5% even without the
+# outlier path (CPU, the embedded default's shapes), a misread input gives 45% and more
+BAD = 0.2
 
 import bitsandbytes as bnb  # noqa: E402
 from bitsandbytes.cextension import BNB_BACKEND, lib  # noqa: E402
