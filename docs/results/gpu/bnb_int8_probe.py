@@ -18,8 +18,11 @@ sequence but a batch's first. With --read-as-cuda the CPU falls to the H100's 17
 a wrong "fp16 non-contiguous input" op, `bert.pooler.dense` as the first wrong layer, and chance accuracy in
 every case but "int8, pooler kept".
 
-    python3 bnb_int8_probe.py VARIANT_DIR EVAL_JSONL OUT.json [--limit 400] [--seq-len 128] [--device cuda|cpu]
-        [--read-as-cuda]
+`--variant DIR` adds the accuracy of a saved 8-bit variant (slimbench's bnb-int8) loaded with a plain
+from_pretrained.
+
+    python3 bnb_int8_probe.py MODEL_DIR EVAL_JSONL OUT.json [--limit 400] [--seq-len 128] [--device cuda|cpu]
+        [--read-as-cuda] [--variant DIR]
 """
 
 import argparse
@@ -35,7 +38,7 @@ ap = argparse.ArgumentParser()
 ap.add_argument("model"), ap.add_argument("eval"), ap.add_argument("out")
 ap.add_argument("--limit", type=int, default=400), ap.add_argument("--seq-len", type=int, default=128)
 ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-ap.add_argument("--read-as-cuda", action="store_true")
+ap.add_argument("--read-as-cuda", action="store_true"), ap.add_argument("--variant")
 args = ap.parse_args()
 # relative error above which an op or a layer counts as wrong: int8 rounding stays under 5% even without the
 # outlier path (CPU, the embedded default's shapes), a misread input gives 45% and more
@@ -271,6 +274,10 @@ cases = {
     "int8 from fp16 weights": from_fp16_weights,
     "int8 in fp16 (activations fp16)": in_fp16,
 }
+if args.variant:
+    cases[f"saved variant {Path(args.variant).name}"] = lambda: AutoModelForSequenceClassification.from_pretrained(
+        args.variant, device_map=args.device
+    ).eval()
 for name, make in cases.items():
     try:
         results[name] = accuracy(make())

@@ -18,7 +18,7 @@
 #   core     the default fine-tuned on the GPU; baseline, fp16, bf16-compiled, pruned-l2-bf16-compiled; bench; report
 #   anchor   the plain-PyTorch anchor on the demo's baseline
 #   decoder  the decoder default trained on the GPU; baseline, bf16-static-cache, bf16, fp8; bench at batch 1/32
-#   bnbprobe bnb_int8_probe.py on the demo's baseline (needs bundle part 2)
+#   bnbprobe slimbench's bnb-int8 of the demo's baseline, then bnb_int8_probe.py on both (needs bundle part 2)
 #   more     fp8, sparse-2of4-bf16, kernels-bf16, bnb-int8, bnb-nf4, torchao-int8wo, bf16, compiled, onnx-o2 into the same results
 #   kernels  the kernel unit tests natively on the GPU, then the kernel speed suite
 #   variants pytest --benchmark over the demo's variants
@@ -69,8 +69,9 @@ run_stage() {
       timeout "$limit" python3 "$here/plain_pytorch_anchor.py" "$work/demo/models/baseline" "$(eval_data)" \
         "$out/anchor.json" --configs fp32,fp16-compile-reduce-overhead ;;
     bnbprobe)
-      timeout "$limit" python3 "$here/bnb_int8_probe.py" "$work/demo/models/baseline" "$(eval_data)" \
-        "$out/bnb-probe.json" ;;
+      timeout $((limit / 3)) python3 -m slimbench optimize "$work/demo/models/baseline" --recipe bnb-int8 --out "$work/bnb"
+      timeout "$(left)" python3 "$here/bnb_int8_probe.py" "$work/demo/models/baseline" "$(eval_data)" \
+        "$out/bnb-probe.json" --variant "$work/bnb/bnb-int8" ;;
     more)
       timeout "$limit" "${demo[@]}" \
         --recipes fp8,sparse-2of4-bf16,kernels-bf16,bnb-int8,bnb-nf4,torchao-int8wo,bf16,compiled,onnx-o2 ;;
