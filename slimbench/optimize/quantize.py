@@ -195,11 +195,11 @@ def quantize(model, config: QuantizeConfig, ctx):
             if model.get_submodule(n).in_features % BNB_BLOCK:
                 kept[n] = f"fewer than {BNB_BLOCK} inputs, or not a multiple (bitsandbytes' 4-bit blocks)"
     if config.backend == "bitsandbytes" and config.bits == 8:
-        # bitsandbytes' CUDA int8 quantizer (int8_vectorwise_quant, 0.45 to 0.50 at least) reads its input
-        # through data_ptr() as contiguous rows. A strided fp16 input, BERT's pooler on a batch of 2 or more
-        # in the fp16 that transformers gives an 8-bit model by default, is read from the wrong rows: every
-        # sequence gets the first sequence's tokens, and the encoder falls to chance on batches (17% on an
-        # H100, where the CPU kernels keep 97.25%). Such layers stay unquantized; the saved
+        # bitsandbytes' CUDA int8 quantizer (int8_vectorwise_quant, read in 0.50.2) hands data_ptr() to its
+        # kernel, which reads the input as contiguous rows. A strided fp16 input, BERT's pooler on a batch of
+        # 2 or more in the fp16 that transformers gives an 8-bit model by default, is read from the wrong
+        # rows: sequence i gets token i of the first sequence, and the encoder falls to chance on batches
+        # (17% on an H100, where the CPU kernels keep 97.25%). Such layers stay unquantized; the saved
         # llm_int8_skip_modules keep them so on any device and dtype.
         for n in strided_inputs(model, ctx.sample_batch(batch_size=2, seq_len=16)):
             if not any(k == n or n.startswith(k + ".") for k in base):
