@@ -65,6 +65,14 @@ def test_linears_fed_strided_inputs_are_found(tiny_bert):
     assert strided_inputs(model, batch) == ["bert.pooler.dense"]
 
 
+def test_a_decoder_has_no_linear_fed_a_strided_view(tiny_llama):
+    """Llama's projections and head take contiguous rows: bnb-int8 quantizes every one of them."""
+    tokenizer = Checkpoint.open(tiny_llama).load_tokenizer()
+    tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
+    batch = tokenizer(TEXTS[:2], padding=True, return_tensors="pt")
+    assert strided_inputs(Checkpoint.open(tiny_llama).load_model(), batch) == []
+
+
 def test_int8_variant_keeps_the_pooler_unquantized_on_reload(int8_variant):
     ctx, model, _ = int8_variant
     assert "strided view" in ctx.notes["not_quantized"]["bert.pooler.dense"]
