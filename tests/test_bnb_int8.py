@@ -6,6 +6,7 @@ rows on a GPU, while the CPU kernels (PyTorch ops) read it right. On an H100 tha
 at 17% accuracy; the CPU keeps 97.25%. These tests reproduce the GPU's reading on the CPU and check that
 slimbench's bnb-int8 variant does not depend on it."""
 
+import functools
 import json
 import subprocess
 import sys
@@ -38,8 +39,13 @@ def read_as_contiguous_rows(monkeypatch):
     monkeypatch.setattr(F, "int8_vectorwise_quant", as_cuda_reads)
 
 
+@functools.cache
+def tokenizer(path: str):
+    return Checkpoint.open(path).load_tokenizer()
+
+
 def logits(model, texts):
-    enc = Checkpoint.open(model.name_or_path).load_tokenizer()(texts, padding=True, return_tensors="pt")
+    enc = tokenizer(model.name_or_path)(texts, padding=True, return_tensors="pt")
     with torch.inference_mode():
         return model(**enc.to(model.device)).logits.float().cpu()
 
@@ -60,17 +66,18 @@ def int8_variant(tiny_bert, tmp_path_factory):
 
 
 def test_linears_fed_strided_inputs_are_found(tiny_bert):
-    model = Checkpoint.open(tiny_bert).load_model()
-    batch = Checkpoint.open(tiny_bert).load_tokenizer()(TEXTS[:2], padding=True, return_tensors="pt")
-    assert strided_inputs(model, batch) == ["bert.pooler.dense"]
+    checkpoint = Checkpoint.open(tiny_bert)
+    batch = checkpoint.load_tokenizer()(TEXTS[:2], padding=True, return_tensors="pt")
+    assert strided_inputs(checkpoint.load_model(), batch) == ["bert.pooler.dense"]
 
 
 def test_a_decoder_has_no_linear_fed_a_strided_view(tiny_llama):
     """Llama's projections and head take contiguous rows: bnb-int8 quantizes every one of them."""
-    tokenizer = Checkpoint.open(tiny_llama).load_tokenizer()
-    tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
-    batch = tokenizer(TEXTS[:2], padding=True, return_tensors="pt")
-    assert strided_inputs(Checkpoint.open(tiny_llama).load_model(), batch) == []
+    checkpoint = Checkpoint.open(tiny_llama)
+    llama_tokenizer = checkpoint.load_tokenizer()
+    llama_tokenizer.pad_token = llama_tokenizer.pad_token or llama_tokenizer.eos_token
+    batch = llama_tokenizer(TEXTS[:2], padding=True, return_tensors="pt")
+    assert strided_inputs(checkpoint.load_model(), batch) == []
 
 
 def test_int8_variant_keeps_the_pooler_unquantized_on_reload(int8_variant):

@@ -22,6 +22,11 @@ def linear_layers(model) -> list[str]:
     return [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
 
 
+def within(name: str, modules: list[str]) -> bool:
+    """Whether module `name` is one of `modules` or inside one of them."""
+    return any(name == m or name.startswith(m + ".") for m in modules)
+
+
 def strided_inputs(model, batch) -> list[str]:
     """The nn.Linear layers whose input arrives as a strided view rather than contiguous rows, on a batch
     of two or more sequences (BERT's pooler takes each sequence's first token, `hidden_states[:, 0]`)."""
@@ -202,12 +207,12 @@ def quantize(model, config: QuantizeConfig, ctx):
         # (17% on an H100, where the CPU kernels keep 97.25%). Such layers stay unquantized; the saved
         # llm_int8_skip_modules keep them so on any device and dtype.
         for n in strided_inputs(model, ctx.sample_batch(batch_size=2, seq_len=16)):
-            if not any(k == n or n.startswith(k + ".") for k in base):
+            if not within(n, base):
                 kept[n] = "its input is a strided view, which bitsandbytes' CUDA int8 quantizer misreads"
     if kept:
         base = base + list(kept)
         ctx.notes["not_quantized"] = kept
-    layers = [n for n in linear_layers(model) if not any(k == n or n.startswith(k + ".") for k in base)]
+    layers = [n for n in linear_layers(model) if not within(n, base)]
 
     def build(setting, exclude, only):
         skip = base + [n for n in layers if n in exclude or (only is not None and n not in only)]

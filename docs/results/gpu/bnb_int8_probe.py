@@ -190,7 +190,7 @@ save()
 
 
 # ---- layers: each int8 Linear of the quantized model on one batch of held-out articles --------------------
-def layer_errors(model, texts) -> list[dict]:
+def layer_errors(model, texts) -> tuple[list[dict], torch.Tensor]:
     found = []
 
     def hook(name):
@@ -250,10 +250,10 @@ def saved_and_reloaded():
 
 
 def from_fp16_weights():
-    half = tempfile.mkdtemp()
-    base.half().save_pretrained(half)
-    tok.save_pretrained(half)
-    return int8(half)
+    with tempfile.TemporaryDirectory() as half:
+        base.half().save_pretrained(half)
+        tok.save_pretrained(half)
+        return int8(half)
 
 
 def in_fp16():
