@@ -160,6 +160,44 @@ def kernel_device(request):
         torch.set_default_device(None)
 
 
+_DEPLOY_DRIVER = r"""
+import json, sys, traceback
+script, cases = sys.argv[1], json.loads(sys.argv[2])
+namespace = {}
+exec(script, namespace)
+results = {}
+for name, args in cases.items():
+    try:
+        results[name] = {"result": namespace["deploy"](*args)}
+    except Exception:
+        results[name] = {"error": traceback.format_exc()}
+    if [m for m in sys.modules if m.split(".")[0] == "slimbench"]:
+        results[name] = {"error": "deployment imported slimbench"}
+print(json.dumps(results))
+"""
+
+
+def deploy_without_slimbench(script: str, cases: dict[str, list], cwd: Path) -> dict[str, dict]:
+    """Runs `deploy(*args)`, defined by `script`, for every case in one fresh interpreter that never imports
+    slimbench (how a deployment loads: only the format's standard loaders), one case after another so that
+    loading one variant must not disturb the next. {case: {"result": what deploy returned} or {"error":
+    traceback}}; a crash of the interpreter itself fails the calling test."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", _DEPLOY_DRIVER, script, json.dumps(cases)], capture_output=True,
+                          text=True, cwd=cwd)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def deployed(outcome: dict):
+    """What one case of deploy_without_slimbench returned; its traceback as the failure where it raised."""
+    if "error" in outcome:
+        pytest.fail(outcome["error"][-3000:], pytrace=False)
+    return outcome["result"]
+
+
 @pytest.fixture(scope="session")
 def tiny_llama(tmp_path_factory) -> Path:
     return make_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))

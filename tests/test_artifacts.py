@@ -1,43 +1,47 @@
 """Variants save atomically and load with the standard loader of their format, without slimbench."""
 
-import json
-import subprocess
-import sys
-
 import pytest
 import torch
 
-from conftest import TEXTS, classifier_recipes
+from conftest import TEXTS, classifier_recipes, deploy_without_slimbench, deployed
 from slimbench.core.artifacts import MANIFEST, read_manifest, save_variant, verify
 from slimbench.core.checkpoint import Checkpoint
 from slimbench.optimize.recipes import load_recipe
 from slimbench.pipeline import optimize
 
-# Runs in a fresh interpreter and must never import slimbench: this is how a deployment loads.
+# deploy(path, texts) -> logits, as a deployment loads each format (tests/conftest.py: deploy_without_slimbench)
 DEPLOY = r"""
-import json, sys
+import json
 from pathlib import Path
-d, texts = Path(sys.argv[1]), json.loads(sys.argv[2])
-kind = json.loads((d / "slimbench.json").read_text())["kind"]
-from transformers import AutoTokenizer
-enc = AutoTokenizer.from_pretrained(d)(texts, padding=True, truncation=True, max_length=48, return_tensors="pt")
-if kind == "torch":
-    from transformers import AutoModelForSequenceClassification
-    model = AutoModelForSequenceClassification.from_pretrained(d, device_map="cpu", dtype="auto").eval()
-    logits = model(**enc).logits.float()
-elif kind == "torch-int8":
-    import torch
-    logits = torch.jit.load(str(d / "model.pt"))(enc["input_ids"], enc["attention_mask"])
-elif kind == "torch-aoti":
-    import torch
-    model = torch._inductor.aoti_load_package(str(d / "model.pt2"), run_single_threaded=True)  # as the README says
-    logits = model(enc["input_ids"], enc["attention_mask"]).float()
-else:
-    from optimum.onnxruntime import ORTModelForSequenceClassification
-    logits = ORTModelForSequenceClassification.from_pretrained(d)(**enc).logits
-assert not [m for m in sys.modules if m.split(".")[0] == "slimbench"], "deployment imported slimbench"
-print(json.dumps(logits.tolist()))
+
+def deploy(path, texts):
+    d = Path(path)
+    kind = json.loads((d / "slimbench.json").read_text())["kind"]
+    from transformers import AutoTokenizer
+    enc = AutoTokenizer.from_pretrained(d)(texts, padding=True, truncation=True, max_length=48, return_tensors="pt")
+    if kind == "torch":
+        from transformers import AutoModelForSequenceClassification
+        model = AutoModelForSequenceClassification.from_pretrained(d, device_map="cpu", dtype="auto").eval()
+        logits = model(**enc).logits.float()
+    elif kind == "torch-int8":
+        import torch
+        logits = torch.jit.load(str(d / "model.pt"))(enc["input_ids"], enc["attention_mask"])
+    elif kind == "torch-aoti":
+        import torch
+        model = torch._inductor.aoti_load_package(str(d / "model.pt2"), run_single_threaded=True)  # as the README says
+        logits = model(enc["input_ids"], enc["attention_mask"]).float()
+    else:
+        from optimum.onnxruntime import ORTModelForSequenceClassification
+        logits = ORTModelForSequenceClassification.from_pretrained(d)(**enc).logits
+    return logits.tolist()
 """
+DEPLOY_TEXTS = TEXTS[:5]  # different batch and length from the tracing example
+
+
+@pytest.fixture(scope="module")
+def deployments(tiny_variants, tmp_path_factory):
+    cases = {name: [str(variant.path), DEPLOY_TEXTS] for name, variant in tiny_variants.items()}
+    return deploy_without_slimbench(DEPLOY, cases, tmp_path_factory.mktemp("deploy"))
 
 
 def in_memory_logits(variant, tokenizer, texts):
@@ -53,19 +57,14 @@ def in_memory_logits(variant, tokenizer, texts):
 
 
 @pytest.mark.parametrize("name", classifier_recipes())
-def test_artifact_loads_without_slimbench_and_predicts_the_same(name, tiny_variants, tiny_bert, tmp_path):
-    variant = tiny_variants[name]
-    texts = TEXTS[:5]  # different batch and length from the tracing example
-    proc = subprocess.run(
-        [sys.executable, "-c", DEPLOY, str(variant.path), json.dumps(texts)],
-        capture_output=True, text=True, cwd=tmp_path,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    deployed = torch.tensor(json.loads(proc.stdout.strip().splitlines()[-1]))
-    expected = in_memory_logits(variant, Checkpoint.open(tiny_bert).load_tokenizer(), texts)
-    assert deployed.shape == (5, 5)
-    torch.testing.assert_close(deployed, expected, atol=1e-4, rtol=1e-4)
-    assert torch.equal(deployed.argmax(-1), expected.argmax(-1))
+def test_artifact_loads_without_slimbench_and_predicts_the_same(name, deployments, tiny_variants, tiny_bert):
+    logits = torch.tensor(deployed(deployments[name]))
+    expected = in_memory_logits(
+        tiny_variants[name], Checkpoint.open(tiny_bert).load_tokenizer(), DEPLOY_TEXTS
+    )
+    assert logits.shape == (5, 5)
+    torch.testing.assert_close(logits, expected, atol=1e-4, rtol=1e-4)
+    assert torch.equal(logits.argmax(-1), expected.argmax(-1))
 
 
 def test_a_compiled_package_is_loaded_so_that_a_cuda_graph_can_be_captured_around_it(

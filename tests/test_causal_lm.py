@@ -2,14 +2,12 @@
 their artifacts loading without slimbench, and the bench's perplexity and tokens/s records."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import TEXTS
+from conftest import TEXTS, deploy_without_slimbench, deployed
 from slimbench import SlimbenchError
 from slimbench.core.checkpoint import Checkpoint
 from slimbench.core.data import LabelledText
@@ -143,46 +141,52 @@ def test_dynamic_int8_refuses_a_causal_lm(tiny_llama, tmp_path):
                  log=lambda *_: None)  # fmt: skip
 
 
-# Runs in a fresh interpreter and must never import slimbench: this is how a deployment loads.
+# deploy(path, text, n) -> the n greedy tokens, as a deployment generates (tests/conftest.py: deploy_without_slimbench)
 DEPLOY = r"""
-import json, sys
+import json
 from pathlib import Path
-d, text, n = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
-kind = json.loads((d / "slimbench.json").read_text())["kind"]
-from transformers import AutoTokenizer
-tok = AutoTokenizer.from_pretrained(d)
-enc = tok([text], return_tensors="pt")
-if kind == "onnx":
-    from optimum.onnxruntime import ORTModelForCausalLM as Model
-else:
-    from transformers import AutoModelForCausalLM as Model
-model = Model.from_pretrained(d)
-ids = model.generate(**enc, max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=tok.pad_token_id)
-assert not [m for m in sys.modules if m.split(".")[0] == "slimbench"], "deployment imported slimbench"
-print(json.dumps(ids[0, enc["input_ids"].shape[1]:].tolist()))
+
+def deploy(path, text, n):
+    d = Path(path)
+    kind = json.loads((d / "slimbench.json").read_text())["kind"]
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(d)
+    enc = tok([text], return_tensors="pt")
+    if kind == "onnx":
+        from optimum.onnxruntime import ORTModelForCausalLM as Model
+    else:
+        from transformers import AutoModelForCausalLM as Model
+    model = Model.from_pretrained(d)
+    ids = model.generate(**enc, max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=tok.pad_token_id)
+    return ids[0, enc["input_ids"].shape[1]:].tolist()
 """
+DEPLOYED = [
+    "baseline",
+    "onnx",
+    "onnx-o2-int8",
+    "torchao-int8wo",
+    "bnb-nf4",
+    "sparse-2of4",
+    "bf16-static-cache",
+]
 
 
-@pytest.mark.parametrize(
-    "name",
-    ["baseline", "onnx", "onnx-o2-int8", "torchao-int8wo", "bnb-nf4", "sparse-2of4", "bf16-static-cache"],
-)
-def test_decoder_artifact_generates_without_slimbench(name, llama_variants, tiny_llama, tmp_path):
-    variant = llama_variants[name]
-    proc = subprocess.run(
-        [sys.executable, "-c", DEPLOY, str(variant.path), TEXTS[2], "6"], capture_output=True, text=True,
-        cwd=tmp_path,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    generated = json.loads(proc.stdout.strip().splitlines()[-1])
+@pytest.fixture(scope="module")
+def deployments(llama_variants, tmp_path_factory):
+    cases = {name: [str(llama_variants[name].path), TEXTS[2], 6] for name in DEPLOYED}
+    return deploy_without_slimbench(DEPLOY, cases, tmp_path_factory.mktemp("deploy"))
+
+
+@pytest.mark.parametrize("name", DEPLOYED)
+def test_decoder_artifact_generates_without_slimbench(name, deployments, llama_variants, tiny_llama):
+    generated = deployed(deployments[name])
     assert len(generated) == 6
     if name in ("onnx", "sparse-2of4"):  # fp32 graphs: the same greedy tokens as in memory
         tok = Checkpoint.open(tiny_llama).load_tokenizer()
         enc = tok([TEXTS[2]], return_tensors="pt")
-        model = variant.model
         with torch.inference_mode():
-            ids = model.generate(**enc, max_new_tokens=6, min_new_tokens=6, do_sample=False,
-                                 pad_token_id=tok.pad_token_id)  # fmt: skip
+            ids = llama_variants[name].model.generate(**enc, max_new_tokens=6, min_new_tokens=6, do_sample=False,
+                                                      pad_token_id=tok.pad_token_id)  # fmt: skip
         assert generated == ids[0, enc["input_ids"].shape[1] :].tolist()
 
 

@@ -4,14 +4,12 @@ transformers' generate() (padded batches included), int8 perplexity, and the art
 with onnxruntime-genai alone."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import TEXTS
+from conftest import TEXTS, deploy_without_slimbench, deployed
 from slimbench import SlimbenchError
 from slimbench.backends import load
 from slimbench.core.checkpoint import Checkpoint
@@ -118,31 +116,34 @@ def test_genai_int8_keeps_the_perplexity(genai_variants, tiny_llama, tmp_path):
     assert int8["metric"] != fp32["metric"]  # it really is another graph
 
 
+# deploy(path, text, n) -> the n greedy tokens, with onnxruntime-genai alone (tests/conftest.py: deploy_without_slimbench)
 DEPLOY = r"""
-import json, sys
 import numpy as np
-import onnxruntime_genai as og
-from transformers import AutoTokenizer
-d, text, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
-ids = AutoTokenizer.from_pretrained(d)([text], return_tensors="np")["input_ids"].astype(np.int32)
-model = og.Model(d)
-params = og.GeneratorParams(model)
-params.set_search_options(max_length=ids.shape[1] + n, min_length=ids.shape[1] + n, do_sample=False)
-generator = og.Generator(model, params)
-generator.append_tokens(ids)
-while not generator.is_done():
-    generator.generate_next_token()
-assert not [m for m in sys.modules if m.split(".")[0] == "slimbench"], "deployment imported slimbench"
-print(json.dumps([int(t) for t in generator.get_sequence(0)[ids.shape[1]:]]))
+
+def deploy(path, text, n):
+    import onnxruntime_genai as og
+    from transformers import AutoTokenizer
+    ids = AutoTokenizer.from_pretrained(path)([text], return_tensors="np")["input_ids"].astype(np.int32)
+    model = og.Model(path)
+    params = og.GeneratorParams(model)
+    params.set_search_options(max_length=ids.shape[1] + n, min_length=ids.shape[1] + n, do_sample=False)
+    generator = og.Generator(model, params)
+    generator.append_tokens(ids)
+    while not generator.is_done():
+        generator.generate_next_token()
+    return [int(t) for t in generator.get_sequence(0)[ids.shape[1]:]]
 """
 
 
+@pytest.fixture(scope="module")
+def deployments(genai_variants, tmp_path_factory):
+    cases = {which: [str(genai_variants[which].path), TEXTS[2], 6] for which in ("fp32", "int8")}
+    return deploy_without_slimbench(DEPLOY, cases, tmp_path_factory.mktemp("deploy"))
+
+
 @pytest.mark.parametrize("which", ["fp32", "int8"])
-def test_genai_artifact_generates_with_onnxruntime_genai_alone(which, genai_variants, tiny_llama, tmp_path):
-    proc = subprocess.run([sys.executable, "-c", DEPLOY, str(genai_variants[which].path), TEXTS[2], "6"],
-                          capture_output=True, text=True, cwd=tmp_path)  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    generated = json.loads(proc.stdout.strip().splitlines()[-1])
+def test_genai_artifact_generates_with_onnxruntime_genai_alone(which, deployments, tiny_llama):
+    generated = deployed(deployments[which])
     assert len(generated) == 6
     if which == "fp32":
         enc = dict(Checkpoint.open(tiny_llama).load_tokenizer()([TEXTS[2]], return_tensors="np"))
