@@ -60,7 +60,7 @@ def int8_variant(tiny_bert, tmp_path_factory):
     ctx = StepContext(checkpoint, checkpoint.load_tokenizer(), tmp_path_factory.mktemp("work"), TEXTS)
     saved = tmp_path_factory.mktemp("bnb-int8")
     quantize(checkpoint.load_model(), QuantizeConfig(bits=8), ctx).save_pretrained(saved)
-    checkpoint.load_tokenizer().save_pretrained(saved)
+    ctx.tokenizer.save_pretrained(saved)
     device = str(Device.best())
     return ctx, AutoModelForSequenceClassification.from_pretrained(saved, device_map=device).eval(), saved
 

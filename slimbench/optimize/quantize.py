@@ -35,8 +35,9 @@ def strided_inputs(model, batch) -> list[str]:
     def check(name):
         return lambda module, args: None if args[0].is_contiguous() else found.append(name)
 
-    hooks = [module.register_forward_pre_hook(check(name)) for name, module in model.named_modules()
-             if isinstance(module, torch.nn.Linear)]  # fmt: skip
+    hooks = [
+        model.get_submodule(name).register_forward_pre_hook(check(name)) for name in linear_layers(model)
+    ]
     try:
         with torch.inference_mode():
             model(**batch.to(next(model.parameters()).device))
