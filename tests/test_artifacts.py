@@ -92,6 +92,54 @@ def test_a_compiled_package_is_loaded_so_that_a_cuda_graph_can_be_captured_aroun
     torch.testing.assert_close(torch.from_numpy(loaded.logits(batch)), expected.float())
 
 
+class _FakeGraph:
+    """Stands in for torch.cuda.CUDAGraph off a GPU: replay() reruns the captured call into its buffer."""
+
+    def __init__(self, fn, static):
+        self.fn, self.static, self.out = fn, static, fn(*static)
+
+    def replay(self):
+        self.out.copy_(self.fn(*self.static))
+
+
+def test_cuda_graph_replay_captures_each_shape_once_and_replays_the_new_inputs(monkeypatch):
+    from slimbench.backends import aoti
+
+    captured = []
+
+    def capture(fn, static):
+        captured.append(tuple(static[0].shape))
+        graph = _FakeGraph(fn, static)
+        return graph, graph.out
+
+    monkeypatch.setattr(aoti, "_capture", capture)
+    call = aoti.cuda_graph_replay(lambda ids, mask: (ids * mask).sum(-1, keepdim=True).float())
+    ids, mask = torch.arange(12).reshape(3, 4), torch.ones(3, 4, dtype=torch.long)
+    assert call(ids, mask).flatten().tolist() == [6, 22, 38]
+    assert call(ids + 1, mask).flatten().tolist() == [10, 26, 42]  # the same graph, the new inputs
+    assert call(ids[:2], mask[:2]).flatten().tolist() == [6, 22]
+    assert captured == [(3, 4), (2, 4)]
+
+
+def test_a_package_that_cannot_be_captured_is_refused_in_one_line_with_the_remedy(monkeypatch):
+    from slimbench import SlimbenchError
+    from slimbench.backends import aoti
+
+    def capture(fn, static):
+        raise RuntimeError(
+            "CUDA error: operation not permitted when stream is capturing\nCUDA kernel errors..."
+        )
+
+    monkeypatch.setattr(aoti, "_capture", capture)
+    call = aoti.cuda_graph_replay(lambda ids, mask: ids)
+    with pytest.raises(SlimbenchError) as refused:
+        call(torch.zeros(1, 8, dtype=torch.long), torch.ones(1, 8, dtype=torch.long))
+    assert str(refused.value) == (
+        "the compiled package cannot be captured as a CUDA graph (CUDA error: operation not permitted when "
+        "stream is capturing); `compile: {cuda_graphs: false}` compiles it to run without graphs"
+    )
+
+
 def test_manifest_records_recipe_source_and_environment(tiny_variants, tiny_bert):
     manifest = read_manifest(tiny_variants["onnx-o2-int8"].path)
     assert manifest["recipe"]["steps"] == [

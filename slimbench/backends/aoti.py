@@ -7,6 +7,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from slimbench import SlimbenchError
 from slimbench.backends.base import Backend, Loaded, placer
 from slimbench.backends.cudagraphs import note_capture
 from slimbench.backends.device import Device
@@ -16,33 +17,48 @@ PACKAGE_FILE = "model.pt2"
 
 def cuda_graph_replay(fn):
     """Capture `fn(input_ids, attention_mask)` once per input shape into a CUDA graph with static
-    input buffers, then replay it: one launch per call instead of one per kernel."""
-    import torch
+    input buffers, then replay it: one launch per call instead of one per kernel. The output is the
+    graph's own buffer, overwritten by the next call with the same shape.
 
+    A package that cannot be captured raises a one-line SlimbenchError that names the remedy."""
     graphs = {}
 
     def call(input_ids, attention_mask):
         key = tuple(input_ids.shape)
         if key not in graphs:
             static = (input_ids.clone(), attention_mask.clone())
-            stream = torch.cuda.Stream()
-            stream.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(stream):
-                for _ in range(2):  # warm-up outside the graph (allocations, autotuning)
-                    fn(*static)
-            torch.cuda.current_stream().wait_stream(stream)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                out = fn(*static)
-            graphs[key] = (graph, static, out)
+            try:
+                graphs[key] = (*_capture(fn, static), static)
+            except RuntimeError as e:
+                reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise SlimbenchError(
+                    f"the compiled package cannot be captured as a CUDA graph ({reason}); "
+                    "`compile: {cuda_graphs: false}` compiles it to run without graphs"
+                ) from None
             note_capture()
-        graph, (ids, mask), out = graphs[key]
+        graph, out, (ids, mask) = graphs[key]
         ids.copy_(input_ids)
         mask.copy_(attention_mask)
         graph.replay()
         return out
 
     return call
+
+
+def _capture(fn, static):
+    """`fn(*static)` warmed up on a side stream, then captured: (the graph, its output buffer)."""
+    import torch
+
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(2):  # warm-up outside the graph (allocations, autotuning)
+            fn(*static)
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = fn(*static)
+    return graph, out
 
 
 class AOTInductor(Backend):
