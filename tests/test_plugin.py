@@ -26,6 +26,17 @@ def test_the_flag_alone_selects_only_marked_tests_with_no_variants(pytester):
     pytester.runpytest("--benchmark", "--slimbench-no-variants").assert_outcomes(passed=1, deselected=1)
 
 
+def test_without_recipe_options_the_suite_measures_the_demo_recipes_of_each_device(pytester):
+    """No --slimbench-recipes: each device gets the demo's recipes for it (the CPU's here, the GPU's on cuda)."""
+    from slimbench.cli import DEMO_RECIPES
+
+    pytester.makepyfile(SUITE)
+    result = pytester.runpytest("--benchmark", "--collect-only", "-q", "--slimbench-devices", "cpu",
+                                "--slimbench-batch-sizes", "1")  # fmt: skip
+    cells = [line.split("[")[1] for line in result.stdout.lines if "::test_variant[" in line]
+    assert cells == [f"{r}-cpu-b1-s128]" for r in DEMO_RECIPES["text-classification"]]
+
+
 def test_variant_suite_times_every_cell_and_records_it(pytester, tiny_bert, eval_jsonl, tmp_path):
     """`pytest --benchmark` over a user's checkpoint: pytest-benchmark's JSON carries slimbench's
     record in extra_info, the same record is in results.jsonl, a CUDA-only variant is a skip with

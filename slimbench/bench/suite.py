@@ -27,8 +27,8 @@ import pytest
 pytestmark = pytest.mark.slimbench_benchmark
 
 
-def _csv(text: str) -> list[str]:
-    return [x.strip() for x in str(text).split(",") if x.strip()]
+def _csv(text: str | None) -> list[str]:
+    return [x.strip() for x in (text or "").split(",") if x.strip()]
 
 
 @dataclass
@@ -51,7 +51,7 @@ class Plan:
         from slimbench.backends import Device
 
         opt = config.getoption
-        devices = _csv(opt("--slimbench-devices") or "")
+        devices = _csv(opt("--slimbench-devices"))
         if not devices:
             devices = [str(Device.best())]
         try:
