@@ -97,7 +97,7 @@ def test_the_gpu_plan_runs_only_commands_options_and_recipes_that_exist(tmp_path
     (bin_dir / "nvidia-smi").write_text("#!/bin/sh\necho 'NVIDIA H200, 570.00, 143771 MiB'\n")
     for shim in bin_dir.iterdir():
         shim.chmod(0o755)
-    stages = ["core", "anchor", "decoder", "bnbprobe", "more", "kernels", "variants"]
+    stages = ["core", "anchor", "decoder", "bnbprobe", "more", "kernels", "kernels-speed", "variants"]
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "CALLS": str(calls)}
     done = subprocess.run(["bash", str(plan / "run.sh"), str(tmp_path / "out"), "600", *stages], cwd=root,
                           env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
@@ -119,5 +119,12 @@ def test_the_gpu_plan_runs_only_commands_options_and_recipes_that_exist(tmp_path
         options = {a.split("=")[0] for a in argv if a.startswith("--")}
         if argv[:2] == ["-m", "pytest"]:
             assert options and all(re.search(rf"\s{o}[\s=,]", pytest_help) for o in options), options
+            nodes = [a.split("::") for a in argv if "::" in a]  # test functions named, in the order to run
+            assert all(f"def {name}(" in (root / path).read_text() for path, name in nodes), nodes
+            if nodes:  # ... all of the file's: a benchmark added later is not left out of the plan
+                speed = (root / nodes[0][0]).read_text()
+                assert sorted(name for _, name in nodes) == sorted(
+                    re.findall(r"^def (test_\w+)\(", speed, re.M)
+                )
         elif argv in scripts:
             assert all(f'"{o}"' in Path(argv[0]).read_text() for o in options), options

@@ -21,6 +21,7 @@
 #   bnbprobe slimbench's bnb-int8 of the demo's baseline, then bnb_int8_probe.py on both (needs bundle part 2)
 #   more     fp8, sparse-2of4-bf16, kernels-bf16, bnb-int8, bnb-nf4, torchao-int8wo, bf16, compiled, onnx-o2 into the same results
 #   kernels  the kernel unit tests natively on the GPU, then the kernel speed suite
+#   kernels-speed  the kernel speed suite alone, #11's targets first (weight-only matmuls, attention)
 #   variants pytest --benchmark over the demo's variants
 set -uo pipefail
 out=${1:?output directory}
@@ -38,6 +39,25 @@ log="$out/run.log"
 
 eval_data() { python3 -c "from slimbench.defaults import default_encoder as d; print(d(device='cuda').eval_path)"; }
 left() { echo $((deadline - SECONDS - 15)); }  # 15 s kept for the last report and copy
+# pytest is stopped with SIGINT, on which it still ends its session: pytest-benchmark then writes the JSON of
+# every case that finished (a case cut short is in it with the rounds it ran)
+# (`-p slimbench.bench.plugin` where slimbench is on PYTHONPATH only; pip's install registers the plugin itself)
+plugin=(-p slimbench.bench.plugin)
+python3 -c "import importlib.metadata as m; exit(all(e.name != 'slimbench' for e in m.entry_points(group='pytest11')))" \
+  && plugin=()
+pytest_for() { timeout -s INT -k 20 "$1" python3 -m pytest "${plugin[@]}" "${@:2}"; }
+
+# the kernel speed suite, #11's targets first: what a cut run leaves out is what matters least
+speed=tests/benchmarks/test_kernel_speed.py
+speed_cases=()
+for name in weight_only_matmul attention decode_attention minilm_forward llama_300m_forward add_layer_norm \
+  rms_norm swiglu bias_gelu; do
+  speed_cases+=("$speed::test_${name}_speed")
+done
+kernel_speed() {
+  pytest_for "$(left)" -q "${speed_cases[@]}" --benchmark --slimbench-no-variants \
+    --benchmark-json="$out/kernel-speed.json"
+}
 
 collect() {
   if [ -f "$work/demo/results.jsonl" ]; then
@@ -76,17 +96,18 @@ run_stage() {
       timeout "$limit" "${demo[@]}" \
         --recipes fp8,sparse-2of4-bf16,kernels-bf16,bnb-int8,bnb-nf4,torchao-int8wo,bf16,compiled,onnx-o2 ;;
     kernels)
-      timeout "$limit" python3 -m pytest -p slimbench.bench.plugin -q -x tests/test_kernels.py \
-        tests/test_kernel_patch.py tests/test_kernel_ops.py --kernel-device cuda >"$out/kernel-tests.log" 2>&1
+      pytest_for "$limit" -q -x tests/test_kernels.py tests/test_kernel_patch.py tests/test_kernel_ops.py \
+        --kernel-device cuda >"$out/kernel-tests.log" 2>&1
       tail -3 "$out/kernel-tests.log"
-      timeout "$(left)" python3 -m pytest -p slimbench.bench.plugin -q tests/benchmarks --benchmark \
-        --slimbench-no-variants --benchmark-json="$out/kernel-speed.json" ;;
+      kernel_speed ;;
+    kernels-speed)
+      kernel_speed ;;
     variants)
-      timeout "$limit" python3 -m pytest -p slimbench.bench.plugin -q --benchmark --slimbench-devices cuda \
+      pytest_for "$limit" -q --benchmark --slimbench-devices cuda \
         --slimbench-batch-sizes 1,32,256 --slimbench-out "$work/suite" --benchmark-json="$out/variants.json" \
         slimbench/bench/suite.py ;;
     *)
-      echo "unknown stage $stage (core, anchor, decoder, bnbprobe, more, kernels, variants)" ;;
+      echo "unknown stage $stage (core, anchor, decoder, bnbprobe, more, kernels, kernels-speed, variants)" ;;
   esac 2>&1 | tee -a "$log"
   echo "== $stage: exit ${PIPESTATUS[0]} ($(date -u +%T))" | tee -a "$log"
   collect
