@@ -37,11 +37,33 @@ def test_without_recipe_options_the_suite_measures_the_demo_recipes_of_each_devi
     assert cells == [f"{r}-cpu-b1-s128]" for r in DEMO_RECIPES["text-classification"]]
 
 
-def test_variant_suite_times_every_cell_and_records_it(pytester, tiny_bert, eval_jsonl, tmp_path):
+def test_a_misspelt_recipe_stops_the_run_before_anything_is_built(pytester):
+    pytester.makepyfile(SUITE)
+    result = pytester.runpytest(
+        "--benchmark", "--slimbench-recipes", "baseline,bf61", "--slimbench-devices", "cpu"
+    )
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--slimbench-recipes: unknown recipe 'bf61'*"])
+
+
+def test_variant_suite_times_every_cell_and_records_it(
+    pytester, tiny_bert, eval_jsonl, tmp_path, monkeypatch
+):
     """`pytest --benchmark` over a user's checkpoint: pytest-benchmark's JSON carries slimbench's
     record in extra_info, the same record is in results.jsonl, a CUDA-only variant is a skip with
-    its reason and a not-run record."""
+    its reason and a not-run record, a recipe that cannot be built here (fp8 without an fp8 GPU) is
+    tried once and its cells skip with the reason."""
     import json
+
+    import slimbench.pipeline
+
+    real, built = slimbench.pipeline.optimize, []
+
+    def optimize(checkpoint, recipe, *args, **kwargs):
+        built.append(recipe.name)
+        return real(checkpoint, recipe, *args, **kwargs)
+
+    monkeypatch.setattr(slimbench.pipeline, "optimize", optimize)
 
     kernels = tmp_path / "kernels.yaml"
     kernels.write_text("name: kernels\nsteps:\n  - kernels: {}\n")
@@ -49,13 +71,17 @@ def test_variant_suite_times_every_cell_and_records_it(pytester, tiny_bert, eval
     pytester.makepyfile(SUITE)
     result = pytester.runpytest(
         "--benchmark", "--slimbench-checkpoint", str(tiny_bert), "--slimbench-eval-data", str(eval_jsonl),
-        "--slimbench-recipes", f"baseline,torch-int8,{kernels}", "--slimbench-devices", "cpu",
+        "--slimbench-recipes", f"baseline,torch-int8,{kernels},fp8", "--slimbench-devices", "cpu",
         "--slimbench-batch-sizes", "1,2", "--slimbench-seq-lens", "16", "--slimbench-rounds", "3",
         "--slimbench-warmup", "1", "--slimbench-threads", "1", "--slimbench-out", str(out),
         f"--benchmark-json={bench_json}", "-rs",
     )  # fmt: skip
-    result.assert_outcomes(passed=5, skipped=2, deselected=1)  # 4 cells + test_speed; kernels x 2 not run
+    result.assert_outcomes(passed=5, skipped=4, deselected=1)  # 4 cells + test_speed; kernels, fp8 x 2 each
     result.stdout.fnmatch_lines(["*not run on cpu: Triton kernels are measured on a CUDA GPU only*"])
+    result.stdout.fnmatch_lines(
+        ["*fp8 not built here: *float8-dynamic needs a CUDA GPU of compute capability 8.9*"]
+    )
+    assert sorted(built) == ["baseline", "fp8", "kernels", "torch-int8"]
     benchmarks = json.loads(bench_json.read_text())["benchmarks"]
     cells = {
         (b["extra_info"]["variant"], b["extra_info"]["batch_size"]): b for b in benchmarks if b["extra_info"]
@@ -71,3 +97,24 @@ def test_variant_suite_times_every_cell_and_records_it(pytester, tiny_bert, eval
     from slimbench.reports import load_results
 
     assert len(load_results([bench_json])) == 4 and len(load_results([out / "results.jsonl"])) == 6
+
+
+@pytest.mark.parametrize("devices, trained_on", [(["cpu"], "cpu"), (["cpu", "cuda:1"], "cuda:1")])
+def test_the_embedded_default_is_built_on_the_plans_gpu_where_it_has_one(
+    devices, trained_on, tiny_bert, eval_jsonl, tmp_path, monkeypatch
+):
+    import slimbench.defaults
+    from slimbench.bench.suite import Plan, Workbench
+    from slimbench.defaults.corpus import DefaultModel
+
+    asked = []
+
+    def default_encoder(device="cpu", **_):
+        asked.append(device)
+        return DefaultModel(tiny_bert, eval_jsonl, eval_jsonl, {})
+
+    monkeypatch.setattr(slimbench.defaults, "default_encoder", default_encoder)
+    plan = Plan(checkpoint=None, recipes=None, devices=devices, batch_sizes=[1], seq_lens=[16], eval_data=None,
+                train_data=None, out=tmp_path, rounds=1, warmup=0, threads=None)  # fmt: skip
+    Workbench(plan)
+    assert asked == [trained_on] and plan.checkpoint == tiny_bert and plan.eval_data == eval_jsonl

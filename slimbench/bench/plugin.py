@@ -58,6 +58,22 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "slimbench_benchmark: part of the suite `pytest --benchmark` runs")
     if config.getoption("--benchmark") and not config.getoption("--slimbench-no-variants"):
         config.args.append(str(SUITE))  # collected beside the paths given (or the testpaths)
+        _check_recipes(config.getoption("--slimbench-recipes"))
+
+
+def _check_recipes(names: str | None) -> None:
+    """A misspelt recipe stops the run in one line, before anything is built."""
+    names = [name.strip() for name in (names or "").split(",") if name.strip()]
+    if not names:
+        return
+    from slimbench import RecipeError
+    from slimbench.optimize.recipes import load_recipe
+
+    for name in names:
+        try:
+            load_recipe(name)
+        except RecipeError as e:
+            raise pytest.UsageError(f"--slimbench-recipes: {e}") from None
 
 
 def pytest_collection_modifyitems(config, items):

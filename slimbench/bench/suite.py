@@ -7,7 +7,8 @@ The checkpoint (default: the embedded default), recipes, devices and workloads c
 device, scored once per device; each cell's slimbench record (memory, accuracy, agreement, device,
 environment) goes into the benchmark's `extra_info` and is appended to `<out>/results.jsonl`, so
 `slimbench report` reads either. A variant that cannot run on a device is a "not run" record and a
-skipped test whose reason says why.
+skipped test whose reason says why; a recipe this machine cannot build (fp8 without an fp8 GPU, a package
+missing) is tried once, and its cells are skipped with the reason, as the demo's "not built" line.
 
 Timing here is pytest-benchmark's: the pytest process itself, the device synchronized after every
 call on a GPU. Memory is this process's (GPU peak counters and peak RSS reset before each cell);
@@ -112,7 +113,8 @@ class Workbench:
         if plan.checkpoint is None:
             from slimbench.defaults import default_encoder
 
-            default = default_encoder()
+            # built (on first use) where the plan measures: on its first GPU if it has one
+            default = default_encoder(device=next((d for d in plan.devices if d.startswith("cuda")), "cpu"))
             plan.checkpoint = default.path
             plan.eval_data = plan.eval_data or default.eval_path
             plan.train_data = plan.train_data or default.train_path
@@ -128,17 +130,27 @@ class Workbench:
             else None
         )
         self.variants: dict[str, Path] = {}
+        self.not_built: dict[str, str] = {}
         self.loaded = (None, None)
         self.scores: dict[tuple, dict] = {}
 
     def variant(self, recipe: str) -> Path:
+        """The recipe's variant, built on first use; where it cannot be built here, the calling test is
+        skipped with the one-line reason (the build is not tried again for the recipe's other cells)."""
+        from slimbench import SlimbenchError
         from slimbench.optimize.recipes import load_recipe
         from slimbench.pipeline import optimize
 
-        if recipe not in self.variants:
-            variant = optimize(self.checkpoint, load_recipe(recipe), self.plan.out / "models", sample_texts=self.samples,
-                               train_data=self.train, progress=False, log=lambda *_: None)  # fmt: skip
-            self.variants[recipe] = variant.path
+        if recipe not in self.variants and recipe not in self.not_built:
+            try:
+                variant = optimize(self.checkpoint, load_recipe(recipe), self.plan.out / "models",
+                                   sample_texts=self.samples, train_data=self.train, progress=False,
+                                   log=lambda *_: None)  # fmt: skip
+                self.variants[recipe] = variant.path
+            except SlimbenchError as e:
+                self.not_built[recipe] = " ".join(str(e).splitlines())
+        if recipe in self.not_built:
+            pytest.skip(f"{Path(recipe).stem} not built here: {self.not_built[recipe]}")
         return self.variants[recipe]
 
     def load(self, path: Path, device: str):
