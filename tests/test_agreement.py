@@ -98,6 +98,28 @@ def test_a_variant_that_cannot_run_here_is_saved_unchecked_with_the_reason(tiny_
     assert not check["checked"] and "Triton kernels are measured on a CUDA GPU only" in check["reason"]
 
 
+def test_a_save_that_fails_is_one_slimbench_error_naming_the_recipe(tiny_bert, tmp_path, monkeypatch):
+    import slimbench.optimize.apply
+    from slimbench import SlimbenchError
+
+    def save_variant(*args, **kwargs):
+        raise RuntimeError("cannot serialize a tensor subclass")
+
+    monkeypatch.setattr(slimbench.optimize.apply, "save_variant", save_variant)
+    with pytest.raises(SlimbenchError) as failed:
+        optimize(
+            Checkpoint.open(tiny_bert),
+            load_recipe("baseline"),
+            tmp_path,
+            sample_texts=TEXTS,
+            log=lambda *_: None,
+        )
+    assert str(failed.value) == (
+        "recipe 'baseline': saving the variant failed: RuntimeError: cannot serialize a tensor subclass"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_bf16_is_saved_and_reloaded_in_bf16(trained_bert, tmp_path):
     from transformers import AutoModelForSequenceClassification
 

@@ -231,16 +231,23 @@ def optimize(
                 log(f"[{recipe.name}] checked: {figures}")
             return result
 
-        path = save_variant(
-            model,
-            kind,
-            out_dir,
-            recipe.name,
-            tokenizer=tokenizer,
-            manifest=manifest,
-            example_inputs=ctx.sample_batch(batch_size=2, seq_len=32),
-            check=check,
-            overwrite=overwrite,
-        )
+        try:
+            path = save_variant(
+                model,
+                kind,
+                out_dir,
+                recipe.name,
+                tokenizer=tokenizer,
+                manifest=manifest,
+                example_inputs=ctx.sample_batch(batch_size=2, seq_len=32),
+                check=check,
+                overwrite=overwrite,
+            )
+        except SlimbenchError:
+            raise
+        except Exception as e:  # one line, as a failed step: the demo and the suite go on to the next recipe
+            raise SlimbenchError(
+                f"recipe {recipe.name!r}: saving the variant failed: {type(e).__name__}: {e}"
+            ) from e
     log(f"[{recipe.name}] saved {path}")
     return Variant(recipe.name, kind, path, model)
