@@ -61,9 +61,14 @@ def pytest_configure(config):
         _check_recipes(config.getoption("--slimbench-recipes"))
 
 
-def _check_recipes(names: str | None) -> None:
+def split_csv(text: str | None) -> list[str]:
+    """The items of a comma-separated option (none where it is not given)."""
+    return [x.strip() for x in (text or "").split(",") if x.strip()]
+
+
+def _check_recipes(text: str | None) -> None:
     """A misspelt recipe stops the run in one line, before anything is built."""
-    names = [name.strip() for name in (names or "").split(",") if name.strip()]
+    names = split_csv(text)
     if not names:
         return
     from slimbench import RecipeError

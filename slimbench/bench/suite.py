@@ -25,11 +25,9 @@ from pathlib import Path
 
 import pytest
 
+from slimbench.bench.plugin import split_csv
+
 pytestmark = pytest.mark.slimbench_benchmark
-
-
-def _csv(text: str | None) -> list[str]:
-    return [x.strip() for x in (text or "").split(",") if x.strip()]
 
 
 @dataclass
@@ -52,12 +50,12 @@ class Plan:
         from slimbench.backends import Device
 
         opt = config.getoption
-        devices = _csv(opt("--slimbench-devices"))
+        devices = split_csv(opt("--slimbench-devices"))
         if not devices:
             devices = [str(Device.best())]
         try:
-            sizes = [int(x) for x in _csv(opt("--slimbench-batch-sizes"))]
-            lens = [int(x) for x in _csv(opt("--slimbench-seq-lens"))]
+            sizes = [int(x) for x in split_csv(opt("--slimbench-batch-sizes"))]
+            lens = [int(x) for x in split_csv(opt("--slimbench-seq-lens"))]
         except ValueError:
             raise pytest.UsageError(
                 "--slimbench-batch-sizes and --slimbench-seq-lens take integers like 1,32"
@@ -65,7 +63,7 @@ class Plan:
         path = opt("--slimbench-checkpoint")
         return cls(
             checkpoint=Path(path) if path else None,
-            recipes=_csv(opt("--slimbench-recipes")) or None,
+            recipes=split_csv(opt("--slimbench-recipes")) or None,
             devices=[str(Device.parse(d)) for d in devices],
             batch_sizes=sizes, seq_lens=lens,
             eval_data=Path(opt("--slimbench-eval-data")) if opt("--slimbench-eval-data") else None,

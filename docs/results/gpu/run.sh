@@ -39,12 +39,12 @@ log="$out/run.log"
 
 eval_data() { python3 -c "from slimbench.defaults import default_encoder as d; print(d(device='cuda').eval_path)"; }
 left() { echo $((deadline - SECONDS - 15)); }  # 15 s kept for the last report and copy
-# pytest is stopped with SIGINT, on which it still ends its session: pytest-benchmark then writes the JSON of
-# every case that finished (a case cut short is in it with the rounds it ran)
-# (`-p slimbench.bench.plugin` where slimbench is on PYTHONPATH only; pip's install registers the plugin itself)
+# `-p slimbench.bench.plugin` where slimbench is on PYTHONPATH only; pip's install registers the plugin itself
 plugin=(-p slimbench.bench.plugin)
 python3 -c "import importlib.metadata as m; exit(all(e.name != 'slimbench' for e in m.entry_points(group='pytest11')))" \
   && plugin=()
+# pytest is stopped with SIGINT, on which it still ends its session: pytest-benchmark then writes the JSON of
+# every case that finished (a case cut short is in it with the rounds it ran)
 pytest_for() { timeout -s INT -k 20 "$1" python3 -m pytest "${plugin[@]}" "${@:2}"; }
 
 # the kernel speed suite, #11's targets first: what a cut run leaves out is what matters least
