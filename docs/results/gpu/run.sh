@@ -5,10 +5,11 @@
 #   bash .gpu/part1/install.sh && export PYTHONPATH=/tmp/site:$PWD
 #   bash docs/results/gpu/run.sh OUT_DIR SECONDS [STAGE ...]
 # Stages run in the order given (default: core anchor decoder bnbprobe more), each cut at the seconds left; what a stage finished is
-# kept (the bench resumes), and OUT_DIR gets flat files only, refreshed after every stage:
+# kept (the bench resumes), and OUT_DIR gets flat files only, refreshed after every stage, at most 8 of them in one call (the
+# most a lease returns; the reports are made again from the records with `slimbench report` once they are back):
 #   env.txt        GPU, driver, torch, Triton, transformers
-#   results.jsonl  slimbench records of the demo's variants (batch 1/32/256, seq 128), report.md beside them
-#   results-lm.jsonl, report-lm.md   the decoder default's (128-token prompts + 32 greedy tokens, batch 1/32)
+#   results.jsonl  slimbench records of the demo's variants (batch 1/32/256, seq 128)
+#   results-lm.jsonl  the decoder default's (128-token prompts + 32 greedy tokens, batch 1/32)
 #   anchor.json    plain PyTorch on the same GPU: fp32 eager and fp16 + torch.compile(mode="reduce-overhead")
 #   bnb-probe.json where bitsandbytes int8 loses the encoder: in memory, saved and reloaded, threshold 0, from fp16
 #   kernel-speed.json, kernel-tests.log   the kernel suite (CUDA-event timing) and the kernel unit tests on the GPU
@@ -62,12 +63,11 @@ kernel_speed() {
 collect() {
   if [ -f "$work/demo/results.jsonl" ]; then
     python3 -m slimbench report "$work/demo/results.jsonl" --out "$work/demo" --no-plots >>"$log" 2>&1
-    cp "$work/demo/results.jsonl" "$work/demo/report.md" "$out/" 2>/dev/null
+    cp "$work/demo/results.jsonl" "$out/" 2>/dev/null
   fi
   if [ -f "$work/demo-lm/results.jsonl" ]; then
     python3 -m slimbench report "$work/demo-lm/results.jsonl" --out "$work/demo-lm" --no-plots >>"$log" 2>&1
     cp "$work/demo-lm/results.jsonl" "$out/results-lm.jsonl" 2>/dev/null
-    cp "$work/demo-lm/report.md" "$out/report-lm.md" 2>/dev/null
   fi
 }
 
@@ -122,3 +122,5 @@ cat "$out/env.txt" | tee -a "$log"
 for stage in "${stages[@]}"; do
   run_stage "$stage"
 done
+n=$(find "$out" -maxdepth 1 -type f | wc -l)
+[ "$n" -le 8 ] || echo "$n files in $out, a lease returns 8: run fewer stages in one call" | tee -a "$log"
