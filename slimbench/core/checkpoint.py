@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,20 @@ def sha256_files(files: list[Path], with_names: bool = True) -> str:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 h.update(block)
     return h.hexdigest()
+
+
+@contextmanager
+def quiet_transformers():
+    """transformers' warnings held back where slimbench expects them (a classifier head initialized for
+    fine-tuning, SDPA attention falling back to eager for a head mask); its errors still print."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
 
 
 @dataclass(frozen=True)

@@ -50,21 +50,19 @@ def fine_tune(
 ) -> dict:
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
-    from transformers.utils import logging as hf_logging
 
+    from slimbench.core.checkpoint import quiet_transformers
     from slimbench.optimize.training import TrainPlan, accuracy, train_classifier
 
     torch.manual_seed(recipe.seed)
     tokenizer = AutoTokenizer.from_pretrained(base)
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # the "newly initialized classifier" notice is expected here
-    model = AutoModelForSequenceClassification.from_pretrained(
-        base,
-        num_labels=len(topics),
-        id2label=dict(enumerate(topics)),
-        label2id={t: i for i, t in enumerate(topics)},
-    )
-    hf_logging.set_verbosity(verbosity)
+    with quiet_transformers():  # the "newly initialized classifier" notice is expected here
+        model = AutoModelForSequenceClassification.from_pretrained(
+            base,
+            num_labels=len(topics),
+            id2label=dict(enumerate(topics)),
+            label2id={t: i for i, t in enumerate(topics)},
+        )
     plan = TrainPlan(
         epochs=recipe.epochs,
         lr=recipe.lr,

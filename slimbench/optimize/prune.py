@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from slimbench.core.checkpoint import quiet_transformers
 from slimbench.optimize.registry import register
 
 HEAD_NAMES = ("classifier", "score", "lm_head", "qa_outputs")  # task heads are never pruned
@@ -193,7 +194,7 @@ def taylor_scores(model, batches) -> tuple[torch.Tensor, list[torch.Tensor]]:
     head_scores = torch.zeros(len(layers), n_heads)
     ffn_scores = [torch.zeros(layer.intermediate.dense.out_features) for layer in layers]
     try:
-        with torch.enable_grad():
+        with torch.enable_grad(), quiet_transformers():  # SDPA falls back to eager for the head mask
             for enc, labels in batches:
                 acts.clear()
                 loss = F.cross_entropy(model(**enc, head_mask=head_mask).logits, labels)
