@@ -68,11 +68,13 @@ def test_readme_step_table_is_generated_from_the_registry():
     assert table == recipes_markdown(), "README table is stale: paste `slimbench recipes --markdown`"
 
 
-def test_the_gpu_plan_runs_only_commands_options_and_recipes_that_exist(tmp_path):
+@pytest.mark.parametrize("dry_run", ["0", "1"])
+def test_the_gpu_plan_runs_only_commands_options_and_recipes_that_exist(tmp_path, dry_run):
     """docs/results/gpu/run.sh is run in a short GPU lease, where a misspelt option or recipe would cost the
     lease. Run here with `python3` and `nvidia-smi` stood in for (each call is recorded; slimbench's own
     command lines are parsed by its CLI), every stage exits 0, every recipe it names is built in, and every
-    option it gives pytest or the plan's scripts is one they define."""
+    option it gives pytest or the plan's scripts is one they define; its dry run (PLAN_DRY_RUN=1) asks for
+    the CPU everywhere, the lease for the GPU."""
     import json
     import os
     import re
@@ -98,7 +100,12 @@ def test_the_gpu_plan_runs_only_commands_options_and_recipes_that_exist(tmp_path
     for shim in bin_dir.iterdir():
         shim.chmod(0o755)
     stages = ["core", "anchor", "decoder", "bnbprobe", "more", "kernels", "kernels-speed", "variants"]
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "CALLS": str(calls)}
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "CALLS": str(calls),
+        "PLAN_DRY_RUN": dry_run,
+    }
     done = subprocess.run(["bash", str(plan / "run.sh"), str(tmp_path / "out"), "600", *stages], cwd=root,
                           env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
     log = (tmp_path / "out" / "run.log").read_text()
@@ -110,11 +117,15 @@ def test_the_gpu_plan_runs_only_commands_options_and_recipes_that_exist(tmp_path
     ]
     assert {"baseline", "bf16-static-cache", "fp8", "kernels-bf16"} <= set(recipes)
     assert set(recipes) <= set(builtin_recipes())
+    devices = {argv[i + 1] for argv in argvs for i, a in enumerate(argv) if a in ("--device", "--slimbench-devices",
+                                                                            "--kernel-device")}  # fmt: skip
+    assert devices == ({"cpu"} if dry_run == "1" else {"cuda"})
+    assert any(argv[0].endswith("plain_pytorch_anchor.py") for argv in argvs) == (dry_run == "0")  # CUDA only
     # installed, slimbench's plugin is loaded by its entry point (the GPU machine's PYTHONPATH copy needs -p)
     pytest_help = subprocess.run([sys.executable, "-m", "pytest", "tests", "--help"], cwd=root, capture_output=True,
                                  text=True).stdout  # fmt: skip
     scripts = [argv for argv in argvs if argv and argv[0].endswith(".py")]
-    assert {Path(argv[0]).name for argv in scripts} == {"plain_pytorch_anchor.py", "bnb_int8_probe.py"}
+    assert {Path(argv[0]).name for argv in scripts} <= {"plain_pytorch_anchor.py", "bnb_int8_probe.py"}
     for argv in argvs:
         options = {a.split("=")[0] for a in argv if a.startswith("--")}
         if argv[:2] == ["-m", "pytest"]:

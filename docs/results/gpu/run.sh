@@ -24,6 +24,9 @@
 #   kernels  the kernel unit tests natively on the GPU, then the kernel speed suite
 #   kernels-speed  the kernel speed suite alone, #11's targets first (weight-only matmuls, attention)
 #   variants pytest --benchmark over the demo's variants
+# With PLAN_DRY_RUN=1 the same commands run on the CPU at batch 1 with few repetitions, a check before a lease that
+# every stage's path runs in the GPU machine's software (`tox -e gpu-twin`'s environment); its figures mean nothing.
+# PLAN_WORK: where the variants are built (default /tmp/slimbench-gpu); a rerun with the same one resumes.
 set -uo pipefail
 out=${1:?output directory}
 budget=${2:?seconds this run may take}
@@ -33,12 +36,15 @@ stages=("$@")
 mkdir -p "$out"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 here=$(dirname "$0")
-work=/tmp/slimbench-gpu  # variants stay off OUT_DIR: only the flat files above come back
-demo=(python3 -m slimbench demo --device cuda --out "$work/demo" --batch-sizes 1,32,256 --min-reps 20)
+work=${PLAN_WORK:-/tmp/slimbench-gpu}  # variants stay off OUT_DIR: only the flat files above come back
+# the device, the encoder's and the decoder's batch sizes and their minimum repetitions
+read -r device enc_batches lm_batches enc_reps lm_reps <<<"cuda 1,32,256 1,32 20 10"
+[ "${PLAN_DRY_RUN:-0}" = 1 ] && read -r device enc_batches lm_batches enc_reps lm_reps <<<"cpu 1 1 5 3"
+demo=(python3 -m slimbench demo --device "$device" --out "$work/demo" --batch-sizes "$enc_batches" --min-reps "$enc_reps")
 deadline=$((SECONDS + budget))
 log="$out/run.log"
 
-eval_data() { python3 -c "from slimbench.defaults import default_encoder as d; print(d(device='cuda').eval_path)"; }
+eval_data() { python3 -c "from slimbench.defaults import default_encoder as d; print(d(device='$device').eval_path)"; }
 left() { echo $((deadline - SECONDS - 15)); }  # 15 s kept for the last report and copy
 # `-p slimbench.bench.plugin` where slimbench is on PYTHONPATH only; pip's install registers the plugin itself
 plugin=(-p slimbench.bench.plugin)
@@ -83,11 +89,15 @@ run_stage() {
     core)
       timeout "$limit" "${demo[@]}" --recipes baseline,fp16,bf16-compiled,pruned-l2-bf16-compiled ;;
     decoder)
-      timeout "$limit" python3 -m slimbench demo --task causal-lm --device cuda --out "$work/demo-lm" \
-        --batch-sizes 1,32 --min-reps 10 --recipes baseline,bf16-static-cache,bf16,fp8,kernels-int4-bf16 ;;
+      timeout "$limit" python3 -m slimbench demo --task causal-lm --device "$device" --out "$work/demo-lm" \
+        --batch-sizes "$lm_batches" --min-reps "$lm_reps" --recipes baseline,bf16-static-cache,bf16,fp8,kernels-int4-bf16 ;;
     anchor)
-      timeout "$limit" python3 "$here/plain_pytorch_anchor.py" "$work/demo/models/baseline" "$(eval_data)" \
-        "$out/anchor.json" --configs fp32,fp16-compile-reduce-overhead ;;
+      if [ "$device" = cuda ]; then
+        timeout "$limit" python3 "$here/plain_pytorch_anchor.py" "$work/demo/models/baseline" "$(eval_data)" \
+          "$out/anchor.json" --configs fp32,fp16-compile-reduce-overhead
+      else
+        echo "the anchor times CUDA only: not run on $device"
+      fi ;;
     bnbprobe)
       timeout $((limit / 3)) python3 -m slimbench optimize "$work/demo/models/baseline" --recipe bnb-int8 --out "$work/bnb"
       timeout "$(left)" python3 "$here/bnb_int8_probe.py" "$work/demo/models/baseline" "$(eval_data)" \
@@ -97,14 +107,14 @@ run_stage() {
         --recipes fp8,sparse-2of4-bf16,kernels-bf16,bnb-int8,bnb-nf4,torchao-int8wo,bf16,compiled,onnx-o2 ;;
     kernels)
       pytest_for "$limit" -q -x tests/test_kernels.py tests/test_kernel_patch.py tests/test_kernel_ops.py \
-        --kernel-device cuda >"$out/kernel-tests.log" 2>&1
+        --kernel-device "$device" >"$out/kernel-tests.log" 2>&1
       tail -3 "$out/kernel-tests.log"
       kernel_speed ;;
     kernels-speed)
       kernel_speed ;;
     variants)
-      pytest_for "$limit" -q --benchmark --slimbench-devices cuda \
-        --slimbench-batch-sizes 1,32,256 --slimbench-out "$work/suite" --benchmark-json="$out/variants.json" \
+      pytest_for "$limit" -q --benchmark --slimbench-devices "$device" \
+        --slimbench-batch-sizes "$enc_batches" --slimbench-out "$work/suite" --benchmark-json="$out/variants.json" \
         slimbench/bench/suite.py ;;
     *)
       echo "unknown stage $stage (core, anchor, decoder, bnbprobe, more, kernels, kernels-speed, variants)" ;;
