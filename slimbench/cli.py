@@ -4,6 +4,7 @@ line and exit with code 2."""
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from pathlib import Path
@@ -89,7 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"slimbench {__version__}")
     parser.add_argument(
-        "--debug", action="store_true", help="print Python tracebacks instead of one-line errors"
+        "--debug",
+        action="store_true",
+        help="print Python tracebacks instead of one-line errors, and other libraries' notices held back",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -465,9 +468,18 @@ COMMANDS = {
 }
 
 
+# Loggers whose notices say nothing about a slimbench run: torchao's, of its optional compiled extensions that
+# do not load on this machine, printed wherever transformers imports it (which it does whenever it is installed),
+# and torch's pytree deprecations that torchao's import sets off. `--debug` shows them.
+QUIETED_LOGGERS = ("torchao", "torch.utils._pytree")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if not args.debug:
+        for name in QUIETED_LOGGERS:
+            logging.getLogger(name).setLevel(logging.ERROR)
     interrupt.install()  # Ctrl-C and `kill` end a run with one line, the finished results kept
     try:
         return COMMANDS[args.command](args)

@@ -139,3 +139,26 @@ def test_the_gpu_plan_runs_only_commands_options_and_recipes_that_exist(tmp_path
                 )
         elif argv in scripts:
             assert all(f'"{o}"' in Path(argv[0]).read_text() for o in options), options
+
+
+def test_other_libraries_import_notices_are_held_back_unless_debug(capsys):
+    """torchao logs, on import, each optional compiled extension that does not load on the machine, and
+    transformers imports torchao wherever it is installed: the CLI holds such notices back; --debug shows them."""
+    import logging
+
+    from slimbench.cli import QUIETED_LOGGERS
+
+    loggers = [logging.getLogger(name) for name in QUIETED_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    try:
+        for logger in loggers:
+            logger.setLevel(logging.NOTSET)
+        assert main(["--debug", "recipes"]) == 0
+        assert all(logger.isEnabledFor(logging.WARNING) for logger in loggers)
+        assert main(["recipes"]) == 0
+        assert not any(logger.isEnabledFor(logging.WARNING) for logger in loggers)
+        assert all(logger.isEnabledFor(logging.ERROR) for logger in loggers)
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+    assert "baseline" in capsys.readouterr().out

@@ -16,8 +16,12 @@ TORCHSCRIPT_FILE = "model.pt"
 
 
 def to_torchscript(model, example) -> torch.jit.ScriptModule:
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # tracer warnings about Python bools in HF code
+    from slimbench.core.checkpoint import quiet_transformers
+
+    # the tracer's warnings about Python bools in HF code; transformers' notice of an unset loss_type, read by
+    # the tracer as it walks the model's attributes
+    with torch.no_grad(), warnings.catch_warnings(), quiet_transformers():
+        warnings.simplefilter("ignore")
         return torch.jit.trace(
             LogitsOnly(model).eval(), (example["input_ids"], example["attention_mask"]), strict=False
         )
