@@ -6,7 +6,7 @@
 #   bash docs/results/gpu/run.sh OUT_DIR SECONDS [STAGE ...]
 # Stages run in the order given (default: core anchor decoder bnbprobe more), each cut at the seconds left; what a stage finished is
 # kept (the bench resumes), and OUT_DIR gets flat files only, refreshed after every stage, at most 8 of them in one call (the
-# most a lease returns; the reports are made again from the records with `slimbench report` once they are back):
+# most a lease returns; the reports are made from the records with `slimbench report` once they are back):
 #   env.txt        GPU, driver, torch, Triton, transformers
 #   results.jsonl  slimbench records of the demo's variants (batch 1/32/256, seq 128)
 #   results-lm.jsonl  the decoder default's (128-token prompts + 32 greedy tokens, batch 1/32)
@@ -16,7 +16,7 @@
 #   variants.json  pytest --benchmark over the demo's variants (pytest-benchmark JSON with slimbench records)
 #   run.log        everything printed
 # Stages:
-#   core     the default fine-tuned on the GPU; baseline, fp16, bf16-compiled, pruned-l2-bf16-compiled; bench; report
+#   core     the default fine-tuned on the GPU; baseline, fp16, bf16-compiled, pruned-l2-bf16-compiled; bench
 #   anchor   the plain-PyTorch anchor on the demo's baseline
 #   decoder  the decoder default trained on the GPU; baseline, bf16-static-cache, bf16, fp8; bench at batch 1/32
 #   bnbprobe slimbench's bnb-int8 of the demo's baseline, then bnb_int8_probe.py on both (needs bundle part 2)
@@ -45,7 +45,7 @@ deadline=$((SECONDS + budget))
 log="$out/run.log"
 
 eval_data() { python3 -c "from slimbench.defaults import default_encoder as d; print(d(device='$device').eval_path)"; }
-left() { echo $((deadline - SECONDS - 15)); }  # 15 s kept for the last report and copy
+left() { echo $((deadline - SECONDS - 15)); }  # 15 s kept for the last copy
 # `-p slimbench.bench.plugin` where slimbench is on PYTHONPATH only; pip's install registers the plugin itself
 plugin=(-p slimbench.bench.plugin)
 python3 -c "import importlib.metadata as m; exit(all(e.name != 'slimbench' for e in m.entry_points(group='pytest11')))" \
@@ -66,15 +66,10 @@ kernel_speed() {
     --benchmark-json="$out/kernel-speed.json"
 }
 
+# the records only: the reports are made from them once they are back, off the lease's time
 collect() {
-  if [ -f "$work/demo/results.jsonl" ]; then
-    python3 -m slimbench report "$work/demo/results.jsonl" --out "$work/demo" --no-plots >>"$log" 2>&1
-    cp "$work/demo/results.jsonl" "$out/" 2>/dev/null
-  fi
-  if [ -f "$work/demo-lm/results.jsonl" ]; then
-    python3 -m slimbench report "$work/demo-lm/results.jsonl" --out "$work/demo-lm" --no-plots >>"$log" 2>&1
-    cp "$work/demo-lm/results.jsonl" "$out/results-lm.jsonl" 2>/dev/null
-  fi
+  cp "$work/demo/results.jsonl" "$out/" 2>/dev/null
+  cp "$work/demo-lm/results.jsonl" "$out/results-lm.jsonl" 2>/dev/null
 }
 
 run_stage() {
