@@ -198,6 +198,26 @@ def deployed(outcome: dict):
     return outcome["result"]
 
 
+@pytest.fixture
+def library_notices():
+    """The messages other libraries log at WARNING or above during the test, on the root logger and on
+    transformers' own (which does not propagate); transformers' once-per-process notices are given again."""
+    import logging
+
+    logging.Logger.warning_once.cache_clear()
+    notices: list[str] = []
+    seen = logging.Handler(logging.WARNING)
+    seen.emit = lambda record: notices.append(record.getMessage())
+    loggers = [logging.getLogger(), logging.getLogger("transformers")]
+    for logger in loggers:
+        logger.addHandler(seen)
+    try:
+        yield notices
+    finally:
+        for logger in loggers:
+            logger.removeHandler(seen)
+
+
 @pytest.fixture(scope="session")
 def tiny_llama(tmp_path_factory) -> Path:
     return make_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
