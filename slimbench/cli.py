@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--debug",
         action="store_true",
-        help="print Python tracebacks instead of one-line errors, and other libraries' notices held back",
+        help="print Python tracebacks instead of one-line errors, and other libraries' notices otherwise held back",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
