@@ -48,6 +48,22 @@ def _int_list(text: str) -> list[int]:
     return values
 
 
+def _at_least(least: float, kind: type = int):
+    """An argparse type: a number of `kind` no smaller than `least`."""
+    what = "an integer" if kind is int else "a number"
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"expected {what} of at least {least}, got {text!r}")
+        return value
+
+    return parse
+
+
 def _device(text: str) -> str:
     from slimbench.backends import Device
 
@@ -71,10 +87,13 @@ def _add_bench_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--device", type=_device, default="cpu", help="where to measure: cpu, cuda or cuda:N (default: cpu)"
     )
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: physical cores)")
-    p.add_argument("--min-reps", type=int, default=10, help="timed repetitions at least (default: 10)")
-    p.add_argument("--min-seconds", type=float, default=2.0, help="timed seconds at least (default: 2)")
-    p.add_argument("--warmup", type=int, default=3, help="untimed calls first (default: 3)")
+    p.add_argument("--threads", type=_at_least(1), default=None, help="CPU threads (default: physical cores)")
+    p.add_argument(
+        "--min-reps", type=_at_least(1), default=10, help="timed repetitions at least (default: 10)"
+    )
+    p.add_argument("--min-seconds", type=_at_least(0, float), default=2.0,
+                   help="timed seconds at least (default: 2)")  # fmt: skip
+    p.add_argument("--warmup", type=_at_least(0), default=3, help="untimed calls first (default: 3)")
 
 
 def _plan(args):
@@ -188,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", type=Path, required=True, help="JSONL file the records are appended to")
     p.add_argument("--baseline", help="variant the others are compared with (default: the 'baseline' recipe)")
     p.add_argument(
-        "--eval-seq-len", type=int, default=128, help="sequence length for accuracy (default: 128)"
+        "--eval-seq-len", type=_at_least(1), default=128, help="sequence length for accuracy (default: 128)"
     )
     p.add_argument(
         "--ray", metavar="ADDRESS",

@@ -1,7 +1,7 @@
 import pytest
 
 from slimbench import SlimbenchError
-from slimbench.core.data import read_labelled, read_texts
+from slimbench.core.data import encode, read_labelled, read_texts
 
 LABEL2ID = {"business": 0, "sport": 1}
 
@@ -42,3 +42,20 @@ def test_bad_data_is_named(tmp_path, content, suffix, message):
 def test_missing_file(tmp_path):
     with pytest.raises(SlimbenchError, match="does not exist"):
         read_labelled(tmp_path / "nope.jsonl")
+
+
+def test_encode_refuses_a_length_the_special_tokens_fill(tiny_bert):
+    """A tokenizer cannot cut a text to a length its special tokens fill: it hands back the whole text,
+    longer than the workload asked for (and than the model takes), so such a length is refused."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert)
+    text = ["word " * 40]
+    assert len(tokenizer(text, max_length=2, truncation=True)["input_ids"][0]) == 2  # [CLS] [SEP]
+    assert len(tokenizer(text, max_length=1, truncation=True)["input_ids"][0]) > 40  # not cut at all
+    for seq_len in (1, 2):
+        with pytest.raises(
+            SlimbenchError, match=f"sequence length {seq_len} holds no text: the tokenizer adds 2 "
+        ):
+            encode(tokenizer, text, seq_len)
+    assert tuple(encode(tokenizer, text, 3)["input_ids"].shape) == (1, 3)

@@ -46,6 +46,20 @@ def test_a_misspelt_recipe_stops_the_run_before_anything_is_built(pytester):
     result.stderr.fnmatch_lines(["*--slimbench-recipes: unknown recipe 'bf61'*"])
 
 
+@pytest.mark.parametrize(
+    "option, value, message",
+    [("--slimbench-seq-lens", "0", "--slimbench-seq-lens takes positive integers like 1,32, got '0'"),
+     ("--slimbench-batch-sizes", "1,x", "--slimbench-batch-sizes takes positive integers like 1,32, got '1,x'"),
+     ("--slimbench-rounds", "0", "--slimbench-rounds takes an integer of at least 1, got 0"),
+     ("--slimbench-warmup", "-1", "--slimbench-warmup takes an integer of at least 0, got -1")],
+)  # fmt: skip
+def test_a_workload_or_timing_option_out_of_range_stops_the_run(pytester, option, value, message):
+    pytester.makepyfile(SUITE)
+    result = pytester.runpytest("--benchmark", "--slimbench-devices", "cpu", option, value)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*{message}*"])
+
+
 def test_variant_suite_times_every_cell_and_records_it(
     pytester, tiny_bert, eval_jsonl, tmp_path, monkeypatch
 ):

@@ -27,14 +27,9 @@ class Loaded:
     generate: Callable[[dict, int], Any] | None = None  # causal LM: (prompts, new tokens) -> ids
 
     def encode(self, texts: list[str], seq_len: int) -> dict:
-        enc = self.tokenizer(
-            texts,
-            max_length=seq_len,
-            truncation=True,
-            padding="max_length",
-            return_tensors=self.return_tensors,
-        )
-        return self.to_device(dict(enc))
+        from slimbench.core.data import encode
+
+        return self.to_device(dict(encode(self.tokenizer, texts, seq_len, self.return_tensors)))
 
     def logits(self, batch: dict) -> np.ndarray:
         out = self.forward(batch)

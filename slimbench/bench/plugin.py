@@ -59,6 +59,7 @@ def pytest_configure(config):
     if config.getoption("--benchmark") and not config.getoption("--slimbench-no-variants"):
         config.args.append(str(SUITE))  # collected beside the paths given (or the testpaths)
         _check_recipes(config.getoption("--slimbench-recipes"))
+        _check_numbers(config)
 
 
 def split_csv(text: str | None) -> list[str]:
@@ -79,6 +80,22 @@ def _check_recipes(text: str | None) -> None:
             load_recipe(name)
         except RecipeError as e:
             raise pytest.UsageError(f"--slimbench-recipes: {e}") from None
+
+
+def _check_numbers(config) -> None:
+    """Workloads and timing options out of range stop the run in one line, before anything is built."""
+    for name in ("batch-sizes", "seq-lens"):
+        text = config.getoption(f"--slimbench-{name}")
+        try:
+            values = [int(x) for x in split_csv(text)]
+        except ValueError:
+            values = []
+        if not values or min(values) < 1:
+            raise pytest.UsageError(f"--slimbench-{name} takes positive integers like 1,32, got {text!r}")
+    for name, least in (("rounds", 1), ("warmup", 0), ("threads", 1)):
+        value = config.getoption(f"--slimbench-{name}")
+        if value is not None and value < least:
+            raise pytest.UsageError(f"--slimbench-{name} takes an integer of at least {least}, got {value}")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -164,20 +164,27 @@ def check_inputs(
     manifests: dict[Path, dict], eval_path: Path, seq_lens: list[int], eval_seq_len: int
 ) -> None:
     """Refuse, before any process starts, eval data the variants cannot be scored on and sequence
-    lengths beyond what a model can take."""
-    from transformers import AutoConfig
+    lengths beyond what a model can take, or too short to hold text after its special tokens."""
+    from transformers import AutoConfig, AutoTokenizer
 
+    from slimbench.core.data import least_seq_len
     from slimbench.tasks import get_task
 
     checked = set()
     for model_dir, manifest in manifests.items():
         config = AutoConfig.from_pretrained(model_dir)
         limit = getattr(config, "max_position_embeddings", None)
-        longest = max([*seq_lens, eval_seq_len])
+        longest, shortest = max([*seq_lens, eval_seq_len]), min([*seq_lens, eval_seq_len])
         if limit and longest > limit:
             raise SlimbenchError(
                 f"sequence length {longest} is longer than {manifest['variant']} takes ({limit} positions): "
                 f"use --seq-lens/--eval-seq-len of at most {limit}"
+            )
+        least = least_seq_len(AutoTokenizer.from_pretrained(model_dir))
+        if shortest < least:
+            raise SlimbenchError(
+                f"sequence length {shortest} holds no text for {manifest['variant']}: its tokenizer adds "
+                f"{least - 1} special token(s) to every text; use --seq-lens/--eval-seq-len of at least {least}"
             )
         labels = (manifest["task"], tuple(sorted((getattr(config, "label2id", None) or {}).items())))
         if labels not in checked:

@@ -53,13 +53,9 @@ class Plan:
         devices = split_csv(opt("--slimbench-devices"))
         if not devices:
             devices = [str(Device.best())]
-        try:
-            sizes = [int(x) for x in split_csv(opt("--slimbench-batch-sizes"))]
-            lens = [int(x) for x in split_csv(opt("--slimbench-seq-lens"))]
-        except ValueError:
-            raise pytest.UsageError(
-                "--slimbench-batch-sizes and --slimbench-seq-lens take integers like 1,32"
-            ) from None
+        # checked in pytest_configure (slimbench.bench.plugin)
+        sizes = [int(x) for x in split_csv(opt("--slimbench-batch-sizes"))]
+        lens = [int(x) for x in split_csv(opt("--slimbench-seq-lens"))]
         path = opt("--slimbench-checkpoint")
         return cls(
             checkpoint=Path(path) if path else None,

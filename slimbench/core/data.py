@@ -77,8 +77,26 @@ def write_jsonl(path: Path, data: LabelledText) -> None:
             f.write(json.dumps({"text": text, "label": label}) + "\n")
 
 
+def least_seq_len(tokenizer) -> int:
+    """The shortest sequence that still holds text: the special tokens the tokenizer adds to every
+    text, and one token of it."""
+    return tokenizer.num_special_tokens_to_add() + 1
+
+
+def check_seq_len(tokenizer, seq_len: int) -> None:
+    """Refuse a length the special tokens fill: the tokenizer cannot truncate a text to it, and would
+    hand the model the whole text instead."""
+    least = least_seq_len(tokenizer)
+    if seq_len < least:
+        raise SlimbenchError(
+            f"sequence length {seq_len} holds no text: the tokenizer adds {least - 1} special token(s) to "
+            f"every text; use at least {least}"
+        )
+
+
 def encode(tokenizer, texts: list[str], seq_len: int, return_tensors: str = "pt"):
     """Pad/truncate to exactly `seq_len` tokens so every timed batch has the workload's shape."""
+    check_seq_len(tokenizer, seq_len)
     return tokenizer(
         texts, max_length=seq_len, truncation=True, padding="max_length", return_tensors=return_tensors
     )

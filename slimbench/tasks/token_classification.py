@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from slimbench import SlimbenchError
+from slimbench.core.data import check_seq_len
 from slimbench.tasks.base import Task
 
 
@@ -67,6 +68,7 @@ class TokenClassification(Task):
     def score(self, loaded, path: Path, seq_len: int) -> dict:
         from seqeval.metrics import f1_score
 
+        check_seq_len(loaded.tokenizer, seq_len)
         words, gold = self.read(path, loaded.config)
         id2label = {int(k): v for k, v in loaded.config.id2label.items()}
         predicted, flat = [], []
