@@ -134,6 +134,15 @@ def test_worker_peak_rss_is_its_own_not_the_parents():
     del ballast
 
 
+def test_the_measuring_process_runs_its_module_once():
+    """`python -m slimbench.bench.worker` runs a module its package does not import first (else runpy
+    warns on every measurement that the module was in sys.modules before it ran, and runs it twice)."""
+    proc = subprocess.run([sys.executable, "-W", "error::RuntimeWarning", "-m", "slimbench.bench.worker", "{}"],
+                          capture_output=True, text=True)  # fmt: skip
+    assert "found in sys.modules" not in proc.stderr
+    assert "KeyError: 'device'" in proc.stderr  # it ran, and stopped at the empty job
+
+
 def test_a_variant_that_cannot_run_on_the_device_is_a_not_run_record(
     tiny_bert, tiny_variants, eval_jsonl, tmp_path
 ):

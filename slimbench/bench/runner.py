@@ -20,7 +20,6 @@ from pathlib import Path
 from slimbench import SlimbenchError
 from slimbench.backends import Device, cannot_run
 from slimbench.bench.timing import TimingPlan
-from slimbench.bench.worker import ERROR_PREFIX, RESULT_PREFIX
 from slimbench.core import interrupt
 from slimbench.core.environment import environment
 from slimbench.core.manifest import read_manifest, update_metrics
@@ -110,6 +109,11 @@ def record_key(r: dict) -> tuple:
     return cell_key(
         r.get("task"), r["variant"], r["device"], r.get("num_threads"), r["batch_size"], r["seq_len"]
     )
+
+
+# what a measuring process (slimbench.bench.worker, run as a script: the package must not import it) prints
+RESULT_PREFIX = "SLIMBENCH_RESULT "
+ERROR_PREFIX = "SLIMBENCH_ERROR "
 
 
 def _die_with_parent() -> None:

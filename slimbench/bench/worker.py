@@ -17,8 +17,7 @@ import resource
 import sys
 from pathlib import Path
 
-RESULT_PREFIX = "SLIMBENCH_RESULT "
-ERROR_PREFIX = "SLIMBENCH_ERROR "
+from slimbench.bench.runner import ERROR_PREFIX, RESULT_PREFIX
 
 
 def peak_rss_bytes() -> int:
