@@ -64,6 +64,24 @@ def _at_least(least: float, kind: type = int):
     return parse
 
 
+def check_output(path: Path, what: str, directory: bool) -> None:
+    """Refuse, before any work, an output path slimbench could not write: a file where a directory
+    goes (or the reverse), under a file, or in a directory it may not write in."""
+    path = Path(path)
+    if path.exists() and path.is_dir() != directory:
+        kind = "a file" if directory else "a directory"
+        raise SlimbenchError(f"{what} {str(path)!r} is {kind}; give a {'directory' if directory else 'file'}")
+    existing = path if path.exists() and directory else path.parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise SlimbenchError(f"{what} {str(path)!r} cannot be written: {str(existing)!r} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise SlimbenchError(
+            f"{what} {str(path)!r} cannot be written: no permission to write in {str(existing)!r}"
+        )
+
+
 def _device(text: str) -> str:
     from slimbench.backends import Device
 
@@ -346,6 +364,7 @@ def cmd_optimize(args) -> int:
     from slimbench.pipeline import MIN_AGREEMENT, run
 
     recipe = load_recipe(args.recipe)  # validated before any model loads
+    check_output(args.out, "--out", directory=True)
     min_agreement = MIN_AGREEMENT if args.min_agreement is None else args.min_agreement
     if not 0 <= min_agreement <= 1:
         raise SlimbenchError(f"--min-agreement must be between 0 and 1, got {min_agreement}")
@@ -380,6 +399,7 @@ def cmd_optimize(args) -> int:
 def _bench(args, model_dirs, eval_path, results, baseline=None, eval_seq_len=128) -> int:
     from slimbench.bench import run_bench
 
+    check_output(results, "--results", directory=False)
     _, failures = run_bench(
         model_dirs, eval_path, args.batch_sizes, args.seq_lens, results, device=args.device,
         num_threads=args.threads, baseline=baseline, plan=_plan(args), eval_seq_len=eval_seq_len,
@@ -396,6 +416,7 @@ def cmd_bench(args) -> int:
 def cmd_report(args) -> int:
     from slimbench.reports import write_report
 
+    check_output(args.out, "--out", directory=True)
     report = write_report(args.results, args.out, overwrite=args.overwrite, budget=args.budget,
                           baseline=args.baseline, plots=not args.no_plots)  # fmt: skip
     print(f"report: {report}\nhtml: {report.with_suffix('.html')}")
@@ -446,6 +467,7 @@ def cmd_demo(args) -> int:
     build, out_name, info_key = DEMO_DEFAULTS[args.task]
     if args.out is None:  # one directory per task: variant names and results would collide
         args.out = Path(out_name)
+    check_output(args.out, "--out", directory=True)
     recipes = [load_recipe(name.strip()) for name in names if name.strip()]
     # the default trains where the demo measures when it is built
     default = (default_encoder if build == "encoder" else default_decoder)(device=str(device))
@@ -506,6 +528,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         print(f"slimbench: error: {' '.join(str(e).splitlines())}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a file that cannot be read or written (a full disk, a corrupt file, ...)
+        if args.debug:
+            raise
+        print(f"slimbench: error: {' '.join(str(e).splitlines())} (--debug shows where)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\nslimbench: interrupted; finished results and variants are kept", file=sys.stderr)

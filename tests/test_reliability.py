@@ -3,6 +3,7 @@ any model is loaded where the input can be checked first. docs/reliability.md is
 (`python -m pytest tests/test_reliability.py` fails when it drifts)."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -98,12 +99,20 @@ CASES = [
      "argument --warmup: expected an integer of at least 0, got '-1'"),
     ("bench: minimum seconds not a number", "bench {variant} --eval-data {eval} --results {tmp}/r.jsonl --min-seconds soon",
      "argument --min-seconds: expected a number, got 'soon'"),
+    ("bench: a variant's config.json is not JSON", "bench {badconfig} --eval-data {eval} --results {tmp}/r.jsonl",
+     "It looks like the config file at '{badconfig}/config.json' is not a valid JSON file"),
+    ("bench: --results is a directory", "bench {variant} --eval-data {eval} --results {tmp}",
+     "--results '{tmp}' is a directory; give a file"),
+    ("bench: --results under a file", "bench {variant} --eval-data {eval} --results {txt}/r.jsonl",
+     "--results '{txt}/r.jsonl' cannot be written: '{txt}' is a file"),
+    ("optimize: --out is a file", "optimize {bert} --recipe baseline --out {txt}", "--out '{txt}' is a file; give a directory"),
     ("bench: two variants of one name", "bench {variant} {variant} --eval-data {eval} --results {tmp}/r.jsonl",
      "two variants share a name"),
     ("report: results file does not exist", "report {tmp}/none.jsonl --out {tmp}/rep", "does not exist"),
     ("report: results file holds no record", "report {emptydata} --out {tmp}/rep", "the results files hold no records"),
     ("report: --out holds the user's report.md", "report {results} --out {usersreport}",
      "were not written by slimbench"),
+    ("report: --out under a file", "report {results} --out {txt}/rep", "--out '{txt}/rep' cannot be written: '{txt}' is a file"),
     ("report: --budget outside (0, 1]", "report {results} --out {tmp}/rep --budget 1.5", "--budget must be in (0, 1]"),
     ("report: --baseline not in the results", "report {results} --out {tmp}/rep --baseline nope",
      "--baseline 'nope' is not a variant in these results"),
@@ -167,6 +176,10 @@ def world(tiny_variants, tiny_bert, eval_jsonl, tmp_path_factory):
     paths["usersreport"] = tmp / "users-report"
     paths["usersreport"].mkdir()
     (paths["usersreport"] / "report.md").write_text("# my own notes\n")
+    paths["badconfig"] = tmp / "badconfig"
+    shutil.copytree(tiny_variants["baseline"].path, paths["badconfig"])
+    with open(paths["badconfig"] / "config.json", "a") as f:
+        f.write("x")
     paths["badmanifest"] = tmp / "badmanifest"
     paths["badmanifest"].mkdir()
     (paths["badmanifest"] / "slimbench.json").write_text("{")
