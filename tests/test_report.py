@@ -40,6 +40,7 @@ def results(tmp_path):
 def test_summary_table_speedup_and_budget(results):
     df = load_results([results])
     assert len(df) == 4  # the older duplicate measurement is dropped
+    assert df.attrs["torn"] == {str(results): [6]}  # the line a killed run cut short
     t = summary_table(df).set_index(["device_name", "variant"])
     assert t.loc[("CPU X", "onnx-o2-int8"), "speedup_vs_baseline"] == pytest.approx(1.75)
     assert bool(t.loc[("CPU X", "onnx-o2-int8"), "within_budget"]) is True  # 99.49% of baseline
@@ -52,6 +53,10 @@ def test_write_report_markdown_and_csv(results, tmp_path):
     md = write_report([results], tmp_path / "out")
     text = md.read_text()
     assert "## text-classification on CPU X, 2 threads" in text
+    assert (
+        f"(left out, not whole records, as a run killed while writing leaves them: {results} line(s) 6)"
+        in text
+    )
     assert "## text-classification on GPU Y, 2 threads" in text
     assert "| onnx-o2-int8 |" in text and "1.75x" in text
     # too-lossy is faster but outside the budget
@@ -131,6 +136,7 @@ def test_report_files_markdown_csv_html_and_plots(two_configs, tmp_path):
     out = tmp_path / "report"
     text = write_report([two_configs], out).read_text()
     assert "(1 older measurement(s) of a cell dropped; the newest kept)" in text
+    assert "not whole records" not in text
     assert "## Which variant to deploy: text-classification" in text
     assert "**onnx-o2-int8**: 12.50 ms p50, 2.00x baseline, 500 MiB peak" in text
     assert "## Across hardware: text-classification" in text and "not measured" in text

@@ -48,15 +48,17 @@ def default_num_threads() -> int:
     return psutil.cpu_count(logical=False) or os.cpu_count() or 1
 
 
-def read_results(path: Path) -> list[dict]:
-    """Records of a results file; a line cut short by a killed run is ignored."""
+def read_results(path: Path, torn: list[int] | None = None) -> list[dict]:
+    """Records of a results file; a line cut short by a killed run is left out (its number appended to
+    `torn`, where given)."""
     records = []
     if Path(path).is_file():
-        for line in Path(path).read_text().splitlines():
+        for number, line in enumerate(Path(path).read_text().splitlines(), start=1):
             try:
                 records.append(json.loads(line))
             except json.JSONDecodeError:
-                continue
+                if torn is not None and line.strip():
+                    torn.append(number)
     return records
 
 

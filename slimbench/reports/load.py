@@ -14,7 +14,7 @@ from slimbench import SlimbenchError
 CELL = ["task", "variant", "device", "device_name", "num_threads", "batch_size", "seq_len"]
 
 
-def _records(path: Path) -> list[dict]:
+def _records(path: Path, torn: dict[str, list[int]]) -> list[dict]:
     from slimbench.bench.runner import SCHEMA_VERSION, read_results
 
     if not path.is_file():
@@ -29,7 +29,8 @@ def _records(path: Path) -> list[dict]:
         rows = [b.get("extra_info", {}) for b in data["benchmarks"]]
         rows = [r for r in rows if "variant" in r and "batch_size" in r]
     else:
-        rows = read_results(path)
+        torn[str(path)] = []
+        rows = read_results(path, torn[str(path)])
     for r in rows:
         version = r.get("schema_version", 1)
         if not isinstance(version, int) or version > SCHEMA_VERSION:
@@ -47,10 +48,12 @@ def _records(path: Path) -> list[dict]:
 
 def load_results(paths: list[Path]) -> pd.DataFrame:
     """All records of the given files; for a cell measured more than once the newest wins, and
-    `df.attrs["dropped"]` counts the older ones."""
+    `df.attrs["dropped"]` counts the older ones; `df.attrs["torn"]` holds, per file, the numbers of
+    the lines that are not whole records (cut short by a killed run)."""
     from slimbench.bench.runner import RECORD_FIELDS
 
-    rows = [r for path in paths for r in _records(Path(path))]
+    torn: dict[str, list[int]] = {}
+    rows = [r for path in paths for r in _records(Path(path), torn)]
     if not rows:
         raise SlimbenchError("no results to report: the results files hold no records")
     df = pd.DataFrame(rows)
@@ -60,6 +63,7 @@ def load_results(paths: list[Path]) -> pd.DataFrame:
     before = len(df)
     df = df.sort_values("timestamp", kind="stable").drop_duplicates(CELL, keep="last").reset_index(drop=True)
     df.attrs["dropped"] = before - len(df)
+    df.attrs["torn"] = {path: lines for path, lines in torn.items() if lines}
     return df
 
 

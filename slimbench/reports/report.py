@@ -242,9 +242,17 @@ def write_report(paths: list[Path], out_dir: Path, overwrite: bool = False, budg
     images: dict[str, bytes] = {}
     sections = []  # (heading, markdown lines, [(title, DataFrame)], [image names]) for both renderings
     dropped = df.attrs.get("dropped", 0)
+    torn = "; ".join(
+        f"{path} line(s) {', '.join(map(str, lines))}" for path, lines in df.attrs.get("torn", {}).items()
+    )
     intro = [
         f"Sources: {', '.join(str(p) for p in paths)}"
         + (f" ({dropped} older measurement(s) of a cell dropped; the newest kept)" if dropped else "")
+        + (
+            f" (left out, not whole records, as a run killed while writing leaves them: {torn})"
+            if torn
+            else ""
+        )
         + ". Latency is per batch; speedup is baseline p50 / variant p50 on the same hardware and workload. "
         f"*Within budget*: the variant's metric is at least {budget:.0%} of the baseline's (MLPerf's rule); for "
         f"perplexity, at most {1 - budget:.0%} above it. Causal LM workloads: a prompt of *seq* tokens, then "
