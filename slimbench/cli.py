@@ -524,15 +524,12 @@ def main(argv: list[str] | None = None) -> int:
     interrupt.install()  # Ctrl-C and `kill` end a run with one line, the finished results kept
     try:
         return COMMANDS[args.command](args)
-    except SlimbenchError as e:
+    # OSError: a file the system will not read or write (a full disk, a corrupt config.json, ...)
+    except (SlimbenchError, OSError) as e:
         if args.debug:
             raise
-        print(f"slimbench: error: {' '.join(str(e).splitlines())}", file=sys.stderr)
-        return 2
-    except OSError as e:  # a file that cannot be read or written (a full disk, a corrupt file, ...)
-        if args.debug:
-            raise
-        print(f"slimbench: error: {' '.join(str(e).splitlines())} (--debug shows where)", file=sys.stderr)
+        where = "" if isinstance(e, SlimbenchError) else " (--debug shows where)"
+        print(f"slimbench: error: {' '.join(str(e).splitlines())}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\nslimbench: interrupted; finished results and variants are kept", file=sys.stderr)
