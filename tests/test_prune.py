@@ -89,14 +89,22 @@ def test_structured_pruning_shrinks_and_reloads(ctx, tmp_path, score):
         torch.testing.assert_close(reloaded(**enc).logits, expected)
 
 
-def test_structured_refuses_non_bert_models(ctx):
-    from transformers import GPT2Config, GPT2ForSequenceClassification
+@pytest.mark.parametrize(
+    "model_type, shape",
+    [
+        ("gpt2", {"n_layer": 1, "n_head": 2, "n_embd": 16}),
+        # encoder.layer[i].attention like BERT's, but no head mask and other projections
+        ("deberta-v2", {"num_hidden_layers": 2, "num_attention_heads": 2, "hidden_size": 16, "intermediate_size": 32}),
+    ],
+)  # fmt: skip
+def test_structured_refuses_non_bert_models(ctx, model_type, shape):
+    from transformers import AutoConfig, AutoModelForSequenceClassification
 
-    gpt2 = GPT2ForSequenceClassification(
-        GPT2Config(n_layer=1, n_head=2, n_embd=16, vocab_size=100, num_labels=5)
-    )
-    with pytest.raises(ValueError, match="BERT-family encoders"):
-        prune(gpt2, PruneConfig(method="structured", heads=0.5), ctx)
+    config = AutoConfig.for_model(model_type, vocab_size=100, num_labels=5, **shape)
+    model = AutoModelForSequenceClassification.from_config(config)
+    for prune_config in (PruneConfig(method="structured", heads=0.5), PruneConfig(method="structured", layers=1)):
+        with pytest.raises(ValueError, match="BERT-family encoders"):
+            prune(model, prune_config, ctx)
 
 
 @pytest.mark.parametrize(

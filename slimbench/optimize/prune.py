@@ -7,6 +7,7 @@ config.intermediate_size, config.num_hidden_layers).
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Literal
 
@@ -125,9 +126,30 @@ def semi_structured_shape(weight: torch.Tensor) -> bool:
 # structured pruning, BERT family
 
 
+BERT_LAYER = {  # what structured pruning reads, scores and cuts in each encoder layer
+    "attention.self": ("query", "key", "value", "num_attention_heads", "attention_head_size"),
+    "attention.output": ("dense",),
+    "intermediate": ("dense",),
+    "output": ("dense",),
+}
+
+
+def _bert_layer(layer) -> bool:
+    for path, names in BERT_LAYER.items():
+        module = layer
+        for part in path.split("."):
+            module = getattr(module, part, None)
+        if module is None or not all(hasattr(module, name) for name in names):
+            return False
+    return True
+
+
 def encoder_layers(model) -> nn.ModuleList:
+    """The encoder's layers where they have BERT's shape and the model takes a head mask (what the Taylor
+    scores and `prune_heads` need); DeBERTa, for one, has encoder.layer[i].attention but neither."""
     layers = getattr(getattr(model.base_model, "encoder", None), "layer", None)
-    if layers is None or not all(hasattr(layers[0], a) for a in ("attention", "intermediate", "output")):
+    takes_head_mask = "head_mask" in inspect.signature(model.forward).parameters
+    if layers is None or not takes_head_mask or not all(_bert_layer(layer) for layer in layers):
         raise ValueError(
             f"structured pruning supports BERT-family encoders (BERT, RoBERTa, MiniLM, ...), "
             f"not {type(model).__name__}"
