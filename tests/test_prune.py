@@ -102,7 +102,10 @@ def test_structured_refuses_non_bert_models(ctx, model_type, shape):
 
     config = AutoConfig.for_model(model_type, vocab_size=100, num_labels=5, **shape)
     model = AutoModelForSequenceClassification.from_config(config)
-    for prune_config in (PruneConfig(method="structured", heads=0.5), PruneConfig(method="structured", layers=1)):
+    for prune_config in (
+        PruneConfig(method="structured", heads=0.5),
+        PruneConfig(method="structured", layers=1),
+    ):
         with pytest.raises(ValueError, match="BERT-family encoders"):
             prune(model, prune_config, ctx)
 
