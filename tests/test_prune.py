@@ -51,6 +51,28 @@ def test_two_of_four_pattern_holds_in_every_group(ctx):
     assert not is_two_of_four(torch.ones(2, 8))
 
 
+@pytest.mark.parametrize("method", ["magnitude", "2:4"])
+def test_gpt2_conv1d_layers_are_pruned_along_their_inputs(ctx, method):
+    """GPT-2's Linear layers are transformers' Conv1D, weight stored (in, out)."""
+    from transformers import GPT2Config, GPT2ForSequenceClassification
+
+    torch.manual_seed(0)
+    gpt2 = GPT2ForSequenceClassification(
+        GPT2Config(n_layer=1, n_head=2, n_embd=16, vocab_size=100, num_labels=5)
+    )
+    assert sorted(prunable_linears(gpt2)) == [f"transformer.h.0.{n}" for n in ("attn.c_attn", "attn.c_proj",
+                                                                                "mlp.c_fc", "mlp.c_proj")]  # fmt: skip
+    pruned = prune(gpt2, PruneConfig(method=method, semi_structured=method == "2:4"), ctx)
+    ws = [m.weight for m in prunable_linears(pruned).values()]
+    assert sum(int((w == 0).sum()) for w in ws) / sum(w.numel() for w in ws) == pytest.approx(0.5, abs=1e-3)
+    if method == "2:4":
+        assert all(is_two_of_four(w.T) for w in ws) and not any(is_two_of_four(w) for w in ws)
+        assert ctx.notes["semi_structured_layers"] == []  # torch's 2:4 kernels take nn.Linear only
+    assert pruned.score.weight.ne(0).all()
+    with pytest.raises(ValueError, match="Sequential has no Linear layers outside its task head"):
+        prune(torch.nn.Sequential(torch.nn.ReLU()), PruneConfig(method=method), ctx)
+
+
 def test_semi_structured_records_the_layers_its_kernels_take(ctx):
     model = prune(ctx.checkpoint.load_model(), PruneConfig(method="2:4", semi_structured=True), ctx)
     layers = ctx.notes["semi_structured_layers"]

@@ -65,6 +65,8 @@ def prune(model, config: PruneConfig, ctx):
     if config.method == "structured":
         return prune_structured(model, config, ctx)
     targets = prunable_linears(model)
+    if not targets:
+        raise ValueError(f"{type(model).__name__} has no Linear layers outside its task head to prune")
     if config.method == "magnitude":
         import torch.nn.utils.prune as tprune
 
@@ -79,13 +81,16 @@ def prune(model, config: PruneConfig, ctx):
     else:
         with torch.no_grad():
             for name, module in targets.items():
-                if module.in_features % 4:
-                    raise ValueError(f"2:4 needs in_features divisible by 4; {name} has {module.in_features}")
-                module.weight.mul_(two_of_four_mask(module.weight))
+                weight = out_by_in(module)
+                if weight.shape[1] % 4:
+                    raise ValueError(f"2:4 needs in_features divisible by 4; {name} has {weight.shape[1]}")
+                weight.mul_(two_of_four_mask(weight))
         if config.semi_structured:
             ctx.notes["semi_structured"] = True
-            ctx.notes["semi_structured_layers"] = [
-                n for n, m in targets.items() if semi_structured_shape(m.weight)
+            ctx.notes[
+                "semi_structured_layers"
+            ] = [  # torch's 2:4 kernels serve Linear layers, not GPT-2's Conv1D
+                n for n, m in targets.items() if isinstance(m, nn.Linear) and semi_structured_shape(m.weight)
             ]
             ctx.needs_capability(config.min_compute_capability())
     ctx.masks.update({f"{name}.weight": (m.weight != 0) for name, m in targets.items()})
@@ -96,12 +101,21 @@ def prune(model, config: PruneConfig, ctx):
     return model
 
 
-def prunable_linears(model) -> dict[str, nn.Linear]:
+def prunable_linears(model) -> dict[str, nn.Module]:
+    """The Linear layers outside the task head: nn.Linear and transformers' Conv1D (GPT-2's, a Linear whose
+    weight is stored transposed)."""
+    from transformers.pytorch_utils import Conv1D
+
     return {
         name: m
         for name, m in model.named_modules()
-        if isinstance(m, nn.Linear) and name.split(".")[0] not in HEAD_NAMES
+        if isinstance(m, (nn.Linear, Conv1D)) and name.split(".")[0] not in HEAD_NAMES
     }
+
+
+def out_by_in(module: nn.Module) -> torch.Tensor:
+    """The layer's weight as (out_features, in_features), a view of it: 2:4 groups run along the input."""
+    return module.weight if isinstance(module, nn.Linear) else module.weight.T
 
 
 def two_of_four_mask(weight: torch.Tensor) -> torch.Tensor:
