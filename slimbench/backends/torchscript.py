@@ -3,6 +3,7 @@ format that keeps its packed int8 weights: `(input_ids, attention_mask) -> logit
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from pathlib import Path
 
@@ -15,16 +16,37 @@ from slimbench.backends.device import Device
 TORCHSCRIPT_FILE = "model.pt"
 
 
+def traceable(model):
+    """optimum's ONNX export patches, which make a transformers model traceable by TorchScript (decoders build
+    their attention masks with vmap, which the tracer cannot follow), as a context; none where optimum has no
+    ONNX config for the model."""
+    import optimum.exporters.onnx.model_configs  # noqa: F401 - registers the ONNX configs
+    from optimum.exporters.tasks import TasksManager
+
+    try:
+        task = TasksManager.infer_task_from_model(model)
+        constructor = TasksManager.get_exporter_config_constructor(
+            "onnx", model=model, task=task, library_name="transformers"
+        )
+    except (KeyError, ValueError):
+        return contextlib.nullcontext()
+    return constructor(model.config, task=task).patch_model_for_export(model)
+
+
 def to_torchscript(model, example) -> torch.jit.ScriptModule:
     from slimbench.core.checkpoint import quiet_transformers
 
     # the tracer's warnings about Python bools in HF code; transformers' notice of an unset loss_type, read by
     # the tracer as it walks the model's attributes
-    with torch.no_grad(), warnings.catch_warnings(), quiet_transformers():
+    with torch.no_grad(), warnings.catch_warnings(), quiet_transformers(), traceable(model):
         warnings.simplefilter("ignore")
+        # No check_trace: it reruns the model eagerly under the patches, which only tracing takes (optimum's
+        # traced attention has no grouped-query heads, which eager Llama hands it). The saved variant is checked
+        # against its source on sample inputs of other shapes after saving.
         return torch.jit.trace(
-            LogitsOnly(model).eval(), (example["input_ids"], example["attention_mask"]), strict=False
-        )
+            LogitsOnly(model).eval(), (example["input_ids"], example["attention_mask"]), strict=False,
+            check_trace=False,
+        )  # fmt: skip
 
 
 class TorchScriptInt8(Backend):
