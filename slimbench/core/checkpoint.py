@@ -107,6 +107,14 @@ class Checkpoint:
         )
         return model.eval()
 
+    def skeleton(self):
+        """The model's modules without weights (on the meta device): what steps check before any load."""
+        import torch
+
+        with torch.device("meta"):
+            return get_task(self.task).auto_class().from_config(self.load_config(),
+                                                                trust_remote_code=self.trust_remote_code)  # fmt: skip
+
     def load_config(self):
         from transformers import AutoConfig
 

@@ -157,10 +157,13 @@ def optimize(
     if any(reads_eval_data(call) for call in recipe.steps):
         source["eval_data_sha256"] = data_sha256(eval_data)
     registry = steps()
-    for call in recipe.steps:
+    for i, call in enumerate(recipe.steps, start=1):
         reason = registry[call.name].refuses(checkpoint.task)
         if reason:
             raise SlimbenchError(f"recipe {recipe.name!r}: {reason}")
+        reason = call.config.refuses(checkpoint) if hasattr(call.config, "refuses") else None
+        if reason:
+            raise SlimbenchError(f"recipe {recipe.name!r} step {i} '{call.name}': {reason}")
     final = Path(out_dir) / recipe.name
     check_replaceable(final, overwrite)  # said before any work is done, and again when saving
     if not force and is_current(final, recipe, source):

@@ -68,6 +68,20 @@ class ExportConfig:
             raise ValueError(f"logits_to_keep must be >= 0, got {self.logits_to_keep}")
         check_fallback_fields(self.fallback_budget, self.max_fp32_layers)
 
+    def refuses(self, checkpoint) -> str | None:
+        """Why this export cannot apply to the checkpoint's architecture, or None (asked before any load)."""
+        from optimum.onnxruntime.utils import ORTConfigManager
+
+        if not self.optimize:
+            return None
+        model_type = checkpoint.load_config().model_type
+        try:
+            ORTConfigManager.check_optimization_supported_model(model_type, None)
+        except NotImplementedError:
+            return (f"ONNX Runtime has no graph optimizations ({self.optimize}) for {model_type} models; the `onnx` "
+                    "recipe, or `optimize: null` in a recipe of your own, exports the model without them")  # fmt: skip
+        return None
+
 
 def cpu_quantization_config(per_channel: bool):
     """The optimum int8 preset for the instruction set this CPU has."""

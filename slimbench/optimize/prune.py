@@ -54,6 +54,16 @@ class PruneConfig:
         if self.method != "structured" and (self.heads or self.ffn or self.layers):
             raise ValueError(f"heads, ffn and layers apply to method 'structured', not {self.method!r}")
 
+    def refuses(self, checkpoint) -> str | None:
+        """Why this pruning cannot apply to the checkpoint's architecture, or None (asked before any load)."""
+        if self.method != "structured":
+            return None
+        try:
+            encoder_layers(checkpoint.skeleton())
+        except ValueError as e:
+            return str(e)
+        return None
+
     def min_compute_capability(self) -> tuple[int, int] | None:
         """The CUDA compute capability the variant needs (this step itself runs anywhere)."""
         return (8, 0) if self.semi_structured else None
