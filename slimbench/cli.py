@@ -183,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--task", help="text-classification, token-classification or causal-lm (default: from the config)"
     )
     p.add_argument(
-        "--train-data", type=Path, help="JSONL/CSV with 'text' and 'label': for recover and calibration"
+        "--train-data", type=Path, help="JSONL/CSV with 'text' and 'label' (a causal LM: 'text'): for recover and calibration"
     )
     p.add_argument(
         "--eval-data",
@@ -385,9 +385,9 @@ def cmd_optimize(args) -> int:
     checkpoint = Checkpoint.open(args.checkpoint, args.task, args.trust_remote_code, args.allow_pickle)
     train = None
     if args.train_data is not None:
-        from slimbench.core.data import read_labelled
+        from slimbench.tasks import get_task
 
-        train = read_labelled(args.train_data, checkpoint.load_config().label2id)
+        train = get_task(checkpoint.task).read_train(args.train_data, checkpoint.load_config())
     path = run(checkpoint, recipe, args.out, sample_texts=_sample_texts(args.sample_data), train_data=train,
                eval_path=args.eval_data, force=args.force, min_agreement=min_agreement,
                allow_degraded=args.allow_degraded, overwrite=args.overwrite, budget=args.budget,

@@ -91,7 +91,7 @@ def test_decoder_default_builds_caches_and_records_perplexity(tmp_path, monkeypa
 def llama_variants(tiny_llama, tmp_path_factory):
     out = tmp_path_factory.mktemp("llama-variants")
     checkpoint = Checkpoint.open(tiny_llama)
-    train = LabelledText([" ".join(TEXTS)] * 12, [0] * 12)  # enough text for a few blocks of 128
+    train = LabelledText([" ".join(TEXTS)] * 12)  # text alone, enough for a few blocks of 128
     # random weights: pruning flips near-tied next tokens, so the agreement check only records
     return {
         name: optimize(checkpoint, load_recipe(name), out, sample_texts=TEXTS, train_data=train,
@@ -133,6 +133,28 @@ def test_pruned_decoders_keep_their_pattern_through_recovery(llama_variants):
     assert all(
         is_two_of_four(m.weight) for m in prunable_linears(llama_variants["sparse-2of4"].model).values()
     )
+
+
+def test_cli_trains_a_causal_lm_on_the_text_column_alone(tiny_llama, tmp_path, capsys):
+    """Training text for a causal LM needs no label column, and one that is there (the BBC files have topic
+    labels the LM's config knows nothing of) is not read."""
+    from slimbench.cli import main
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: r\nsteps:\n  - prune: {method: magnitude, sparsity: 0.5}\n"
+                      "  - recover: {epochs: 1, max_steps: 2, distill: false}\n")  # fmt: skip
+    text = " ".join(TEXTS)
+    plain, labelled = tmp_path / "plain.jsonl", tmp_path / "labelled.jsonl"
+    plain.write_text("".join(json.dumps({"text": text}) + "\n" for _ in range(12)))
+    labelled.write_text("".join(json.dumps({"text": text, "label": 4}) + "\n" for _ in range(12)))
+    out = tmp_path / "out"
+    common = ["optimize", str(tiny_llama), "--recipe", str(recipe), "--out", str(out), "--allow-degraded"]
+    assert main([*common, "--train-data", str(plain)]) == 0
+    manifest = json.loads((out / "r" / "slimbench.json").read_text())
+    assert manifest["notes"]["recover_steps"] >= 1
+    capsys.readouterr()
+    assert main([*common, "--train-data", str(labelled)]) == 0  # the same training text: nothing to rebuild
+    assert "[r] up to date" in capsys.readouterr().out
 
 
 def test_dynamic_int8_refuses_a_causal_lm(tiny_llama, tmp_path):

@@ -12,7 +12,7 @@ from slimbench import SlimbenchError
 @dataclass(frozen=True)
 class LabelledText:
     texts: list[str]
-    labels: list[int]
+    labels: list[int] | None = None  # None: text alone (a causal LM's training text)
 
     def __len__(self) -> int:
         return len(self.texts)

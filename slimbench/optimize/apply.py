@@ -65,7 +65,8 @@ def data_sha256(data) -> str | None:
     if data is None:
         return None
     h = hashlib.sha256()
-    for text, label in zip(data.texts, data.labels, strict=True):
+    labels = data.labels if data.labels is not None else [""] * len(data)
+    for text, label in zip(data.texts, labels, strict=True):
         h.update(f"{label}\t{text}\n".encode())
     return h.hexdigest()
 

@@ -43,6 +43,13 @@ class Task:
         raises SlimbenchError naming the file and the fix."""
         raise NotImplementedError
 
+    def read_train(self, path: Path, config):
+        """Training data (recovery, calibration) as LabelledText: `text` and `label`, labels as the model names
+        them."""
+        from slimbench.core.data import read_labelled
+
+        return read_labelled(path, getattr(config, "label2id", None))
+
     def latency_texts(self, path: Path) -> list[str]:
         """Real text from the eval file for the latency workloads."""
         from slimbench.core.data import read_texts

@@ -84,6 +84,12 @@ class CausalLM(Task):
     def check_data(self, path: Path, config) -> int:
         return len(self.latency_texts(path))
 
+    def read_train(self, path: Path, config):
+        """The `text` column alone: next-token training needs no labels."""
+        from slimbench.core.data import LabelledText
+
+        return LabelledText(self.latency_texts(path))
+
     def workload(self, loaded, texts, batch_size, seq_len):
         batch = self.batches(loaded, texts, batch_size, seq_len)
         # throughput in generated tokens per second
