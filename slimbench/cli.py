@@ -511,8 +511,10 @@ COMMANDS = {
 
 # Loggers whose notices say nothing about a slimbench run: torchao's, of its optional compiled extensions that
 # do not load on this machine, printed wherever transformers imports it (which it does whenever it is installed),
-# and torch's pytree deprecations that torchao's import sets off. `--debug` shows them.
-QUIETED_LOGGERS = ("torchao", "torch.utils._pytree")
+# torch's pytree deprecations that torchao's import sets off, and bitsandbytes' CPU backend's, of an optional
+# kernel package (`kernels`) missing on an AVX512-BF16 CPU, printed wherever a quantizer imports bitsandbytes.
+# `--debug` shows them.
+QUIETED_LOGGERS = ("torchao", "torch.utils._pytree", "bitsandbytes.backends.cpu")
 
 
 def main(argv: list[str] | None = None) -> int:
