@@ -163,3 +163,18 @@ def test_genai_config_and_task_are_checked(tiny_bert, tmp_path):
     ):
         optimize(Checkpoint.open(tiny_bert), parse_recipe({"name": "g", "steps": [{"genai": {}}]}), tmp_path,
                  sample_texts=TEXTS, log=lambda *_: None)  # fmt: skip
+
+
+def test_an_architecture_the_builder_does_not_build_is_named(tmp_path):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from slimbench.defaults import wordpiece_subset
+
+    tokenizer = wordpiece_subset(TEXTS, 1, tmp_path / "gpt2")
+    config = GPT2Config(n_embd=32, n_layer=1, n_head=2, n_positions=64, vocab_size=len(tokenizer),
+                        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)  # fmt: skip
+    GPT2LMHeadModel(config).save_pretrained(tmp_path / "gpt2")
+    with pytest.raises(SlimbenchError, match="onnxruntime-genai's builder does not build GPT2LMHeadModel models; "
+                                             "the `onnx` recipe exports"):  # fmt: skip
+        optimize(Checkpoint.open(tmp_path / "gpt2"), load_recipe("onnx-genai-int8"), tmp_path / "out",
+                 sample_texts=TEXTS, log=lambda *_: None)  # fmt: skip

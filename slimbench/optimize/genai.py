@@ -6,6 +6,7 @@ cache at every token, and a prefill that projects every position onto the vocabu
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -66,7 +67,12 @@ def build(hf_dir: Path, out: Path, config: GenAIConfig, cache: Path) -> Path:
                "--extra_options", *options]  # fmt: skip
     proc = subprocess.run(command, capture_output=True, text=True)
     if proc.returncode != 0 or not (out / CONFIG).is_file():
-        lines = [line for line in (proc.stderr + proc.stdout).splitlines() if line.strip()]
+        output = proc.stderr + proc.stdout
+        if "model is not currently supported" in output:  # the builder names the temporary checkpoint's path
+            architecture = json.loads((hf_dir / "config.json").read_text())["architectures"][0]
+            raise RuntimeError(f"onnxruntime-genai's builder does not build {architecture} models; the `onnx` "
+                               "recipe exports the model with its KV cache for ONNX Runtime")  # fmt: skip
+        lines = [line for line in output.splitlines() if line.strip()]
         raise RuntimeError("onnxruntime-genai's builder failed: " + " | ".join(lines[-3:]))
     return out
 
