@@ -183,7 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--task", help="text-classification, token-classification or causal-lm (default: from the config)"
     )
     p.add_argument(
-        "--train-data", type=Path, help="JSONL/CSV with 'text' and 'label' (a causal LM: 'text'): for recover and calibration"
+        "--train-data",
+        type=Path,
+        help="JSONL/CSV with 'text' and 'label' (a causal LM: 'text'): for recover and calibration",
     )
     p.add_argument(
         "--eval-data",

@@ -111,6 +111,41 @@ def test_structured_pruning_shrinks_and_reloads(ctx, tmp_path, score):
         torch.testing.assert_close(reloaded(**enc).logits, expected)
 
 
+@pytest.mark.parametrize("score", ["taylor", "weight-norm"])
+def test_structured_pruning_of_distilbert_shrinks_and_reloads(ctx, tmp_path, score):
+    """DistilBERT's layers (transformer.layer[i]: attention.q_lin..., ffn.lin1/lin2) and config fields
+    (n_layers, hidden_dim) are cut as BERT's are."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, DistilBertConfig
+
+    tokenizer = AutoTokenizer.from_pretrained(
+        ctx.checkpoint.path, model_input_names=["input_ids", "attention_mask"]
+    )
+    ctx = StepContext(ctx.checkpoint, tokenizer, tmp_path, TEXTS, train_data=TRAIN)  # DistilBERT's inputs
+    torch.manual_seed(0)
+    source = DistilBertConfig(vocab_size=ctx.tokenizer.vocab_size, dim=32, n_layers=3, n_heads=4, hidden_dim=64,
+                              max_position_embeddings=128, num_labels=len(LABELS))  # fmt: skip
+    model = AutoModelForSequenceClassification.from_config(source).eval()
+    before = sum(p.numel() for p in model.parameters())
+    config = PruneConfig(
+        method="structured", heads=0.5, ffn=0.5, layers=1, score=score, calibration_batches=2
+    )
+    model = prune(model, config, ctx)
+    assert len(model.distilbert.transformer.layer) == 2 and model.config.n_layers == 2
+    layer = model.distilbert.transformer.layer[0]
+    assert layer.attention.n_heads == 2 and layer.attention.q_lin.out_features == 16
+    assert layer.ffn.lin1.out_features == 32 and layer.ffn.lin2.in_features == 32
+    assert sum(p.numel() for p in model.parameters()) < before
+    enc = ctx.tokenizer(TEXTS[:3], padding=True, return_tensors="pt")
+    with torch.inference_mode():
+        expected = model(**enc).logits
+    model.save_pretrained(tmp_path / "saved")
+    config_json = json.loads((tmp_path / "saved" / "config.json").read_text())
+    assert config_json["n_layers"] == 2 and config_json["hidden_dim"] == 32
+    reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "saved").eval()
+    with torch.inference_mode():
+        torch.testing.assert_close(reloaded(**enc).logits, expected)
+
+
 @pytest.mark.parametrize(
     "model_type, shape",
     [

@@ -69,7 +69,7 @@ CASES = [
      "ONNX Runtime has no graph optimizations (O2) for qwen2 models; the `onnx` recipe, or `optimize: null` in a "
      "recipe of your own, exports the model without them"),
     ("structured pruning of a decoder", "optimize {qwen2} --recipe pruned-l2-int8 --train-data {train} --out {tmp}/o",
-     "structured pruning supports BERT-family encoders (BERT, RoBERTa, MiniLM, ...), not Qwen2ForSequenceClassification"),
+     "structured pruning supports BERT-family encoders (BERT, RoBERTa, MiniLM, DistilBERT, ...), not Qwen2ForSequenceClassification"),
     ("bench: not a variant directory", "bench {bert} --eval-data {eval} --results {tmp}/r.jsonl",
      "is not a slimbench variant (no slimbench.json)"),
     ("bench: variant manifest is not JSON", "bench {badmanifest} --eval-data {eval} --results {tmp}/r.jsonl",

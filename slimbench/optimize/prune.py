@@ -147,38 +147,65 @@ def semi_structured_shape(weight: torch.Tensor) -> bool:
 
 
 # ----------------------------------------------------------------------------------------------
-# structured pruning, BERT family
+# structured pruning, BERT and DistilBERT families
 
 
-BERT_LAYER = {  # what structured pruning reads, scores and cuts in each encoder layer
-    "attention.self": ("query", "key", "value", "num_attention_heads", "attention_head_size"),
-    "attention.output": ("dense",),
-    "intermediate": ("dense",),
-    "output": ("dense",),
-}
+@dataclass(frozen=True)
+class EncoderLayout:
+    """Where structured pruning finds what it scores and cuts in one family of encoders (module paths
+    relative to a layer; the stack is the base model's attribute whose `.layer` lists the layers)."""
+
+    stack: str
+    attention: str  # the self-attention module: query/key/value projections, head count and size
+    qkv: tuple[str, str, str]
+    heads: str  # the attention module's attribute holding its number of heads
+    attention_out: str
+    ffn_in: str
+    ffn_act: str  # the module whose output is the FFN's activation (Taylor scores of the neurons)
+    ffn_out: str
+    ffn_size: str  # the config field of the FFN width
 
 
-def _bert_layer(layer) -> bool:
-    for path, names in BERT_LAYER.items():
-        module = layer
-        for part in path.split("."):
-            module = getattr(module, part, None)
-        if module is None or not all(hasattr(module, name) for name in names):
-            return False
-    return True
+LAYOUTS = (
+    EncoderLayout("encoder", "attention.self", ("query", "key", "value"), "num_attention_heads",
+                  "attention.output.dense", "intermediate.dense", "intermediate", "output.dense", "intermediate_size"),
+    EncoderLayout("transformer", "attention", ("q_lin", "k_lin", "v_lin"), "n_heads",
+                  "attention.out_lin", "ffn.lin1", "ffn.activation", "ffn.lin2", "hidden_dim"),
+)  # fmt: skip
+
+
+def _fits(layout: EncoderLayout, layer: nn.Module) -> bool:
+    try:
+        attention = layer.get_submodule(layout.attention)
+        for path in (layout.attention_out, layout.ffn_in, layout.ffn_act, layout.ffn_out):
+            layer.get_submodule(path)
+    except AttributeError:
+        return False
+    return all(hasattr(attention, name) for name in (*layout.qkv, layout.heads, "attention_head_size"))
+
+
+def encoder_layout(model) -> EncoderLayout:
+    """The layout of the model's encoder where its layers have BERT's or DistilBERT's shape and the model
+    takes a head mask (what the Taylor scores and `prune_heads` need); DeBERTa, for one, has
+    encoder.layer[i].attention but neither."""
+    if "head_mask" in inspect.signature(model.forward).parameters:
+        for layout in LAYOUTS:
+            layers = getattr(getattr(model.base_model, layout.stack, None), "layer", None)
+            if isinstance(layers, nn.ModuleList) and len(layers) and all(_fits(layout, m) for m in layers):
+                return layout
+    raise ValueError(
+        f"structured pruning supports BERT-family encoders (BERT, RoBERTa, MiniLM, DistilBERT, ...), "
+        f"not {type(model).__name__}"
+    )
 
 
 def encoder_layers(model) -> nn.ModuleList:
-    """The encoder's layers where they have BERT's shape and the model takes a head mask (what the Taylor
-    scores and `prune_heads` need); DeBERTa, for one, has encoder.layer[i].attention but neither."""
-    layers = getattr(getattr(model.base_model, "encoder", None), "layer", None)
-    takes_head_mask = "head_mask" in inspect.signature(model.forward).parameters
-    if layers is None or not takes_head_mask or not all(_bert_layer(layer) for layer in layers):
-        raise ValueError(
-            f"structured pruning supports BERT-family encoders (BERT, RoBERTa, MiniLM, ...), "
-            f"not {type(model).__name__}"
-        )
-    return layers
+    return getattr(model.base_model, encoder_layout(model).stack).layer
+
+
+def _replace(layer: nn.Module, path: str, module: nn.Module) -> None:
+    parent, _, name = path.rpartition(".")
+    setattr(layer.get_submodule(parent) if parent else layer, name, module)
 
 
 def _calibration(model, ctx, n_batches: int, batch_size: int = 16):
@@ -211,7 +238,7 @@ def _loss(model, batches, **kwargs) -> float:
 
 def layer_importance(model, batches) -> list[float]:
     """Loss increase when each layer alone is skipped."""
-    encoder = model.base_model.encoder
+    encoder = getattr(model.base_model, encoder_layout(model).stack)
     layers = encoder.layer
     base = _loss(model, batches)
     scores = []
@@ -227,8 +254,9 @@ def layer_importance(model, batches) -> list[float]:
 def taylor_scores(model, batches) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """First-order Taylor importance: |dL/d mask| per head (Michel et al., 2019) and
     |sum(a * dL/da)| per FFN neuron, accumulated over the calibration batches."""
+    layout = encoder_layout(model)
     layers = encoder_layers(model)
-    n_heads = layers[0].attention.self.num_attention_heads
+    n_heads = getattr(layers[0].get_submodule(layout.attention), layout.heads)
     head_mask = torch.ones(len(layers), n_heads, requires_grad=True)
     acts: list[torch.Tensor] = []
 
@@ -236,9 +264,9 @@ def taylor_scores(model, batches) -> tuple[torch.Tensor, list[torch.Tensor]]:
         output.retain_grad()
         acts.append(output)
 
-    hooks = [layer.intermediate.register_forward_hook(keep) for layer in layers]
+    hooks = [layer.get_submodule(layout.ffn_act).register_forward_hook(keep) for layer in layers]
     head_scores = torch.zeros(len(layers), n_heads)
-    ffn_scores = [torch.zeros(layer.intermediate.dense.out_features) for layer in layers]
+    ffn_scores = [torch.zeros(layer.get_submodule(layout.ffn_in).out_features) for layer in layers]
     try:
         with torch.enable_grad(), quiet_transformers():  # SDPA falls back to eager for the head mask
             for enc, labels in batches:
@@ -258,24 +286,27 @@ def taylor_scores(model, batches) -> tuple[torch.Tensor, list[torch.Tensor]]:
 
 @torch.no_grad()
 def weight_norm_scores(model) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    layers = encoder_layers(model)
+    layout = encoder_layout(model)
     head_scores, ffn_scores = [], []
-    for layer in layers:
-        attn = layer.attention.self
+    for layer in encoder_layers(model):
+        attn = layer.get_submodule(layout.attention)
         d = attn.attention_head_size
+        qkv = [getattr(attn, name).weight for name in layout.qkv]
+        out = layer.get_submodule(layout.attention_out).weight
         per_head = []
-        for h in range(attn.num_attention_heads):
+        for h in range(getattr(attn, layout.heads)):
             rows = slice(h * d, (h + 1) * d)
-            qkv = sum(float(lin.weight[rows].norm()) for lin in (attn.query, attn.key, attn.value))
-            per_head.append(qkv + float(layer.attention.output.dense.weight[:, rows].norm()))
+            per_head.append(sum(float(w[rows].norm()) for w in qkv) + float(out[:, rows].norm()))
         head_scores.append(torch.tensor(per_head))
-        ffn_scores.append(layer.intermediate.dense.weight.norm(dim=1) * layer.output.dense.weight.norm(dim=0))
+        ffn_in, ffn_out = layer.get_submodule(layout.ffn_in), layer.get_submodule(layout.ffn_out)
+        ffn_scores.append(ffn_in.weight.norm(dim=1) * ffn_out.weight.norm(dim=0))
     return torch.stack(head_scores), [s.detach() for s in ffn_scores]
 
 
 def prune_structured(model, config: PruneConfig, ctx):
     from transformers.pytorch_utils import prune_linear_layer
 
+    layout = encoder_layout(model)
     layers = encoder_layers(model)
     if model.config.pruned_heads:
         raise ValueError(
@@ -289,16 +320,17 @@ def prune_structured(model, config: PruneConfig, ctx):
             raise ValueError(f"layers={config.layers} would remove all {len(layers)} layers")
         importance = layer_importance(model, batches)
         keep = sorted(sorted(range(len(layers)), key=lambda i: -importance[i])[: len(layers) - config.layers])
-        model.base_model.encoder.layer = nn.ModuleList([layers[i] for i in keep])
+        stack = getattr(model.base_model, layout.stack)
+        stack.layer = nn.ModuleList([layers[i] for i in keep])
         model.config.num_hidden_layers = len(keep)
         notes["layers_kept"] = keep
-        layers = model.base_model.encoder.layer
+        layers = stack.layer
     if config.heads or config.ffn:
         head_scores, ffn_scores = (
             taylor_scores(model, batches) if config.score == "taylor" else weight_norm_scores(model)
         )
         if config.heads:
-            n_heads = layers[0].attention.self.num_attention_heads
+            n_heads = getattr(layers[0].get_submodule(layout.attention), layout.heads)
             n_drop = round(config.heads * n_heads)
             if not 0 < n_drop < n_heads:
                 raise ValueError(f"heads={config.heads} removes {n_drop} of {n_heads} heads per layer")
@@ -306,13 +338,19 @@ def prune_structured(model, config: PruneConfig, ctx):
             model.prune_heads(to_prune)
             notes["heads_removed_per_layer"] = n_drop
         if config.ffn:
-            size = layers[0].intermediate.dense.out_features
+            size = layers[0].get_submodule(layout.ffn_in).out_features
             keep_n = size - round(config.ffn * size)
             for i, layer in enumerate(layers):
                 keep = ffn_scores[i].argsort(descending=True)[:keep_n].sort().values
-                layer.intermediate.dense = prune_linear_layer(layer.intermediate.dense, keep, dim=0)
-                layer.output.dense = prune_linear_layer(layer.output.dense, keep, dim=1)
-            model.config.intermediate_size = keep_n
+                _replace(
+                    layer, layout.ffn_in, prune_linear_layer(layer.get_submodule(layout.ffn_in), keep, dim=0)
+                )
+                _replace(
+                    layer,
+                    layout.ffn_out,
+                    prune_linear_layer(layer.get_submodule(layout.ffn_out), keep, dim=1),
+                )
+            setattr(model.config, layout.ffn_size, keep_n)
             notes["intermediate_size"] = keep_n
     notes["parameters"] = sum(p.numel() for p in model.parameters())
     ctx.notes["structured"] = notes
