@@ -312,3 +312,32 @@ def test_torchscript_traces_decoder_and_other_encoder_classifiers(model_type, sh
     assert not batch["attention_mask"].all()
     with torch.inference_mode():
         torch.testing.assert_close(traced(batch["input_ids"], batch["attention_mask"]), model(**batch).logits)
+
+
+def test_a_decoder_classifier_whose_tokenizer_lacks_a_pad_token_pads_with_its_configs(tmp_path):
+    """A GPT-2 classifier saved with config.pad_token_id but a tokenizer without a pad token (set at training time,
+    not saved): the variant pads with the config's token, which the model's pooling looks for, and its saved
+    tokenizer carries it; without either, the refusal says what to set."""
+    from transformers import AutoTokenizer, GPT2Config, GPT2ForSequenceClassification
+
+    from slimbench import SlimbenchError
+    from slimbench.defaults import wordpiece_subset
+
+    path = tmp_path / "gpt2"
+    tokenizer = wordpiece_subset(TEXTS, 1, path)
+    tokenizer.pad_token = None
+    tokenizer.save_pretrained(path)
+    assert AutoTokenizer.from_pretrained(path).pad_token is None
+    config = GPT2Config(n_embd=16, n_layer=1, n_head=2, n_positions=64, vocab_size=len(tokenizer), num_labels=5,
+                        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.eos_token_id)  # fmt: skip
+    GPT2ForSequenceClassification(config).save_pretrained(path)
+    variant = optimize(Checkpoint.open(path), load_recipe("baseline"), tmp_path / "out", sample_texts=TEXTS,
+                       log=lambda *_: None)  # fmt: skip
+    assert AutoTokenizer.from_pretrained(variant.path).pad_token == tokenizer.eos_token
+    config.pad_token_id = None
+    config.save_pretrained(path)
+    with pytest.raises(
+        SlimbenchError, match="its tokenizer has no pad token and its config.json no pad_token_id"
+    ):
+        optimize(Checkpoint.open(path), load_recipe("baseline"), tmp_path / "out2", sample_texts=TEXTS,
+                 log=lambda *_: None)  # fmt: skip

@@ -121,9 +121,22 @@ class Checkpoint:
         return AutoConfig.from_pretrained(self.path, trust_remote_code=self.trust_remote_code)
 
     def load_tokenizer(self):
+        """The checkpoint's tokenizer, with the pad token its config names where the tokenizer has none (decoder
+        classifiers find each text's last token by config.pad_token_id; a tokenizer saved before its pad token
+        was set lacks it)."""
         from transformers import AutoTokenizer
 
-        return AutoTokenizer.from_pretrained(self.path, trust_remote_code=self.trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(self.path, trust_remote_code=self.trust_remote_code)
+        if tokenizer.pad_token is None and not get_task(self.task).generates:
+            pad_id = getattr(self.load_config(), "pad_token_id", None)
+            if pad_id is None:
+                raise SlimbenchError(
+                    f"checkpoint {str(self.path)!r}: its tokenizer has no pad token and its config.json no "
+                    "pad_token_id, so texts of different lengths cannot be batched; set pad_token_id in config.json "
+                    "(a decoder classifier commonly pads with its end-of-text token)"
+                )
+            tokenizer.pad_token = tokenizer.convert_ids_to_tokens(pad_id)
+        return tokenizer
 
 
 def _check_safetensors(file: Path) -> None:
