@@ -84,31 +84,35 @@ def test_semi_structured_records_the_layers_its_kernels_take(ctx):
         PruneConfig(method="magnitude", semi_structured=True)
 
 
-@pytest.mark.parametrize("score", ["taylor", "weight-norm"])
-def test_structured_pruning_shrinks_and_reloads(ctx, tmp_path, score):
-    model = ctx.checkpoint.load_model()
+def pruned_and_reloaded(model, ctx, tmp_path, score):
+    """The model with half its heads and FFN neurons and one layer removed, checked smaller and saved, and
+    its saved config.json, once the standard loader has given the same logits."""
+    from transformers import AutoModelForSequenceClassification
+
     before = sum(p.numel() for p in model.parameters())
     config = PruneConfig(
         method="structured", heads=0.5, ffn=0.5, layers=1, score=score, calibration_batches=2
     )
     model = prune(model, config, ctx)
-    assert model.config.num_hidden_layers == 2 and len(model.bert.encoder.layer) == 2
-    assert model.config.intermediate_size == 32
-    layer = model.bert.encoder.layer[0]
-    assert layer.attention.self.num_attention_heads == 2 and layer.attention.self.query.out_features == 16
-    assert layer.intermediate.dense.out_features == 32 and layer.output.dense.in_features == 32
     assert sum(p.numel() for p in model.parameters()) < before
     enc = ctx.tokenizer(TEXTS[:3], padding=True, return_tensors="pt")
     with torch.inference_mode():
         expected = model(**enc).logits
     model.save_pretrained(tmp_path / "saved")
-    config_json = json.loads((tmp_path / "saved" / "config.json").read_text())
-    assert config_json["num_hidden_layers"] == 2 and config_json["intermediate_size"] == 32
-    from transformers import AutoModelForSequenceClassification
-
     reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "saved").eval()
     with torch.inference_mode():
         torch.testing.assert_close(reloaded(**enc).logits, expected)
+    return model, json.loads((tmp_path / "saved" / "config.json").read_text())
+
+
+@pytest.mark.parametrize("score", ["taylor", "weight-norm"])
+def test_structured_pruning_shrinks_and_reloads(ctx, tmp_path, score):
+    model, saved = pruned_and_reloaded(ctx.checkpoint.load_model(), ctx, tmp_path, score)
+    assert model.config.num_hidden_layers == 2 and len(model.bert.encoder.layer) == 2
+    layer = model.bert.encoder.layer[0]
+    assert layer.attention.self.num_attention_heads == 2 and layer.attention.self.query.out_features == 16
+    assert layer.intermediate.dense.out_features == 32 and layer.output.dense.in_features == 32
+    assert saved["num_hidden_layers"] == 2 and saved["intermediate_size"] == 32
 
 
 @pytest.mark.parametrize("score", ["taylor", "weight-norm"])
@@ -124,26 +128,13 @@ def test_structured_pruning_of_distilbert_shrinks_and_reloads(ctx, tmp_path, sco
     torch.manual_seed(0)
     source = DistilBertConfig(vocab_size=ctx.tokenizer.vocab_size, dim=32, n_layers=3, n_heads=4, hidden_dim=64,
                               max_position_embeddings=128, num_labels=len(LABELS))  # fmt: skip
-    model = AutoModelForSequenceClassification.from_config(source).eval()
-    before = sum(p.numel() for p in model.parameters())
-    config = PruneConfig(
-        method="structured", heads=0.5, ffn=0.5, layers=1, score=score, calibration_batches=2
-    )
-    model = prune(model, config, ctx)
+    source_model = AutoModelForSequenceClassification.from_config(source).eval()
+    model, saved = pruned_and_reloaded(source_model, ctx, tmp_path, score)
     assert len(model.distilbert.transformer.layer) == 2 and model.config.n_layers == 2
     layer = model.distilbert.transformer.layer[0]
     assert layer.attention.n_heads == 2 and layer.attention.q_lin.out_features == 16
     assert layer.ffn.lin1.out_features == 32 and layer.ffn.lin2.in_features == 32
-    assert sum(p.numel() for p in model.parameters()) < before
-    enc = ctx.tokenizer(TEXTS[:3], padding=True, return_tensors="pt")
-    with torch.inference_mode():
-        expected = model(**enc).logits
-    model.save_pretrained(tmp_path / "saved")
-    config_json = json.loads((tmp_path / "saved" / "config.json").read_text())
-    assert config_json["n_layers"] == 2 and config_json["hidden_dim"] == 32
-    reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "saved").eval()
-    with torch.inference_mode():
-        torch.testing.assert_close(reloaded(**enc).logits, expected)
+    assert saved["n_layers"] == 2 and saved["hidden_dim"] == 32
 
 
 @pytest.mark.parametrize(
