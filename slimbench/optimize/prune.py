@@ -1,8 +1,8 @@
 """Pruning. `magnitude`: unstructured, smallest |w| zeroed (torch.nn.utils.prune), global or per
 layer. `2:4`: two of every four weights along the input dimension zeroed. `structured`: attention
-heads, FFN neurons and whole layers physically removed from BERT-family encoders, so the saved
-model is smaller and loads with plain `from_pretrained` (config.pruned_heads,
-config.intermediate_size, config.num_hidden_layers).
+heads, FFN neurons and whole layers physically removed from BERT-family and DistilBERT encoders, so
+the saved model is smaller and loads with plain `from_pretrained` (config.pruned_heads, the FFN width
+and the layer count in the config). Magnitude and 2:4 take nn.Linear and GPT-2's Conv1D layers.
 """
 
 from __future__ import annotations
@@ -97,11 +97,11 @@ def prune(model, config: PruneConfig, ctx):
                 weight.mul_(two_of_four_mask(weight))
         if config.semi_structured:
             ctx.notes["semi_structured"] = True
-            ctx.notes[
-                "semi_structured_layers"
-            ] = [  # torch's 2:4 kernels serve Linear layers, not GPT-2's Conv1D
+            # torch's 2:4 kernels serve Linear layers, not GPT-2's Conv1D
+            kernels = [
                 n for n, m in targets.items() if isinstance(m, nn.Linear) and semi_structured_shape(m.weight)
             ]
+            ctx.notes["semi_structured_layers"] = kernels
             ctx.needs_capability(config.min_compute_capability())
     ctx.masks.update({f"{name}.weight": (m.weight != 0) for name, m in targets.items()})
     zeros = sum(int((m.weight == 0).sum()) for m in targets.values())
