@@ -238,11 +238,11 @@ def test_only_data_dependent_variants_record_the_training_data(tiny_bert, tmp_pa
 def test_taylor_scores_hold_back_the_sdpa_fallback_warning(ctx, library_notices):
     """The Taylor scores pass BERT a head mask, on which its SDPA attention falls back to eager with a
     transformers warning that tells a slimbench user nothing; it is held back, and the scores are made."""
-    from slimbench.optimize.prune import taylor_scores
+    from slimbench.optimize.prune import encoder_layout, taylor_scores
 
     model = ctx.checkpoint.load_model()
     assert model.config._attn_implementation == "sdpa"  # else there is no fallback to warn of
     enc = ctx.tokenizer(TEXTS[:4], padding=True, return_tensors="pt")
-    heads, ffn = taylor_scores(model, [(dict(enc), torch.tensor([0, 1, 2, 0]))])
+    heads, ffn = taylor_scores(model, encoder_layout(model), [(dict(enc), torch.tensor([0, 1, 2, 0]))])
     assert heads.shape == (3, 4) and heads.sum() > 0 and len(ffn) == 3
     assert not [n for n in library_notices if "Falling back to the manual attention" in n]

@@ -165,6 +165,12 @@ class EncoderLayout:
     ffn_out: str
     ffn_size: str  # the config field of the FFN width
 
+    def stack_of(self, model) -> nn.Module:
+        return getattr(model.base_model, self.stack)
+
+    def heads_of(self, layer: nn.Module) -> int:
+        return getattr(layer.get_submodule(self.attention), self.heads)
+
 
 LAYOUTS = (
     EncoderLayout("encoder", "attention.self", ("query", "key", "value"), "num_attention_heads",
@@ -200,7 +206,7 @@ def encoder_layout(model) -> EncoderLayout:
 
 
 def encoder_layers(model) -> nn.ModuleList:
-    return getattr(model.base_model, encoder_layout(model).stack).layer
+    return encoder_layout(model).stack_of(model).layer
 
 
 def _replace(layer: nn.Module, path: str, module: nn.Module) -> None:
@@ -236,9 +242,9 @@ def _loss(model, batches, **kwargs) -> float:
         )
 
 
-def layer_importance(model, batches) -> list[float]:
+def layer_importance(model, layout: EncoderLayout, batches) -> list[float]:
     """Loss increase when each layer alone is skipped."""
-    encoder = getattr(model.base_model, encoder_layout(model).stack)
+    encoder = layout.stack_of(model)
     layers = encoder.layer
     base = _loss(model, batches)
     scores = []
@@ -251,12 +257,11 @@ def layer_importance(model, batches) -> list[float]:
     return scores
 
 
-def taylor_scores(model, batches) -> tuple[torch.Tensor, list[torch.Tensor]]:
+def taylor_scores(model, layout: EncoderLayout, batches) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """First-order Taylor importance: |dL/d mask| per head (Michel et al., 2019) and
     |sum(a * dL/da)| per FFN neuron, accumulated over the calibration batches."""
-    layout = encoder_layout(model)
-    layers = encoder_layers(model)
-    n_heads = getattr(layers[0].get_submodule(layout.attention), layout.heads)
+    layers = layout.stack_of(model).layer
+    n_heads = layout.heads_of(layers[0])
     head_mask = torch.ones(len(layers), n_heads, requires_grad=True)
     acts: list[torch.Tensor] = []
 
@@ -285,16 +290,15 @@ def taylor_scores(model, batches) -> tuple[torch.Tensor, list[torch.Tensor]]:
 
 
 @torch.no_grad()
-def weight_norm_scores(model) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    layout = encoder_layout(model)
+def weight_norm_scores(model, layout: EncoderLayout) -> tuple[torch.Tensor, list[torch.Tensor]]:
     head_scores, ffn_scores = [], []
-    for layer in encoder_layers(model):
+    for layer in layout.stack_of(model).layer:
         attn = layer.get_submodule(layout.attention)
         d = attn.attention_head_size
         qkv = [getattr(attn, name).weight for name in layout.qkv]
         out = layer.get_submodule(layout.attention_out).weight
         per_head = []
-        for h in range(getattr(attn, layout.heads)):
+        for h in range(layout.heads_of(layer)):
             rows = slice(h * d, (h + 1) * d)
             per_head.append(sum(float(w[rows].norm()) for w in qkv) + float(out[:, rows].norm()))
         head_scores.append(torch.tensor(per_head))
@@ -307,7 +311,8 @@ def prune_structured(model, config: PruneConfig, ctx):
     from transformers.pytorch_utils import prune_linear_layer
 
     layout = encoder_layout(model)
-    layers = encoder_layers(model)
+    stack = layout.stack_of(model)
+    layers = stack.layer
     if model.config.pruned_heads:
         raise ValueError(
             "the checkpoint already has pruned heads; structured pruning starts from an unpruned one"
@@ -318,19 +323,20 @@ def prune_structured(model, config: PruneConfig, ctx):
     if config.layers:
         if config.layers >= len(layers):
             raise ValueError(f"layers={config.layers} would remove all {len(layers)} layers")
-        importance = layer_importance(model, batches)
+        importance = layer_importance(model, layout, batches)
         keep = sorted(sorted(range(len(layers)), key=lambda i: -importance[i])[: len(layers) - config.layers])
-        stack = getattr(model.base_model, layout.stack)
         stack.layer = nn.ModuleList([layers[i] for i in keep])
         model.config.num_hidden_layers = len(keep)
         notes["layers_kept"] = keep
         layers = stack.layer
     if config.heads or config.ffn:
         head_scores, ffn_scores = (
-            taylor_scores(model, batches) if config.score == "taylor" else weight_norm_scores(model)
+            taylor_scores(model, layout, batches)
+            if config.score == "taylor"
+            else weight_norm_scores(model, layout)
         )
         if config.heads:
-            n_heads = getattr(layers[0].get_submodule(layout.attention), layout.heads)
+            n_heads = layout.heads_of(layers[0])
             n_drop = round(config.heads * n_heads)
             if not 0 < n_drop < n_heads:
                 raise ValueError(f"heads={config.heads} removes {n_drop} of {n_heads} heads per layer")
