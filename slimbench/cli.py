@@ -121,6 +121,8 @@ def _plan(args):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from slimbench.tasks import DATA_FORMATS
+
     parser = argparse.ArgumentParser(
         prog="slimbench",
         description="Compress a fine-tuned transformer checkpoint and measure every variant honestly.",
@@ -185,12 +187,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--train-data",
         type=Path,
-        help="JSONL/CSV with 'text' and 'label' (a causal LM: 'text'): for recover and calibration",
+        help=f"{DATA_FORMATS}: for recover and calibration",
     )
     p.add_argument(
         "--eval-data",
         type=Path,
-        help="JSONL/CSV with 'text' and 'label': search recipes measure candidates on it; int8 fallback scores on it",
+        help=f"{DATA_FORMATS}: search recipes measure candidates on it; int8 fallback scores on it",
     )
     p.add_argument("--trust-remote-code", action="store_true", help="allow the checkpoint's own Python code")
     p.add_argument("--allow-pickle", action="store_true", help="allow pickle (.bin) weights")
@@ -222,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("model_dirs", nargs="+", type=Path, metavar="MODEL_DIR", help="variant directories")
     p.add_argument(
-        "--eval-data", type=Path, required=True, help="JSONL or CSV with 'text' and 'label' columns"
+        "--eval-data", type=Path, required=True, help=f"{DATA_FORMATS}: accuracy and latency inputs"
     )
     p.add_argument("--results", type=Path, required=True, help="JSONL file the records are appended to")
     p.add_argument("--baseline", help="variant the others are compared with (default: the 'baseline' recipe)")

@@ -68,6 +68,11 @@ CASES = [
     ("ONNX Runtime has no graph optimizations for the architecture", "optimize {qwen2} --recipe onnx-o2-int8 --out {tmp}/o",
      "ONNX Runtime has no graph optimizations (O2) for qwen2 models; the `onnx` recipe, or `optimize: null` in a "
      "recipe of your own, exports the model without them"),
+    ("ONNX export of a task optimum does not export for the architecture",
+     "optimize {llamaner} --recipe onnx --out {tmp}/o",
+     "optimum exports no llama token-classification models to ONNX (for llama: feature-extraction, "),
+    ("token-classification training data as text and label", "optimize {llamaner} --recipe magnitude-50 --train-data {train} --out {tmp}/o",
+     "train.jsonl' line 1: needs 'tokens' and 'tags' lists"),
     ("structured pruning of a decoder", "optimize {qwen2} --recipe pruned-l2-int8 --train-data {train} --out {tmp}/o",
      "structured pruning supports BERT-family encoders (BERT, RoBERTa, MiniLM, DistilBERT, ...), not Qwen2ForSequenceClassification"),
     ("bench: not a variant directory", "bench {bert} --eval-data {eval} --results {tmp}/r.jsonl",
@@ -131,7 +136,12 @@ CASES = [
 
 @pytest.fixture(scope="module")
 def world(tiny_variants, tiny_bert, eval_jsonl, tmp_path_factory):
-    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import (
+        AutoConfig,
+        AutoModelForSequenceClassification,
+        AutoModelForTokenClassification,
+        AutoTokenizer,
+    )
 
     tmp = tmp_path_factory.mktemp("reliability")
     paths = {"tmp": tmp, "bert": tiny_bert, "eval": eval_jsonl, "variant": tiny_variants["baseline"].path}
@@ -190,13 +200,15 @@ def world(tiny_variants, tiny_bert, eval_jsonl, tmp_path_factory):
     paths["badmanifest"] = tmp / "badmanifest"
     paths["badmanifest"].mkdir()
     (paths["badmanifest"] / "slimbench.json").write_text("{")
-    paths["qwen2"] = tmp / "qwen2"
     tokenizer = AutoTokenizer.from_pretrained(tiny_bert, model_input_names=["input_ids", "attention_mask"])
-    config = AutoConfig.for_model("qwen2", vocab_size=tokenizer.vocab_size, hidden_size=16, intermediate_size=32,
-                                  num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, id2label=dict(enumerate(LABELS)), label2id={n: i for i, n in enumerate(LABELS)},
-                                  pad_token_id=tokenizer.pad_token_id)  # fmt: skip
-    AutoModelForSequenceClassification.from_config(config).save_pretrained(paths["qwen2"])
-    tokenizer.save_pretrained(paths["qwen2"])
+    decoder = dict(vocab_size=tokenizer.vocab_size, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                   num_attention_heads=2, num_key_value_heads=1, id2label=dict(enumerate(LABELS)),
+                   label2id={n: i for i, n in enumerate(LABELS)}, pad_token_id=tokenizer.pad_token_id)  # fmt: skip
+    for name, model_type, auto in (("qwen2", "qwen2", AutoModelForSequenceClassification),
+                                   ("llamaner", "llama", AutoModelForTokenClassification)):  # fmt: skip
+        paths[name] = tmp / name
+        auto.from_config(AutoConfig.for_model(model_type, **decoder)).save_pretrained(paths[name])
+        tokenizer.save_pretrained(paths[name])
     paths["results"] = tmp / "results.jsonl"
     record = {"status": "ok", "task": "text-classification", "variant": "baseline", "recipe": "baseline",
               "device": "cpu", "device_name": "cpu", "num_threads": 1, "batch_size": 1, "seq_len": 8,

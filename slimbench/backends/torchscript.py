@@ -19,18 +19,24 @@ TORCHSCRIPT_FILE = "model.pt"
 def traceable(model):
     """optimum's ONNX export patches, which make a transformers model traceable by TorchScript (decoders build
     their attention masks with vmap, which the tracer cannot follow), as a context; none where optimum has no
-    ONNX config for the model."""
+    ONNX config for the model type. The patches are the model type's: a task optimum does not export for it (a
+    Llama token classifier) takes those of its text classifier, whose output is the same `logits`."""
     import optimum.exporters.onnx.model_configs  # noqa: F401 - registers the ONNX configs
     from optimum.exporters.tasks import TasksManager
 
     try:
-        task = TasksManager.infer_task_from_model(model)
-        constructor = TasksManager.get_exporter_config_constructor(
-            "onnx", model=model, task=task, library_name="transformers"
-        )
-    except (KeyError, ValueError):
-        return contextlib.nullcontext()
-    return constructor(model.config, task=task).patch_model_for_export(model)
+        tasks = (TasksManager.infer_task_from_model(model), "text-classification")
+    except (KeyError, ValueError):  # a model class optimum does not know
+        tasks = ("text-classification",)
+    for task in tasks:
+        try:
+            constructor = TasksManager.get_exporter_config_constructor(
+                "onnx", model=model, task=task, library_name="transformers"
+            )
+        except (KeyError, ValueError):
+            continue
+        return constructor(model.config, task=task).patch_model_for_export(model)
+    return contextlib.nullcontext()
 
 
 def to_torchscript(model, example) -> torch.jit.ScriptModule:

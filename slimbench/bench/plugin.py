@@ -14,6 +14,8 @@ SUITE = Path(__file__).with_name("suite.py")
 
 
 def pytest_addoption(parser):
+    from slimbench.tasks import DATA_FORMATS
+
     group = parser.getgroup("slimbench")
     group.addoption(
         "--benchmark",
@@ -40,8 +42,8 @@ def pytest_addoption(parser):
     )
     add("--slimbench-batch-sizes", default="1,32", help="comma-separated (default: 1,32)")
     add("--slimbench-seq-lens", default="128", help="comma-separated (default: 128)")
-    add("--slimbench-eval-data", default=None, help="JSONL/CSV with text and label (default: the default's)")
-    add("--slimbench-train-data", default=None, help="JSONL/CSV with text and label, for recipes that train")
+    add("--slimbench-eval-data", default=None, help=f"{DATA_FORMATS} (default: the default's)")
+    add("--slimbench-train-data", default=None, help=f"{DATA_FORMATS}, for recipes that train")
     add(
         "--slimbench-out",
         default="slimbench-bench",

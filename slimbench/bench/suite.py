@@ -101,7 +101,7 @@ class Workbench:
 
     def __init__(self, plan: Plan):
         from slimbench.core.checkpoint import Checkpoint
-        from slimbench.core.data import read_labelled, read_texts
+        from slimbench.tasks import DATA_FORMATS, get_task
 
         self.plan = plan
         if plan.checkpoint is None:
@@ -113,15 +113,12 @@ class Workbench:
             plan.eval_data = plan.eval_data or default.eval_path
             plan.train_data = plan.train_data or default.train_path
         if plan.eval_data is None:
-            raise pytest.UsageError(
-                "--slimbench-checkpoint needs --slimbench-eval-data (JSONL or CSV, text and label)"
-            )
+            raise pytest.UsageError(f"--slimbench-checkpoint needs --slimbench-eval-data ({DATA_FORMATS})")
         self.checkpoint = Checkpoint.open(plan.checkpoint)
-        self.samples = read_texts(plan.eval_data)[:16]
+        task = get_task(self.checkpoint.task)
+        self.samples = task.latency_texts(plan.eval_data)[:16]
         self.train = (
-            read_labelled(plan.train_data, self.checkpoint.load_config().label2id)
-            if plan.train_data
-            else None
+            task.read_train(plan.train_data, self.checkpoint.load_config()) if plan.train_data else None
         )
         self.variants: dict[str, Path] = {}
         self.not_built: dict[str, str] = {}

@@ -1,21 +1,36 @@
-"""Labelled text a user brings (JSONL or CSV with `text` and `label` columns) and its encoding."""
+"""Labelled text a user brings (JSONL or CSV with `text` and `label` columns, or for token
+classification words and their tags) and its encoding."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from slimbench import SlimbenchError
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
 class LabelledText:
+    """Examples to train or calibrate on: `texts` with a label id each (text classification), with
+    no labels (a causal LM's text), or with the `words` of each text and a tag id per word (token
+    classification; `texts` are then the words joined by spaces)."""
+
     texts: list[str]
-    labels: list[int] | None = None  # None: text alone (a causal LM's training text)
+    labels: list | None = None
+    words: list[list[str]] | None = None
 
     def __len__(self) -> int:
         return len(self.texts)
+
+    def select(self, indices) -> LabelledText:
+        """The examples at `indices` (a range or a list), in that order."""
+        return LabelledText(*(None if xs is None else [xs[i] for i in indices]
+                              for xs in (self.texts, self.labels, self.words)))  # fmt: skip
 
 
 def _read_frame(path: str | Path, columns: set[str]):
@@ -92,6 +107,56 @@ def check_seq_len(tokenizer, seq_len: int) -> None:
             f"sequence length {seq_len} holds no text: the tokenizer adds {least - 1} special token(s) to "
             f"every text; use at least {least}"
         )
+
+
+def word_tokenizer(tokenizer):
+    """`tokenizer`, or where it refuses text split into words, the same tokenizer built to take them:
+    byte-level BPE tokenizers (GPT-2's, RoBERTa's) take words only when built with
+    add_prefix_space=True, as transformers' token-classification examples build them to fine-tune."""
+    try:
+        tokenizer([["word"]], is_split_into_words=True)
+        return tokenizer
+    except AssertionError:
+        from transformers import AutoTokenizer
+
+        built = AutoTokenizer.from_pretrained(tokenizer.name_or_path, add_prefix_space=True)
+        built.pad_token = built.pad_token or tokenizer.pad_token  # where the task set one after loading
+        return built
+
+
+def encode_words(tokenizer, words: list[list[str]], seq_len: int, return_tensors: str = "pt"):
+    """Texts given as words, each word's sub-words kept apart (`word_ids`), padded to `seq_len`."""
+    check_seq_len(tokenizer, seq_len)
+    return word_tokenizer(tokenizer)(
+        words, is_split_into_words=True, max_length=seq_len, truncation=True, padding="max_length",
+        return_tensors=return_tensors,
+    )  # fmt: skip
+
+
+def first_subwords(encoding, row: int) -> dict[int, int]:
+    """Word index -> position of its first sub-word in row `row` of `encode_words`' encoding (the
+    position a token classifier's tag for the word is read from; words cut off by truncation are
+    absent)."""
+    first: dict[int, int] = {}
+    for pos, word in enumerate(encoding.word_ids(row)):
+        if word is not None and word not in first:
+            first[word] = pos
+    return first
+
+
+def encode_labelled(tokenizer, data: LabelledText, seq_len: int) -> tuple[dict, torch.Tensor]:
+    """Encodings of labelled examples (torch, padded to `seq_len`) and their targets: a label per text,
+    or a tag per token at each word's first sub-word and -100 (which cross-entropy ignores) elsewhere."""
+    import torch
+
+    if data.words is None:
+        return dict(encode(tokenizer, data.texts, seq_len)), torch.tensor(data.labels)
+    enc = encode_words(tokenizer, data.words, seq_len)
+    targets = torch.full(enc["input_ids"].shape, -100)
+    for row, tags in enumerate(data.labels):
+        for word, pos in first_subwords(enc, row).items():
+            targets[row, pos] = tags[word]
+    return dict(enc), targets
 
 
 def encode(tokenizer, texts: list[str], seq_len: int, return_tensors: str = "pt"):

@@ -70,11 +70,25 @@ class ExportConfig:
 
     def refuses(self, checkpoint) -> str | None:
         """Why this export cannot apply to the checkpoint's architecture, or None (asked before any load)."""
+        import optimum.exporters.onnx.model_configs  # noqa: F401 - registers the ONNX configs
+        from optimum.exporters.tasks import TasksManager
         from optimum.onnxruntime.utils import ORTConfigManager
 
+        from slimbench.tasks import get_task
+
+        model_type = checkpoint.load_config().model_type
+        task = get_task(checkpoint.task).export_task
+        try:
+            exported = TasksManager.get_supported_tasks_for_model_type(
+                model_type, "onnx", library_name="transformers"
+            )
+        except KeyError:
+            exported = {}
+        if task not in exported:
+            return (f"optimum exports no {model_type} {checkpoint.task} models to ONNX (for {model_type}: "
+                    f"{', '.join(exported) or 'none'}); the PyTorch recipes (bf16, torchao-int8wo, compiled) need no ONNX export")  # fmt: skip
         if not self.optimize:
             return None
-        model_type = checkpoint.load_config().model_type
         try:
             ORTConfigManager.check_optimization_supported_model(model_type, None)
         except NotImplementedError:

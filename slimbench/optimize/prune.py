@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from slimbench.core.checkpoint import quiet_transformers
+from slimbench.core.data import LabelledText, encode_labelled
 from slimbench.optimize.registry import register
 
 HEAD_NAMES = ("classifier", "score", "lm_head", "qa_outputs")  # task heads are never pruned
@@ -215,29 +216,36 @@ def _replace(layer: nn.Module, path: str, module: nn.Module) -> None:
 
 
 def _calibration(model, ctx, n_batches: int, batch_size: int = 16):
-    """Batches of real text with labels (the training labels, else the model's own predictions)."""
-    data = ctx.train_data
-    texts = data.texts if data is not None else ctx.sample_texts
-    n = min(len(texts), n_batches * batch_size)
-    step = max(1, len(texts) // n)
-    picked = list(range(0, len(texts), step))[:n]
+    """Batches of real text with targets: the training labels (a tag per word for a token classifier),
+    else the model's own predictions."""
+    data = ctx.train_data if ctx.train_data is not None else LabelledText(ctx.sample_texts)
+    n = min(len(data), n_batches * batch_size)
+    picked = list(range(0, len(data), max(1, len(data) // n)))[:n]
     batches = []
     for i in range(0, len(picked), batch_size):
-        idx = picked[i : i + batch_size]
-        enc = dict(ctx.tokenizer([texts[j] for j in idx], max_length=128, truncation=True, padding=True,
-                                 return_tensors="pt"))  # fmt: skip
-        if data is not None:
-            labels = torch.tensor([data.labels[j] for j in idx])
-        else:
-            with torch.inference_mode():
-                labels = model(**enc).logits.argmax(-1)
-        batches.append((enc, labels))
+        chunk = data.select(picked[i : i + batch_size])
+        if chunk.labels is not None:
+            batches.append(encode_labelled(ctx.tokenizer, chunk, 128))
+            continue
+        enc = dict(
+            ctx.tokenizer(chunk.texts, max_length=128, truncation=True, padding=True, return_tensors="pt")
+        )
+        with torch.inference_mode():
+            predicted = model(**enc).logits.argmax(-1)
+        if predicted.dim() == 2:  # a prediction per token: none at padding
+            predicted = predicted.masked_fill(enc["attention_mask"] == 0, -100)
+        batches.append((enc, predicted))
     return batches
+
+
+def _cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Over every target: one per text, or one per token (-100: none)."""
+    return F.cross_entropy(logits.flatten(0, -2), targets.flatten())
 
 
 def _loss(model, batches, **kwargs) -> float:
     with torch.inference_mode():
-        return sum(float(F.cross_entropy(model(**enc, **kwargs).logits, y)) for enc, y in batches) / len(
+        return sum(float(_cross_entropy(model(**enc, **kwargs).logits, y)) for enc, y in batches) / len(
             batches
         )
 
@@ -276,7 +284,7 @@ def taylor_scores(model, layout: EncoderLayout, batches) -> tuple[torch.Tensor, 
         with torch.enable_grad(), quiet_transformers():  # SDPA falls back to eager for the head mask
             for enc, labels in batches:
                 acts.clear()
-                loss = F.cross_entropy(model(**enc, head_mask=head_mask).logits, labels)
+                loss = _cross_entropy(model(**enc, head_mask=head_mask).logits, labels)
                 loss.backward()
                 head_scores += head_mask.grad.abs()
                 head_mask.grad = None

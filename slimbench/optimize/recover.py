@@ -49,7 +49,7 @@ def train_device() -> str:
 def recover(model, config: RecoverConfig, ctx):
     """Short fine-tune after pruning, with optional distillation from the unpruned model."""
     if ctx.train_data is None:
-        raise ValueError("recover needs training data: pass --train-data FILE (JSONL or CSV, text and label)")
+        raise ValueError("recover needs training data: pass --train-data FILE (the task's labelled data)")
     if not ctx.task.trainable:
         raise ValueError(f"recover cannot fine-tune a {ctx.task.name} model yet")
     torch.manual_seed(config.seed)
@@ -66,7 +66,7 @@ def recover(model, config: RecoverConfig, ctx):
                                desc=f"recover ({device})", device=device)  # fmt: skip
     ctx.notes["recover_seconds"] = round(seconds, 1)
     ctx.notes["recover_train_accuracy_sample"] = accuracy(
-        model, ctx.tokenizer, _head(ctx.train_data, 256), config.max_len
+        model, ctx.tokenizer, ctx.train_data.select(range(min(256, len(ctx.train_data)))), config.max_len
     )
     return model
 
@@ -90,9 +90,3 @@ def _recover_lm(model, config: RecoverConfig, ctx, teacher, device: str):
     ctx.notes["recover_steps"] = steps
     ctx.notes["recover_train_perplexity_sample"] = model_perplexity(model, blocks[:64].numpy())
     return model
-
-
-def _head(data, n):
-    from slimbench.core.data import LabelledText
-
-    return LabelledText(data.texts[:n], data.labels[:n])

@@ -14,14 +14,18 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from slimbench.core.data import LabelledText, encode
+from slimbench.core.data import LabelledText, encode_labelled
 
 
 def _with_distillation(loss, logits, teacher, batch: dict, plan) -> torch.Tensor:
     """alpha * T^2 * KL(teacher || student) on logits softened by T, plus (1 - alpha) * `loss`;
-    averaged over every prediction (a row of a classifier, a position of a language model)."""
+    averaged over every prediction (a row of a classifier, a position of a language model, a real
+    token of a token classifier)."""
     with torch.no_grad():
         soft = teacher(**batch).logits / plan.temperature
+    if logits.dim() == 3 and "attention_mask" in batch:  # padding positions predict nothing
+        keep = batch["attention_mask"].bool()
+        logits, soft = logits[keep], soft[keep]
     width = soft.shape[-1]
     kd = F.kl_div(
         F.log_softmax(logits.reshape(-1, width) / plan.temperature, -1),
@@ -83,14 +87,14 @@ def train_classifier(
     desc: str = "train",
     device: str = "cpu",
 ) -> float:
-    """Train `model` in place on `data` (on `device`; the model is back on the CPU afterwards);
-    returns the seconds spent. The batch order is seeded by `plan.seed`; dropout draws from the
+    """Train `model` in place on `data` (on `device`; the model is back on the CPU afterwards): a
+    label per text, or a tag per word for a token classifier; returns the seconds spent. The batch order is seeded by `plan.seed`; dropout draws from the
     global generator, which the caller seeds."""
     from tqdm.auto import tqdm
     from transformers import get_linear_schedule_with_warmup
 
-    enc = {k: v.to(device) for k, v in encode(tokenizer, data.texts, plan.max_len).items()}
-    labels = torch.tensor(data.labels, device=device)
+    enc, labels = encode_labelled(tokenizer, data, plan.max_len)
+    enc, labels = {k: v.to(device) for k, v in enc.items()}, labels.to(device)
     masks = _to_device(device, model, teacher, masks)
     steps_per_epoch = -(-len(data) // plan.batch_size)
     total = steps_per_epoch * plan.epochs
@@ -113,7 +117,7 @@ def train_classifier(
             idx = order[i * plan.batch_size : (i + 1) * plan.batch_size].to(device)
             batch = {k: v[idx] for k, v in enc.items()}
             logits = model(**batch).logits
-            loss = F.cross_entropy(logits, labels[idx])
+            loss = F.cross_entropy(logits.flatten(0, -2), labels[idx].flatten())  # -100: no target
             if teacher is not None:
                 loss = _with_distillation(loss, logits, teacher, batch, plan)
             _step(loss, model, optimizer, schedule, params, masks)
@@ -125,13 +129,17 @@ def train_classifier(
 
 
 def accuracy(model, tokenizer, data: LabelledText, max_len: int, batch_size: int = 32) -> float:
-    correct = 0
+    """The share of labels predicted: one per text, or one per word of a token classifier's data."""
+    correct = total = 0
     with torch.inference_mode():
         for i in range(0, len(data), batch_size):
-            enc = encode(tokenizer, data.texts[i : i + batch_size], max_len)
-            pred = model(**enc).logits.argmax(-1)
-            correct += int((pred == torch.tensor(data.labels[i : i + batch_size])).sum())
-    return correct / len(data)
+            enc, labels = encode_labelled(
+                tokenizer, data.select(range(i, min(i + batch_size, len(data)))), max_len
+            )
+            scored = labels != -100
+            correct += int((model(**enc).logits.argmax(-1) == labels)[scored].sum())
+            total += int(scored.sum())
+    return correct / total
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,10 @@ from slimbench import SlimbenchError
 from slimbench.tasks import causal_lm, classification, token_classification
 from slimbench.tasks.base import BUDGET, Task
 
+DATA_FORMATS = (
+    "JSONL/CSV with 'text' and 'label' (a causal LM: 'text' alone; token classification: JSONL with 'tokens' "
+    "and 'tags')"
+)
 TASKS: dict[str, Task] = {t.name: t for t in (classification.TASK, token_classification.TASK, causal_lm.TASK)}
 
 
@@ -26,4 +30,4 @@ def detect_task(architectures: list[str] | None) -> str | None:
     return None
 
 
-__all__ = ["BUDGET", "TASKS", "Task", "detect_task", "get_task"]
+__all__ = ["BUDGET", "DATA_FORMATS", "TASKS", "Task", "detect_task", "get_task"]

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from slimbench import SlimbenchError
-from slimbench.core.data import check_seq_len
+from slimbench.core.data import LabelledText, encode_words, first_subwords
 from slimbench.tasks.base import Task
 
 
@@ -19,6 +19,7 @@ class TokenClassification(Task):
     export_task = "token-classification"
     architecture_suffixes = ("ForTokenClassification",)
     metric_name = "entity_f1"
+    trainable = True
 
     def read(self, path: Path, config) -> tuple[list[list[str]], list[list[str]]]:
         """(words per sentence, tag names per sentence), checked against the model's labels."""
@@ -59,6 +60,12 @@ class TokenClassification(Task):
     def check_data(self, path: Path, config) -> int:
         return len(self.read(path, config)[0])
 
+    def read_train(self, path: Path, config) -> LabelledText:
+        """The same rows as the eval data: words, with a tag id per word."""
+        words, tags = self.read(path, config)
+        ids = {name: int(i) for i, name in config.id2label.items()}
+        return LabelledText([" ".join(w) for w in words], [[ids[t] for t in row] for row in tags], words)
+
     def latency_texts(self, path: Path) -> list[str]:
         rows = [
             json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()
@@ -68,21 +75,15 @@ class TokenClassification(Task):
     def score(self, loaded, path: Path, seq_len: int) -> dict:
         from seqeval.metrics import f1_score
 
-        check_seq_len(loaded.tokenizer, seq_len)
         words, gold = self.read(path, loaded.config)
         id2label = {int(k): v for k, v in loaded.config.id2label.items()}
         predicted, flat = [], []
         for i in range(0, len(words), 32):
             chunk = words[i : i + 32]
-            enc = loaded.tokenizer(chunk, is_split_into_words=True, max_length=seq_len, truncation=True,
-                                   padding="max_length")  # fmt: skip
-            batch = {k: v for k, v in enc.convert_to_tensors(loaded.return_tensors).items()}
-            argmax = loaded.logits(loaded.to_device(batch)).argmax(-1)
+            enc = encode_words(loaded.tokenizer, chunk, seq_len, return_tensors=loaded.return_tensors)
+            argmax = loaded.logits(loaded.to_device(dict(enc))).argmax(-1)
             for row, sentence in enumerate(chunk):
-                first = {}  # word index -> position of its first sub-word
-                for pos, w in enumerate(enc.word_ids(row)):
-                    if w is not None and w not in first:
-                        first[w] = pos
+                first = first_subwords(enc, row)
                 # words cut off by truncation are predicted "O"
                 tags = [
                     id2label[int(argmax[row, first[w]])] if w in first else "O" for w in range(len(sentence))

