@@ -516,9 +516,10 @@ COMMANDS = {
 # Loggers whose notices say nothing about a slimbench run: torchao's, of its optional compiled extensions that
 # do not load on this machine, printed wherever transformers imports it (which it does whenever it is installed),
 # torch's pytree deprecations that torchao's import sets off, and bitsandbytes' CPU backend's, of an optional
-# kernel package (`kernels`) missing on an AVX512-BF16 CPU, printed wherever a quantizer imports bitsandbytes.
-# `--debug` shows them.
-QUIETED_LOGGERS = ("torchao", "torch.utils._pytree", "bitsandbytes.backends.cpu")
+# kernel package (`kernels`) missing on an AVX512-BF16 CPU, printed wherever a quantizer imports bitsandbytes;
+# ONNX Runtime's attention fusion's, that a head-pruned layer's q/k/v are narrower than the model's hidden size
+# (it fuses them at their own width; the export's parity check compares the result). `--debug` shows them.
+QUIETED_LOGGERS = ("torchao", "torch.utils._pytree", "bitsandbytes.backends.cpu", "fusion_attention")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,8 +30,8 @@ def run(checkpoint: Checkpoint, recipe: Recipe | Search, out_dir: Path, *, sampl
                           max_minutes=max_minutes, log=log)  # fmt: skip
     eval_data = None
     if eval_path is not None and any(reads_eval_data(call) for call in recipe.steps):
-        from slimbench.core.data import read_labelled
+        from slimbench.tasks import get_task
 
-        eval_data = read_labelled(eval_path, checkpoint.load_config().label2id)
+        eval_data = get_task(checkpoint.task).read_train(eval_path, checkpoint.load_config())
     return optimize(checkpoint, recipe, out_dir, sample_texts=sample_texts, train_data=train_data,
                     eval_data=eval_data, force=force, log=log, **gate).path  # fmt: skip

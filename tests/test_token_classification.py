@@ -285,3 +285,25 @@ def test_a_byte_level_bpe_tagger_is_trained_and_scored_on_words(roberta_ner, tmp
     assert not saved.add_prefix_space
     text = "Alice lives in Paris"
     assert saved(text)["input_ids"] == source(text)["input_ids"]
+
+
+def test_accuracy_aware_int8_scores_a_tagger_by_its_words(trained_ner, tmp_path):
+    """fallback_budget (the int8 that keeps a share of the unquantized accuracy, which the search recipes use)
+    scores a token classifier on its tagged words: the share of words whose tag the argmax gets, padding and
+    later sub-words left out."""
+    from slimbench.core.checkpoint import Checkpoint
+    from slimbench.optimize.fallback import share_right
+    from slimbench.optimize.recipes import parse_recipe
+    from slimbench.pipeline import run
+
+    logits = np.array([[[1.0, 0.0], [0.0, 1.0], [0.0, 1.0], [1.0, 0.0]]])
+    assert share_right(logits, np.array([[-100, 1, 0, -100]])) == 0.5
+    checkpoint_dir, data = trained_ner
+    recipe = parse_recipe({"name": "int8-99", "steps": [{"export": {"optimize": "O2", "quantize": "dynamic-int8",
+                                                                    "fallback_budget": 0.99}}]})  # fmt: skip
+    path = run(Checkpoint.open(checkpoint_dir), recipe, tmp_path, sample_texts=["Rain in London"], eval_path=data,
+               log=lambda *_: None)  # fmt: skip
+    fallback = json.loads((path / "slimbench.json").read_text())["notes"]["fallback"]
+    assert fallback["data"] == "eval" and fallback["samples"] == 120
+    assert 0.9 < fallback["fp32_accuracy"] < 1  # the trained tagger's share of words tagged right
+    assert fallback["accuracy"] >= 0.99 * fallback["fp32_accuracy"]

@@ -46,16 +46,24 @@ def check_fallback_fields(budget: float | None, max_fp32_layers: int) -> None:
 
 
 def labelled_encodings(ctx) -> tuple[dict, np.ndarray, str]:
-    """Up to MAX_SAMPLES labelled examples (eval data, else training data), tokenized as numpy."""
-    if ctx.task.name != "text-classification":
-        raise ValueError(f"fallback_budget scores text classification, not {ctx.task.name}")
+    """Up to MAX_SAMPLES labelled examples (eval data, else training data), tokenized as numpy, and their
+    targets: a label per text, or a tag per token (-100 where no word starts)."""
+    from slimbench.core.data import encode_labelled
+
     data, source = (ctx.eval_data, "eval") if ctx.eval_data is not None else (ctx.train_data, "train")
     if data is None:
         raise ValueError("fallback_budget needs labelled data: pass --eval-data (or --train-data)")
-    picked = np.linspace(0, len(data) - 1, min(len(data), MAX_SAMPLES)).round().astype(int)
-    enc = ctx.tokenizer([data.texts[i] for i in picked], max_length=MAX_LENGTH, truncation=True, padding=True,
-                        return_tensors="np")  # fmt: skip
-    return dict(enc), np.asarray(data.labels)[picked], source
+    if data.labels is None:
+        raise ValueError(f"fallback_budget scores labels or tags, which {ctx.task.name} data does not have")
+    picked = np.linspace(0, len(data) - 1, min(len(data), MAX_SAMPLES)).round().astype(int).tolist()
+    enc, targets = encode_labelled(ctx.tokenizer, data.select(picked), MAX_LENGTH)
+    return {k: v.numpy() for k, v in enc.items()}, targets.numpy(), source
+
+
+def share_right(logits: np.ndarray, targets: np.ndarray) -> float:
+    """Accuracy: the share of labels (or of words' tags; -100 marks none) the argmax of `logits` gets."""
+    scored = targets != -100
+    return float((logits.argmax(-1) == targets)[scored].mean())
 
 
 def rows(enc: dict, selection: slice) -> dict:
@@ -83,10 +91,10 @@ def accuracy_aware(quantizer: Quantizer, reference_handle, ctx, budget: float, m
     enc, labels, source = labelled_encodings(ctx)
 
     def accuracy(handle) -> float:
-        return float((quantizer.logits(handle, enc).argmax(-1) == labels).mean())
+        return share_right(quantizer.logits(handle, enc), labels)
 
     reference = quantizer.logits(reference_handle, enc)
-    fp32_accuracy = float((reference.argmax(-1) == labels).mean())
+    fp32_accuracy = share_right(reference, labels)
     target = budget * fp32_accuracy
     notes: dict[str, Any] = {"quantization": what, "budget": budget, "data": source, "samples": len(labels),
                              "fp32_accuracy": fp32_accuracy, "settings_tried": [], "fp32_layers": [], "steps": []}  # fmt: skip

@@ -36,6 +36,6 @@ for ckpt in "$work"/ckpt/*/; do
 for line in open(sys.argv[2]):
     r = json.loads(line)
     print(sys.argv[1], r["variant"], r["status"], "%.4f" % r["metric"] if r.get("metric") is not None else "-",
-          r.get("reason", ""), sep="\t")' "$family" "$work/bench-$family.jsonl" | tee -a "$work/ner-bench.tsv"
+          r.get("reason") or "", sep="\t")' "$family" "$work/bench-$family.jsonl" | tee -a "$work/ner-bench.tsv"
   fi
 done
