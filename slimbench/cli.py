@@ -178,8 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--sample-data",
         type=Path,
-        help="JSONL/CSV with a 'text' column: real inputs for tracing and "
-        "parity checks (default: BBC News articles)",
+        help="JSONL/CSV with a 'text' column (token classification: its JSONL, 'tokens'): real inputs for "
+        "tracing and parity checks (default: BBC News articles)",
     )
     p.add_argument(
         "--task", help="text-classification, token-classification or causal-lm (default: from the config)"
@@ -349,11 +349,11 @@ def cmd_recipes(args) -> int:
     return 0
 
 
-def _sample_texts(path: Path | None) -> list[str]:
+def _sample_texts(path: Path | None, task: str) -> list[str]:
     if path is not None:
-        from slimbench.core.data import read_texts
+        from slimbench.tasks import get_task
 
-        return read_texts(path)[:16]
+        return get_task(task).latency_texts(path)[:16]
     from slimbench.defaults import bbc_news
 
     data, _ = bbc_news()
@@ -392,7 +392,7 @@ def cmd_optimize(args) -> int:
         from slimbench.tasks import get_task
 
         train = get_task(checkpoint.task).read_train(args.train_data, checkpoint.load_config())
-    path = run(checkpoint, recipe, args.out, sample_texts=_sample_texts(args.sample_data), train_data=train,
+    path = run(checkpoint, recipe, args.out, sample_texts=_sample_texts(args.sample_data, checkpoint.task), train_data=train,
                eval_path=args.eval_data, force=args.force, min_agreement=min_agreement,
                allow_degraded=args.allow_degraded, overwrite=args.overwrite, budget=args.budget,
                max_minutes=args.max_minutes)  # fmt: skip

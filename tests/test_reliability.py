@@ -73,6 +73,8 @@ CASES = [
      "optimum exports no llama token-classification models to ONNX (for llama: feature-extraction, "),
     ("token-classification training data as text and label", "optimize {llamaner} --recipe magnitude-50 --train-data {train} --out {tmp}/o",
      "train.jsonl' line 1: needs 'tokens' and 'tags' lists"),
+    ("token-classification sample inputs as text", "optimize {llamaner} --recipe baseline --sample-data {nolabel} --out {tmp}/o",
+     "nolabel.jsonl' line 1: needs 'tokens' lists"),
     ("structured pruning of a decoder", "optimize {qwen2} --recipe pruned-l2-int8 --train-data {train} --out {tmp}/o",
      "structured pruning supports BERT-family encoders (BERT, RoBERTa, MiniLM, DistilBERT, ...), not Qwen2ForSequenceClassification"),
     ("bench: not a variant directory", "bench {bert} --eval-data {eval} --results {tmp}/r.jsonl",

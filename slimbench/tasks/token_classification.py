@@ -21,8 +21,10 @@ class TokenClassification(Task):
     metric_name = "entity_f1"
     trainable = True
 
-    def read(self, path: Path, config) -> tuple[list[list[str]], list[list[str]]]:
-        """(words per sentence, tag names per sentence), checked against the model's labels."""
+    @staticmethod
+    def rows(path: Path, tagged: bool = True) -> list[tuple[int, list, list | None]]:
+        """(line number, tokens, tags) of each row, checked for shape; `tagged=False` reads the tokens alone
+        (sample inputs)."""
         path = Path(path)
         if not path.is_file():
             raise SlimbenchError(f"data file {str(path)!r} does not exist")
@@ -30,8 +32,7 @@ class TokenClassification(Task):
             raise SlimbenchError(
                 f"data file {str(path)!r}: token-classification data is JSONL with 'tokens' and 'tags'"
             )
-        id2label = {int(k): v for k, v in (getattr(config, "id2label", None) or {}).items()}
-        words, tags = [], []
+        rows = []
         for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
             if not line.strip():
                 continue
@@ -39,22 +40,33 @@ class TokenClassification(Task):
                 row = json.loads(line)
             except json.JSONDecodeError:
                 raise SlimbenchError(f"data file {str(path)!r} line {i}: not valid JSON") from None
-            if not isinstance(row, dict) or not {"tokens", "tags"} <= set(row):
-                raise SlimbenchError(f"data file {str(path)!r} line {i}: needs 'tokens' and 'tags' lists")
-            if len(row["tokens"]) != len(row["tags"]):
+            need = ("tokens", "tags") if tagged else ("tokens",)
+            if not isinstance(row, dict) or not all(isinstance(row.get(k), list) for k in need):
+                raise SlimbenchError(
+                    f"data file {str(path)!r} line {i}: needs {' and '.join(map(repr, need))} lists"
+                )
+            if tagged and len(row["tokens"]) != len(row["tags"]):
                 raise SlimbenchError(f"data file {str(path)!r} line {i}: {len(row['tokens'])} tokens but "
                                      f"{len(row['tags'])} tags")  # fmt: skip
+            rows.append((i, [str(w) for w in row["tokens"]], row.get("tags")))
+        if not rows:
+            raise SlimbenchError(f"data file {str(path)!r} has no rows")
+        return rows
+
+    def read(self, path: Path, config) -> tuple[list[list[str]], list[list[str]]]:
+        """(words per sentence, tag names per sentence), checked against the model's labels."""
+        id2label = {int(k): v for k, v in (getattr(config, "id2label", None) or {}).items()}
+        words, tags = [], []
+        for i, tokens, row_tags in self.rows(path):
             names = []
-            for tag in row["tags"]:
+            for tag in row_tags:
                 name = id2label.get(tag) if isinstance(tag, int) else tag
                 if name not in id2label.values():
                     raise SlimbenchError(f"data file {str(path)!r} line {i}: tag {tag!r} is not one of the "
                                          f"model's labels ({', '.join(map(str, id2label.values()))})")  # fmt: skip
                 names.append(name)
-            words.append([str(w) for w in row["tokens"]])
+            words.append(tokens)
             tags.append(names)
-        if not words:
-            raise SlimbenchError(f"data file {str(path)!r} has no rows")
         return words, tags
 
     def check_data(self, path: Path, config) -> int:
@@ -67,10 +79,7 @@ class TokenClassification(Task):
         return LabelledText([" ".join(w) for w in words], [[ids[t] for t in row] for row in tags], words)
 
     def latency_texts(self, path: Path) -> list[str]:
-        rows = [
-            json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()
-        ]
-        return [" ".join(map(str, r["tokens"])) for r in rows]
+        return [" ".join(tokens) for _, tokens, _ in self.rows(path, tagged=False)]
 
     def score(self, loaded, path: Path, seq_len: int) -> dict:
         from seqeval.metrics import f1_score
