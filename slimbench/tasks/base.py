@@ -44,8 +44,8 @@ class Task:
         raise NotImplementedError
 
     def read_train(self, path: Path, config):
-        """Training data (recovery, calibration) as LabelledText: `text` and `label`, labels as the model names
-        them."""
+        """Labelled examples as LabelledText (training data for recovery and calibration; eval data where a
+        quantizer keeps a share of the accuracy): `text` and `label`, labels as the model names them."""
         from slimbench.core.data import read_labelled
 
         return read_labelled(path, getattr(config, "label2id", None))
