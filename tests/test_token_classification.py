@@ -261,6 +261,7 @@ def test_a_byte_level_bpe_tagger_is_trained_and_scored_on_words(roberta_ner, tmp
     from slimbench.bench import run_bench
     from slimbench.bench.timing import TimingPlan
     from slimbench.core.checkpoint import Checkpoint
+    from slimbench.core.data import word_tokenizer
     from slimbench.optimize.recipes import load_recipe
     from slimbench.pipeline import optimize
     from slimbench.tasks import get_task
@@ -268,6 +269,8 @@ def test_a_byte_level_bpe_tagger_is_trained_and_scored_on_words(roberta_ner, tmp
     source = AutoTokenizer.from_pretrained(roberta_ner / "checkpoint")
     with pytest.raises(AssertionError, match="add_prefix_space=True"):
         source([["Alice", "lives"]], is_split_into_words=True)
+    built = word_tokenizer(source)
+    assert built is not source and built.add_prefix_space and word_tokenizer(source) is built  # built once
     checkpoint = Checkpoint.open(roberta_ner / "checkpoint")
     train = get_task("token-classification").read_train(roberta_ner / "train.jsonl", checkpoint.load_config())
     dirs = [

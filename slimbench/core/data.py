@@ -4,6 +4,7 @@ classification words and their tags) and its encoding."""
 from __future__ import annotations
 
 import json
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -109,10 +110,15 @@ def check_seq_len(tokenizer, seq_len: int) -> None:
         )
 
 
+_WORD_TOKENIZERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # tokenizer -> one built for words
+
+
 def word_tokenizer(tokenizer):
-    """`tokenizer`, or where it refuses text split into words, the same tokenizer built to take them:
+    """`tokenizer`, or where it refuses text split into words, the same tokenizer built (once) to take them:
     byte-level BPE tokenizers (GPT-2's, RoBERTa's) take words only when built with
     add_prefix_space=True, as transformers' token-classification examples build them to fine-tune."""
+    if tokenizer in _WORD_TOKENIZERS:
+        return _WORD_TOKENIZERS[tokenizer]
     try:
         tokenizer([["word"]], is_split_into_words=True)
         return tokenizer
@@ -121,6 +127,7 @@ def word_tokenizer(tokenizer):
 
         built = AutoTokenizer.from_pretrained(tokenizer.name_or_path, add_prefix_space=True)
         built.pad_token = built.pad_token or tokenizer.pad_token  # where the task set one after loading
+        _WORD_TOKENIZERS[tokenizer] = built
         return built
 
 
