@@ -392,10 +392,10 @@ def cmd_optimize(args) -> int:
         from slimbench.tasks import get_task
 
         train = get_task(checkpoint.task).read_train(args.train_data, checkpoint.load_config())
-    path = run(checkpoint, recipe, args.out, sample_texts=_sample_texts(args.sample_data, checkpoint.task), train_data=train,
-               eval_path=args.eval_data, force=args.force, min_agreement=min_agreement,
-               allow_degraded=args.allow_degraded, overwrite=args.overwrite, budget=args.budget,
-               max_minutes=args.max_minutes)  # fmt: skip
+    samples = _sample_texts(args.sample_data, checkpoint.task)
+    path = run(checkpoint, recipe, args.out, sample_texts=samples, train_data=train, eval_path=args.eval_data,
+               force=args.force, min_agreement=min_agreement, allow_degraded=args.allow_degraded,
+               overwrite=args.overwrite, budget=args.budget, max_minutes=args.max_minutes)  # fmt: skip
     print(path)
     return 0
 
