@@ -110,6 +110,7 @@ def check_seq_len(tokenizer, seq_len: int) -> None:
         )
 
 
+NO_TARGET = -100  # a position with nothing to predict (cross-entropy's ignore_index)
 _WORD_TOKENIZERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # tokenizer -> one built for words
 
 
@@ -131,11 +132,13 @@ def word_tokenizer(tokenizer):
         return built
 
 
-def encode_words(tokenizer, words: list[list[str]], seq_len: int, return_tensors: str = "pt"):
-    """Texts given as words, each word's sub-words kept apart (`word_ids`), padded to `seq_len`."""
+def encode_words(tokenizer, words: list[list[str]], seq_len: int, return_tensors: str = "pt",
+                 padding: str = "max_length"):  # fmt: skip
+    """Texts given as words, each word's sub-words kept apart (`word_ids`), padded to `seq_len` (or, with
+    padding="longest", to the longest of them)."""
     check_seq_len(tokenizer, seq_len)
     return word_tokenizer(tokenizer)(
-        words, is_split_into_words=True, max_length=seq_len, truncation=True, padding="max_length",
+        words, is_split_into_words=True, max_length=seq_len, truncation=True, padding=padding,
         return_tensors=return_tensors,
     )  # fmt: skip
 
@@ -151,24 +154,29 @@ def first_subwords(encoding, row: int) -> dict[int, int]:
     return first
 
 
-def encode_labelled(tokenizer, data: LabelledText, seq_len: int) -> tuple[dict, torch.Tensor]:
-    """Encodings of labelled examples (torch, padded to `seq_len`) and their targets: a label per text,
-    or a tag per token at each word's first sub-word and -100 (which cross-entropy ignores) elsewhere."""
+def encode_labelled(
+    tokenizer, data: LabelledText, seq_len: int, padding: str = "max_length"
+) -> tuple[dict, torch.Tensor]:
+    """Encodings of labelled examples (torch, padded as `encode` pads) and their targets: a label per text,
+    or a tag per token at each word's first sub-word and NO_TARGET elsewhere."""
     import torch
 
     if data.words is None:
-        return dict(encode(tokenizer, data.texts, seq_len)), torch.tensor(data.labels)
-    enc = encode_words(tokenizer, data.words, seq_len)
-    targets = torch.full(enc["input_ids"].shape, -100)
+        return dict(encode(tokenizer, data.texts, seq_len, padding=padding)), torch.tensor(data.labels)
+    enc = encode_words(tokenizer, data.words, seq_len, padding=padding)
+    targets = torch.full(enc["input_ids"].shape, NO_TARGET)
     for row, tags in enumerate(data.labels):
         for word, pos in first_subwords(enc, row).items():
             targets[row, pos] = tags[word]
     return dict(enc), targets
 
 
-def encode(tokenizer, texts: list[str], seq_len: int, return_tensors: str = "pt"):
-    """Pad/truncate to exactly `seq_len` tokens so every timed batch has the workload's shape."""
+def encode(
+    tokenizer, texts: list[str], seq_len: int, return_tensors: str = "pt", padding: str = "max_length"
+):
+    """Pad/truncate to exactly `seq_len` tokens so every timed batch has the workload's shape (padding="longest":
+    truncate to `seq_len`, pad to the longest text, for work that is not timed)."""
     check_seq_len(tokenizer, seq_len)
     return tokenizer(
-        texts, max_length=seq_len, truncation=True, padding="max_length", return_tensors=return_tensors
+        texts, max_length=seq_len, truncation=True, padding=padding, return_tensors=return_tensors
     )

@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from slimbench.core.data import NO_TARGET, encode_labelled
+
 MAX_SAMPLES = 512  # labelled examples scored per candidate (evenly spaced over the data)
 CALIBRATION = 32  # of those, the ones each layer's sensitivity is measured on
 MAX_LENGTH = 128  # tokens per example
@@ -47,22 +49,20 @@ def check_fallback_fields(budget: float | None, max_fp32_layers: int) -> None:
 
 def labelled_encodings(ctx) -> tuple[dict, np.ndarray, str]:
     """Up to MAX_SAMPLES labelled examples (eval data, else training data), tokenized as numpy, and their
-    targets: a label per text, or a tag per token (-100 where no word starts)."""
-    from slimbench.core.data import encode_labelled
-
+    targets: a label per text, or a tag per token (NO_TARGET where no word starts)."""
     data, source = (ctx.eval_data, "eval") if ctx.eval_data is not None else (ctx.train_data, "train")
     if data is None:
         raise ValueError("fallback_budget needs labelled data: pass --eval-data (or --train-data)")
     if data.labels is None:
         raise ValueError(f"fallback_budget scores labels or tags, which {ctx.task.name} data does not have")
     picked = np.linspace(0, len(data) - 1, min(len(data), MAX_SAMPLES)).round().astype(int).tolist()
-    enc, targets = encode_labelled(ctx.tokenizer, data.select(picked), MAX_LENGTH)
+    enc, targets = encode_labelled(ctx.tokenizer, data.select(picked), MAX_LENGTH, padding="longest")
     return {k: v.numpy() for k, v in enc.items()}, targets.numpy(), source
 
 
 def share_right(logits: np.ndarray, targets: np.ndarray) -> float:
-    """Accuracy: the share of labels (or of words' tags; -100 marks none) the argmax of `logits` gets."""
-    scored = targets != -100
+    """Accuracy: the share of labels (or of words' tags; NO_TARGET marks none) the argmax of `logits` gets."""
+    scored = targets != NO_TARGET
     return float((logits.argmax(-1) == targets)[scored].mean())
 
 

@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from slimbench.core.checkpoint import quiet_transformers
-from slimbench.core.data import LabelledText, encode_labelled
+from slimbench.core.data import NO_TARGET, LabelledText, encode_labelled
 from slimbench.optimize.registry import register
+from slimbench.optimize.training import cross_entropy
 
 HEAD_NAMES = ("classifier", "score", "lm_head", "qa_outputs")  # task heads are never pruned
 
@@ -225,7 +225,7 @@ def _calibration(model, ctx, n_batches: int, batch_size: int = 16):
     for i in range(0, len(picked), batch_size):
         chunk = data.select(picked[i : i + batch_size])
         if chunk.labels is not None:
-            batches.append(encode_labelled(ctx.tokenizer, chunk, 128))
+            batches.append(encode_labelled(ctx.tokenizer, chunk, 128, padding="longest"))
             continue
         enc = dict(
             ctx.tokenizer(chunk.texts, max_length=128, truncation=True, padding=True, return_tensors="pt")
@@ -233,19 +233,14 @@ def _calibration(model, ctx, n_batches: int, batch_size: int = 16):
         with torch.inference_mode():
             predicted = model(**enc).logits.argmax(-1)
         if predicted.dim() == 2:  # a prediction per token: none at padding
-            predicted = predicted.masked_fill(enc["attention_mask"] == 0, -100)
+            predicted = predicted.masked_fill(enc["attention_mask"] == 0, NO_TARGET)
         batches.append((enc, predicted))
     return batches
 
 
-def _cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Over every target: one per text, or one per token (-100: none)."""
-    return F.cross_entropy(logits.flatten(0, -2), targets.flatten())
-
-
 def _loss(model, batches, **kwargs) -> float:
     with torch.inference_mode():
-        return sum(float(_cross_entropy(model(**enc, **kwargs).logits, y)) for enc, y in batches) / len(
+        return sum(float(cross_entropy(model(**enc, **kwargs).logits, y)) for enc, y in batches) / len(
             batches
         )
 
@@ -284,7 +279,7 @@ def taylor_scores(model, layout: EncoderLayout, batches) -> tuple[torch.Tensor, 
         with torch.enable_grad(), quiet_transformers():  # SDPA falls back to eager for the head mask
             for enc, labels in batches:
                 acts.clear()
-                loss = _cross_entropy(model(**enc, head_mask=head_mask).logits, labels)
+                loss = cross_entropy(model(**enc, head_mask=head_mask).logits, labels)
                 loss.backward()
                 head_scores += head_mask.grad.abs()
                 head_mask.grad = None

@@ -14,7 +14,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from slimbench.core.data import LabelledText, encode_labelled
+from slimbench.core.data import NO_TARGET, LabelledText, encode_labelled
+
+
+def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Over every target: one per text, or one per token (NO_TARGET: none)."""
+    return F.cross_entropy(logits.flatten(0, -2), targets.flatten(), ignore_index=NO_TARGET)
 
 
 def _with_distillation(loss, logits, teacher, batch: dict, plan) -> torch.Tensor:
@@ -117,7 +122,7 @@ def train_classifier(
             idx = order[i * plan.batch_size : (i + 1) * plan.batch_size].to(device)
             batch = {k: v[idx] for k, v in enc.items()}
             logits = model(**batch).logits
-            loss = F.cross_entropy(logits.flatten(0, -2), labels[idx].flatten())  # -100: no target
+            loss = cross_entropy(logits, labels[idx])
             if teacher is not None:
                 loss = _with_distillation(loss, logits, teacher, batch, plan)
             _step(loss, model, optimizer, schedule, params, masks)
@@ -136,7 +141,7 @@ def accuracy(model, tokenizer, data: LabelledText, max_len: int, batch_size: int
             enc, labels = encode_labelled(
                 tokenizer, data.select(range(i, min(i + batch_size, len(data)))), max_len
             )
-            scored = labels != -100
+            scored = labels != NO_TARGET
             correct += int((model(**enc).logits.argmax(-1) == labels)[scored].sum())
             total += int(scored.sum())
     return correct / total
