@@ -63,7 +63,9 @@ def load(model_dir: Path, device: Device | str = CPU, num_threads: int | None = 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     task.prepare_tokenizer(tokenizer)
     config = AutoConfig.from_pretrained(model_dir)
-    return backend(manifest["kind"]).load(model_dir, manifest, task, tokenizer, config, device, num_threads)
+    loaded = backend(manifest["kind"]).load(model_dir, manifest, task, tokenizer, config, device, num_threads)
+    loaded.path = model_dir
+    return loaded
 
 
 __all__ = ["BACKENDS", "CPU", "LOADERS", "Backend", "Device", "Loaded", "NotRunnable", "backend", "cannot_run",

@@ -25,6 +25,7 @@ class Loaded:
     return_tensors: str  # what the tokenizer should produce: "pt" or "np"
     to_device: Callable[[dict], dict]
     generate: Callable[[dict, int], Any] | None = None  # causal LM: (prompts, new tokens) -> ids
+    path: Path | None = None  # the variant's directory (set by slimbench.backends.load)
 
     def encode(self, texts: list[str], seq_len: int) -> dict:
         from slimbench.core.data import encode
@@ -40,6 +41,12 @@ class Loaded:
         )
 
 
+def scores(out):
+    """What a model's outputs are read for: its head's `logits`, or where it has no head (a bare encoder,
+    feature extraction) its token embeddings (`last_hidden_state`)."""
+    return out["logits"] if "logits" in out else out["last_hidden_state"]
+
+
 class LogitsOnly(torch.nn.Module):
     """`(input_ids, attention_mask) -> logits`: the signature the traced (TorchScript) and compiled
     (AOTInductor) artifacts expose."""
@@ -50,7 +57,7 @@ class LogitsOnly(torch.nn.Module):
 
     def forward(self, input_ids, attention_mask):
         out = self.model(input_ids=input_ids, attention_mask=attention_mask, return_dict=False)
-        return out["logits"] if isinstance(out, dict) else out[0]  # a dict under optimum's export patches
+        return scores(out) if isinstance(out, dict) else out[0]  # a dict under optimum's export patches
 
 
 class Backend:
@@ -74,7 +81,7 @@ def torch_logits(model) -> Callable[[dict], Any]:
 
     def forward(batch):
         with torch.inference_mode():
-            return model(**batch).logits
+            return scores(model(**batch))
 
     return forward
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from slimbench.backends.base import Backend, Loaded, greedy_generate, placer
+from slimbench.backends.base import Backend, Loaded, greedy_generate, placer, scores
 from slimbench.backends.device import Device
 
 
@@ -22,7 +22,7 @@ def full_logits(model, batch: dict):
 
     session = getattr(model, "session", None)
     if session is None or "logits_to_keep" not in {i.name for i in session.get_overridable_initializers()}:
-        return model(**batch).logits
+        return scores(model(**batch))
     as_torch = hasattr(batch["input_ids"], "numpy")
     ids = np.asarray(batch["input_ids"].cpu() if as_torch else batch["input_ids"])
     mask = np.asarray(batch["attention_mask"].cpu() if as_torch else batch["attention_mask"])

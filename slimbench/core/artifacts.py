@@ -17,6 +17,7 @@ from slimbench.backends import backend
 from slimbench.core.checkpoint import sha256_files
 from slimbench.core.environment import environment
 from slimbench.core.manifest import MANIFEST, MANIFEST_VERSION, read_manifest, write_json_atomic
+from slimbench.tasks import get_task
 
 __all__ = ["MANIFEST", "model_size_bytes", "read_manifest", "replace_dir", "save_variant", "verify"]
 
@@ -126,6 +127,8 @@ def save_variant(
         saver = backend(kind)
         saver.save(model, tmp, example_inputs)
         tokenizer.save_pretrained(tmp)
+        if "task" in manifest and "source" in manifest:
+            get_task(manifest["task"]).save_files(Path(manifest["source"]["path"]), tmp)
         full = {
             "format_version": MANIFEST_VERSION,
             "variant": name,

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from slimbench import SlimbenchError
 from slimbench.backends import Device, cannot_run, load
+from slimbench.backends.base import scores
 from slimbench.core.artifacts import check_replaceable, save_variant
 from slimbench.core.checkpoint import Checkpoint
 from slimbench.core.manifest import MANIFEST, read_manifest
@@ -112,7 +113,7 @@ def agreement_check(checkpoint: Checkpoint, variant_dir: Path, texts: list[str],
     as_torch = {k: torch.from_numpy(v).to(str(device)) for k, v in enc.items()}
     source = checkpoint.load_model().to(str(device))
     with torch.inference_mode():
-        expected = source(**as_torch).logits.float().cpu().numpy()
+        expected = scores(source(**as_torch)).float().cpu().numpy()
     del source
     got = loaded.logits(as_torch if loaded.return_tensors == "pt" else enc)
     mask = enc["attention_mask"].astype(bool)
@@ -121,7 +122,7 @@ def agreement_check(checkpoint: Checkpoint, variant_dir: Path, texts: list[str],
         "checked": True,
         "device": str(device),
         "samples": len(texts),
-        "agreement": task.agreement(expected, got, mask),
+        "agreement": task.agreement(expected, got, mask, checkpoint.path),
         "max_abs_logit_diff": float((diff[mask] if diff.ndim == 3 else diff).max()),
     }
 
@@ -221,8 +222,10 @@ def optimize(
             if not result["checked"]:
                 log(f"[{recipe.name}] agreement with the source not checked: {result['reason']}")
                 return result
-            figures = (f"agreement {result['agreement']:.1%} with the source on {result['samples']} sample "
-                       f"inputs, max |logit diff| {result['max_abs_logit_diff']:.3g}")  # fmt: skip
+            task = get_task(checkpoint.task)
+            figures = (f"agreement {result['agreement']:.1%} ({task.agreement_measure}) with the source on "
+                       f"{result['samples']} sample inputs, max |{task.output_name} diff| "
+                       f"{result['max_abs_logit_diff']:.3g}")  # fmt: skip
             result["passed"] = result["agreement"] >= min_agreement
             if not result["passed"]:
                 if not allow_degraded:

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from slimbench.backends import Device
+from slimbench.backends.base import scores
 from slimbench.backends.ort import full_logits, session_options
 from slimbench.optimize.fallback import Quantizer, accuracy_aware, check_fallback_fields
 from slimbench.optimize.registry import register
@@ -386,7 +387,7 @@ def export(model, config: ExportConfig, ctx):
         ctx.notes["logits_to_keep"] = config.logits_to_keep
     batch = ctx.sample_batch()
     with torch.inference_mode():
-        reference = model(**batch).logits
+        reference = scores(model(**batch))
     ort_cls = ctx.task.ort_class()
 
     # positions of real tokens: a causal LM's logits at padding depend on position-id conventions

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from slimbench.backends.base import scores
 from slimbench.core.data import NO_TARGET, encode_labelled
 
 MAX_SAMPLES = 512  # labelled examples scored per candidate (evenly spaced over the data)
@@ -80,7 +81,7 @@ def torch_logits(model, enc: dict, batch_size: int = 32) -> np.ndarray:
     with torch.inference_mode():
         for i in range(0, len(enc["input_ids"]), batch_size):
             batch = {k: torch.from_numpy(enc[k][i : i + batch_size]).to(device) for k in names if k in enc}
-            out.append(model(**batch).logits.float().cpu().numpy())
+            out.append(scores(model(**batch)).float().cpu().numpy())
     return np.concatenate(out)
 
 

@@ -14,10 +14,11 @@ from typing import Literal
 import torch
 from torch import nn
 
+from slimbench.backends.base import scores
 from slimbench.core.checkpoint import quiet_transformers
 from slimbench.core.data import NO_TARGET, LabelledText, encode_labelled
 from slimbench.optimize.registry import register
-from slimbench.optimize.training import cross_entropy
+from slimbench.optimize.training import cross_entropy, embedding_mse, in_batch_contrastive
 
 HEAD_NAMES = ("classifier", "score", "lm_head", "qa_outputs")  # task heads are never pruned
 
@@ -217,7 +218,7 @@ def _replace(layer: nn.Module, path: str, module: nn.Module) -> None:
 
 def _calibration(model, ctx, n_batches: int, batch_size: int = 16):
     """Batches of real text with targets: the training labels (a tag per word for a token classifier),
-    else the model's own predictions."""
+    else the model's own predictions, or for a model without a head its own token embeddings."""
     data = ctx.train_data if ctx.train_data is not None else LabelledText(ctx.sample_texts)
     n = min(len(data), n_batches * batch_size)
     picked = list(range(0, len(data), max(1, len(data) // n)))[:n]
@@ -231,18 +232,32 @@ def _calibration(model, ctx, n_batches: int, batch_size: int = 16):
             ctx.tokenizer(chunk.texts, max_length=128, truncation=True, padding=True, return_tensors="pt")
         )
         with torch.inference_mode():
-            predicted = model(**enc).logits.argmax(-1)
+            out = scores(model(**enc))
+        if not ctx.task.head:
+            batches.append((enc, out.clone()))
+            continue
+        predicted = out.argmax(-1)
         if predicted.dim() == 2:  # a prediction per token: none at padding
             predicted = predicted.masked_fill(enc["attention_mask"] == 0, NO_TARGET)
         batches.append((enc, predicted))
     return batches
 
 
+def _objective(model, enc: dict, targets: torch.Tensor, taylor: bool = False, **kwargs) -> torch.Tensor:
+    """The loss pruning scores against: cross-entropy of the targets (labels, tags or predictions); where they
+    are the unpruned model's token embeddings (a model without a head), their relative MSE, or for the Taylor
+    scores (whose gradient that MSE lacks at the unpruned model) the in-batch contrastive loss."""
+    out = scores(model(**enc, **kwargs))
+    if not targets.is_floating_point():
+        return cross_entropy(out, targets)
+    if taylor:
+        return in_batch_contrastive(out, enc["attention_mask"])
+    return embedding_mse(out, targets, enc["attention_mask"])
+
+
 def _loss(model, batches, **kwargs) -> float:
     with torch.inference_mode():
-        return sum(float(cross_entropy(model(**enc, **kwargs).logits, y)) for enc, y in batches) / len(
-            batches
-        )
+        return sum(float(_objective(model, enc, y, **kwargs)) for enc, y in batches) / len(batches)
 
 
 def layer_importance(model, layout: EncoderLayout, batches) -> list[float]:
@@ -279,7 +294,7 @@ def taylor_scores(model, layout: EncoderLayout, batches) -> tuple[torch.Tensor, 
         with torch.enable_grad(), quiet_transformers():  # SDPA falls back to eager for the head mask
             for enc, labels in batches:
                 acts.clear()
-                loss = cross_entropy(model(**enc, head_mask=head_mask).logits, labels)
+                loss = _objective(model, enc, labels, taylor=True, head_mask=head_mask)
                 loss.backward()
                 head_scores += head_mask.grad.abs()
                 head_mask.grad = None

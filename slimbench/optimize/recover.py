@@ -1,5 +1,6 @@
 """Recovery: a short fine-tune after pruning, optionally distilled from the unpruned checkpoint
-(KL on softened logits plus the label loss). Zeroed weights stay zero."""
+(KL on softened logits plus the label loss; a feature extractor learns the unpruned model's token
+embeddings). Zeroed weights stay zero."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from slimbench.optimize.registry import register
-from slimbench.optimize.training import TrainPlan, accuracy, train_classifier
+from slimbench.optimize.training import TrainPlan, accuracy, embedding_error, train_classifier
 
 
 @dataclass(frozen=True)
@@ -65,9 +66,15 @@ def recover(model, config: RecoverConfig, ctx):
     seconds = train_classifier(model, ctx.tokenizer, ctx.train_data, plan, teacher=teacher, masks=ctx.masks,
                                desc=f"recover ({device})", device=device)  # fmt: skip
     ctx.notes["recover_seconds"] = round(seconds, 1)
-    ctx.notes["recover_train_accuracy_sample"] = accuracy(
-        model, ctx.tokenizer, ctx.train_data.select(range(min(256, len(ctx.train_data)))), config.max_len
-    )
+    sample = ctx.train_data.select(range(min(256, len(ctx.train_data))))
+    if (
+        sample.labels is None
+    ):  # feature extraction: how far the embeddings still are from the unpruned model's
+        ctx.notes["recover_train_embedding_mse_sample"] = embedding_error(
+            model, teacher, ctx.tokenizer, sample.texts, config.max_len
+        )
+    else:
+        ctx.notes["recover_train_accuracy_sample"] = accuracy(model, ctx.tokenizer, sample, config.max_len)
     return model
 
 

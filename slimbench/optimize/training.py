@@ -2,8 +2,9 @@
 
 Plain PyTorch: AdamW, linear warm-up and decay, gradient clipping, seeded order. With a
 teacher, the loss mixes KL divergence on temperature-softened logits with the label loss
-(Hinton et al.); zero masks, when given, are re-applied after every step so pruned weights
-stay pruned.
+(Hinton et al.); a model without a head (feature extraction) learns the teacher's token
+embeddings (their mean squared error, as sentence-transformers distils embedding models). Zero
+masks, when given, are re-applied after every step so pruned weights stay pruned.
 """
 
 from __future__ import annotations
@@ -14,7 +15,25 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from slimbench.core.data import NO_TARGET, LabelledText, encode_labelled
+from slimbench.backends.base import scores
+from slimbench.core.data import NO_TARGET, LabelledText, encode, encode_labelled
+
+
+def embedding_mse(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean squared error of token embeddings at real tokens, relative to the teacher's mean square (1: as far
+    off as all zeros), so that one scale serves every model width."""
+    keep = mask.bool()
+    target = teacher[keep].float()
+    return F.mse_loss(student[keep].float(), target) / target.pow(2).mean().clamp(min=1e-12)
+
+
+def in_batch_contrastive(tokens: torch.Tensor, mask: torch.Tensor, scale: float = 20.0) -> torch.Tensor:
+    """How well each text's mean-pooled embedding tells it from the other texts of the batch: cross-entropy of
+    its scaled cosine similarities picking itself (sentence-transformers' MultipleNegativesRankingLoss with
+    every text its own positive). Unlike a distance to the unpruned model, it has a gradient there."""
+    weights = mask.unsqueeze(-1).to(tokens.dtype)
+    pooled = F.normalize((tokens * weights).sum(1) / weights.sum(1).clamp(min=1e-9), dim=-1)
+    return F.cross_entropy(scale * pooled @ pooled.T, torch.arange(len(pooled), device=pooled.device))
 
 
 def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -93,13 +112,20 @@ def train_classifier(
     device: str = "cpu",
 ) -> float:
     """Train `model` in place on `data` (on `device`; the model is back on the CPU afterwards): a
-    label per text, or a tag per word for a token classifier; returns the seconds spent. The batch order is seeded by `plan.seed`; dropout draws from the
-    global generator, which the caller seeds."""
+    label per text, a tag per word for a token classifier, or for texts without labels the teacher's
+    token embeddings; returns the seconds spent. The batch order is seeded by `plan.seed`; dropout
+    draws from the global generator, which the caller seeds."""
     from tqdm.auto import tqdm
     from transformers import get_linear_schedule_with_warmup
 
-    enc, labels = encode_labelled(tokenizer, data, plan.max_len)
-    enc, labels = {k: v.to(device) for k, v in enc.items()}, labels.to(device)
+    if data.labels is None:
+        if teacher is None:
+            raise ValueError("texts without labels train on a teacher's embeddings: distill must be true")
+        enc, labels = dict(encode(tokenizer, data.texts, plan.max_len)), None
+    else:
+        enc, labels = encode_labelled(tokenizer, data, plan.max_len)
+        labels = labels.to(device)
+    enc = {k: v.to(device) for k, v in enc.items()}
     masks = _to_device(device, model, teacher, masks)
     steps_per_epoch = -(-len(data) // plan.batch_size)
     total = steps_per_epoch * plan.epochs
@@ -121,16 +147,33 @@ def train_classifier(
                 break
             idx = order[i * plan.batch_size : (i + 1) * plan.batch_size].to(device)
             batch = {k: v[idx] for k, v in enc.items()}
-            logits = model(**batch).logits
-            loss = cross_entropy(logits, labels[idx])
-            if teacher is not None:
-                loss = _with_distillation(loss, logits, teacher, batch, plan)
+            out = scores(model(**batch))
+            if labels is None:
+                with torch.no_grad():
+                    target = scores(teacher(**batch))
+                loss = embedding_mse(out, target, batch["attention_mask"])
+            else:
+                loss = cross_entropy(out, labels[idx])
+                if teacher is not None:
+                    loss = _with_distillation(loss, out, teacher, batch, plan)
             _step(loss, model, optimizer, schedule, params, masks)
             bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}")
             bar.update()
     bar.close()
     _back_to_cpu(model, teacher)
     return time.perf_counter() - start
+
+
+def embedding_error(model, teacher, tokenizer, texts: list[str], max_len: int, batch_size: int = 32) -> float:
+    """`embedding_mse` of `model`'s token embeddings against `teacher`'s, averaged over batches of `texts`."""
+    total = []
+    with torch.inference_mode():
+        for i in range(0, len(texts), batch_size):
+            enc = dict(encode(tokenizer, texts[i : i + batch_size], max_len, padding="longest"))
+            total.append(
+                float(embedding_mse(scores(model(**enc)), scores(teacher(**enc)), enc["attention_mask"]))
+            )
+    return sum(total) / len(total)
 
 
 def accuracy(model, tokenizer, data: LabelledText, max_len: int, batch_size: int = 32) -> float:

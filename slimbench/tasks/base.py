@@ -24,6 +24,9 @@ class Task:
     generates: bool = False  # latency is generate(): prompt, then new tokens
     throughput_unit: str = "items/s"
     trainable: bool = False  # the recover step can fine-tune it
+    head: bool = True  # the model ends in a head whose argmax is its prediction (not bare token embeddings)
+    agreement_measure: str = "of the predictions kept"  # what `agreement` measures, for people
+    output_name: str = "logit"  # what the model's scores are called, for people
 
     def auto_class(self):
         import transformers
@@ -80,11 +83,17 @@ class Task:
         """{metric_name, metric, predictions} of a loaded variant on the eval file."""
         raise NotImplementedError
 
-    def agreement(self, source: np.ndarray, variant: np.ndarray, mask: np.ndarray) -> float:
+    def agreement(self, source: np.ndarray, variant: np.ndarray, mask: np.ndarray, source_dir: Path) -> float:
         """Share of predictions (argmax) the variant shares with its source on the same inputs: one
-        per row for logits (batch, classes), one per real token for logits (batch, tokens, classes)."""
+        per row for logits (batch, classes), one per real token for logits (batch, tokens, classes).
+        `source_dir`: the source checkpoint, for a task that reads how to read its outputs there."""
         same = source.argmax(-1) == variant.argmax(-1)
         return float(same[mask.astype(bool)].mean() if same.ndim == 2 else same.mean())
+
+    @staticmethod
+    def save_files(source: Path, out: Path) -> None:
+        """Copy into a variant's directory `out` what its loader needs from the source checkpoint beyond
+        the model, config and tokenizer."""
 
     def within_budget(self, ratio: float | None, budget: float = BUDGET) -> bool | None:
         """Whether metric / baseline metric keeps the budget: >= budget, or for a lower-is-better

@@ -1,0 +1,215 @@
+"""Sentence embeddings (a bare encoder, e.g. a sentence-transformers checkpoint): the model's token
+embeddings pooled as the checkpoint's sentence-transformers `Pooling` module says (mean where it says
+nothing). Scored on sentence pairs with a similarity score (`sentence1`, `sentence2`, `score`: Spearman
+correlation of the cosine similarity with the score, as sentence-transformers' EmbeddingSimilarityEvaluator
+and MTEB's STS tasks report it) or on labelled texts (`text`, `label`: leave-one-out nearest-neighbour
+accuracy, the share of texts whose most similar other text has the same label). Agreement with the source
+is the mean cosine similarity of the sentence embeddings."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from slimbench import SlimbenchError
+from slimbench.core.data import LabelledText, read_texts
+from slimbench.tasks.base import Task
+
+PAIR_COLUMNS = ("sentence1", "sentence2", "score")
+POOLING_MODES = ("cls", "max", "mean", "mean_sqrt_len_tokens", "lasttoken")  # in sentence-transformers' order
+# sentence-transformers' Pooling configs before 5.x: a flag per mode
+LEGACY_POOLING_KEYS = {"pooling_mode_cls_token": "cls", "pooling_mode_max_tokens": "max",
+                       "pooling_mode_mean_tokens": "mean", "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len_tokens",
+                       "pooling_mode_weightedmean_tokens": "weightedmean", "pooling_mode_lasttoken": "lasttoken"}  # fmt: skip
+# the files that make a directory load with sentence_transformers.SentenceTransformer, copied into variants
+SENTENCE_TRANSFORMERS_FILES = (
+    "modules.json",
+    "config_sentence_transformers.json",
+    "sentence_bert_config.json",
+)
+
+
+def pooling_modes(model_dir: Path) -> tuple[str, ...]:
+    """The pooling modes a sentence-transformers directory declares (modules.json -> its Pooling module's
+    config.json: `pooling_mode`, or the flags older versions wrote), in the order sentence-transformers
+    concatenates them; ("mean",) without one."""
+    modules = Path(model_dir) / "modules.json"
+    if not modules.is_file():
+        return ("mean",)
+    for module in json.loads(modules.read_text()):
+        if module.get("type", "").endswith("Pooling"):
+            config = json.loads((Path(model_dir) / module["path"] / "config.json").read_text())
+            declared = config.get("pooling_mode")
+            if declared is None:
+                declared = [mode for key, mode in LEGACY_POOLING_KEYS.items() if config.get(key)]
+            modes = (declared,) if isinstance(declared, str) else tuple(declared)
+            unsupported = [m for m in modes if m not in POOLING_MODES]
+            if unsupported:
+                raise SlimbenchError(f"{model_dir}: pooling {unsupported[0]!r} is not one slimbench computes "
+                                     f"({', '.join(POOLING_MODES)})")  # fmt: skip
+            return modes or ("mean",)
+    return ("mean",)
+
+
+def pool(tokens: np.ndarray, mask: np.ndarray, modes: tuple[str, ...]) -> np.ndarray:
+    """Sentence embeddings (batch, hidden * len(modes)) from token embeddings (batch, tokens, hidden) and the
+    attention mask, as sentence-transformers' Pooling computes them."""
+    tokens = tokens.astype(np.float32)
+    mask = mask.astype(np.float32)[..., None]
+    counts = np.clip(mask.sum(1), 1e-9, None)
+    out = []
+    for mode in modes:
+        if mode == "cls":
+            out.append(tokens[:, 0])
+        elif mode == "max":
+            out.append(np.where(mask > 0, tokens, -1e9).max(1))
+        elif mode == "mean":
+            out.append((tokens * mask).sum(1) / counts)
+        elif mode == "mean_sqrt_len_tokens":
+            out.append((tokens * mask).sum(1) / np.sqrt(counts))
+        else:  # lasttoken: the last real token of each row, whichever side the padding is on
+            last = mask[..., 0].shape[1] - 1 - np.argmax(mask[..., 0][:, ::-1], axis=1)
+            out.append(tokens[np.arange(len(tokens)), last])
+    return np.concatenate(out, axis=-1)
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return x / np.clip(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12, None)
+
+
+class FeatureExtraction(Task):
+    name = "feature-extraction"
+    auto_class_name = "AutoModel"
+    ort_class_name = "ORTModelForFeatureExtraction"
+    export_task = "feature-extraction"
+    architecture_suffixes = ("Model",)  # BertModel, MPNetModel...; checked after every task with a head
+    metric_name = "spearman_cosine"  # on sentence pairs; nn_accuracy on labelled texts
+    agreement_measure = "mean cosine similarity of the sentence embeddings"
+    output_name = "embedding"
+    trainable = True  # recovery distils the source's token embeddings (no labels needed)
+    head = False
+
+    def check_data(self, path: Path, config) -> int:
+        return len(self.pairs(path)[2]) if self.is_pairs(path) else len(self.labelled(path)[0])
+
+    @staticmethod
+    def is_pairs(path: Path) -> bool:
+        from slimbench.core.data import _read_frame
+
+        try:
+            _read_frame(path, set(PAIR_COLUMNS))
+            return True
+        except SlimbenchError as e:
+            if "lacks column" not in str(e):
+                raise
+            return False
+
+    @staticmethod
+    def pairs(path: Path) -> tuple[list[str], list[str], np.ndarray]:
+        from slimbench.core.data import _read_frame
+
+        df = _read_frame(path, set(PAIR_COLUMNS))
+        scores = df["score"].to_numpy(dtype=np.float64, na_value=np.nan)
+        if np.isnan(scores).any():
+            raise SlimbenchError(f"data file {str(path)!r}: every 'score' must be a number")
+        return [str(t) for t in df["sentence1"]], [str(t) for t in df["sentence2"]], scores
+
+    @staticmethod
+    def labelled(path: Path) -> tuple[list[str], np.ndarray]:
+        """Texts and their labels, as given (any names or ids: only equality counts)."""
+        from slimbench.core.data import _read_frame
+
+        try:
+            df = _read_frame(path, {"text", "label"})
+        except SlimbenchError as e:
+            if "lacks column" not in str(e):
+                raise
+            raise SlimbenchError(f"data file {str(path)!r}: feature-extraction eval data has 'text' and 'label', "
+                                 f"or {', '.join(map(repr, PAIR_COLUMNS))}") from None  # fmt: skip
+        return [str(t) for t in df["text"]], df["label"].astype(str).to_numpy()
+
+    def read_train(self, path: Path, config) -> LabelledText:
+        """Texts alone (distillation and calibration need no labels): a 'text' column, or both sentences of
+        each pair."""
+        return LabelledText(self.latency_texts(path))
+
+    def latency_texts(self, path: Path) -> list[str]:
+        if self.is_pairs(path):
+            first, second, _ = self.pairs(path)
+            return first + second
+        try:
+            return read_texts(path)
+        except SlimbenchError as e:
+            if "lacks column" not in str(e):
+                raise
+            raise SlimbenchError(f"data file {str(path)!r}: feature-extraction data has 'text' (and 'label' "
+                                 f"to score), or {', '.join(map(repr, PAIR_COLUMNS))}") from None  # fmt: skip
+
+    @staticmethod
+    def embed(loaded, texts: list[str], seq_len: int, modes: tuple[str, ...]) -> np.ndarray:
+        out = []
+        for i in range(0, len(texts), 32):
+            batch = loaded.encode(texts[i : i + 32], seq_len)
+            mask = batch["attention_mask"]
+            mask = mask.cpu().numpy() if hasattr(mask, "cpu") else np.asarray(mask)
+            out.append(pool(loaded.logits(batch), mask, modes))
+        return unit(np.concatenate(out))
+
+    def score(self, loaded, path: Path, seq_len: int) -> dict:
+        """Spearman of cosine similarity and score on pairs (predictions: each pair's decile of similarity);
+        nearest-neighbour accuracy on labelled texts (predictions: each text's nearest other text)."""
+        import pandas as pd
+
+        modes = pooling_modes(loaded.path)
+        if self.is_pairs(path):
+            first, second, scores = self.pairs(path)
+            cosine = (
+                self.embed(loaded, first, seq_len, modes) * self.embed(loaded, second, seq_len, modes)
+            ).sum(-1)
+            ranks = pd.Series(cosine).rank(method="first").to_numpy()
+            return {
+                "metric_name": "spearman_cosine",
+                "metric": float(pd.Series(cosine).corr(pd.Series(scores), method="spearman")),
+                "predictions": ((ranks - 1) * 10 // len(ranks)).astype(int).tolist(),
+            }
+        texts, labels = self.labelled(path)
+        if len(texts) < 2:
+            raise SlimbenchError(
+                f"data file {str(path)!r}: nearest-neighbour accuracy needs at least 2 texts"
+            )
+        emb = self.embed(loaded, texts, seq_len, modes)
+        similarity = emb @ emb.T
+        np.fill_diagonal(similarity, -np.inf)
+        nearest = similarity.argmax(-1)
+        return {
+            "metric_name": "nn_accuracy",
+            "metric": float((labels[nearest] == labels).mean()),
+            "predictions": nearest.tolist(),
+        }
+
+    def agreement(self, source: np.ndarray, variant: np.ndarray, mask: np.ndarray, source_dir: Path) -> float:
+        """Mean cosine similarity of the variant's sentence embeddings with the source's (both pooled as the
+        source checkpoint pools)."""
+        modes = pooling_modes(source_dir)
+        return float((unit(pool(source, mask, modes)) * unit(pool(variant, mask, modes))).sum(-1).mean())
+
+    @staticmethod
+    def save_files(source: Path, out: Path) -> None:
+        """Copy the checkpoint's sentence-transformers files (modules, pooling and normalization configs), so
+        the variant loads with sentence_transformers.SentenceTransformer as its source does."""
+        import shutil
+
+        source = Path(source)
+        for name in SENTENCE_TRANSFORMERS_FILES:
+            if (source / name).is_file():
+                shutil.copy2(source / name, out / name)
+        if (source / "modules.json").is_file():
+            for module in json.loads((source / "modules.json").read_text()):
+                folder = module.get("path")
+                if folder and (source / folder).is_dir():
+                    shutil.copytree(source / folder, out / folder, dirs_exist_ok=True)
+
+
+TASK = FeatureExtraction()
