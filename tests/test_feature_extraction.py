@@ -62,12 +62,17 @@ def encoder(tmp_path_factory) -> Path:
     return make_sentence_encoder(tmp_path_factory.mktemp("st") / "encoder")
 
 
+def label_of_row(i: int) -> str:
+    """Even rows: the label of their text (a text and its copy agree); odd rows: of their row (they differ)."""
+    return LABELS[(i % len(TEXTS)) % len(LABELS)] if i % 2 == 0 else LABELS[i % len(LABELS)]
+
+
 @pytest.fixture(scope="module")
 def labelled(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("fe-data") / "labelled.jsonl"
     with open(path, "w") as f:
         for i, text in enumerate(TEXTS * 2):
-            f.write(json.dumps({"text": text, "label": LABELS[i % len(LABELS)]}) + "\n")
+            f.write(json.dumps({"text": text, "label": label_of_row(i)}) + "\n")
     return path
 
 
@@ -156,12 +161,13 @@ def test_a_broken_encoder_fails_the_agreement_check(encoder, tmp_path):
 def test_nearest_neighbour_accuracy_on_labelled_texts(variants, labelled):
     result = TASK.score(load(variants["baseline"].path), labelled, 64)
     assert result["metric_name"] == "nn_accuracy"
-    # TEXTS twice: every text's nearest other text is its copy, whose label differs where len(TEXTS) and
-    # len(LABELS) are coprime; the check is the leave-one-out rule, not the model
-    copies = [(i + len(TEXTS)) % (2 * len(TEXTS)) for i in range(2 * len(TEXTS))]
+    # TEXTS twice: every text's nearest other text is its copy, whose label is its own in even rows only; the
+    # check is the leave-one-out rule, not the model
+    labels = [label_of_row(i) for i in range(2 * len(TEXTS))]
+    copies = [labels[(i + len(TEXTS)) % (2 * len(TEXTS))] for i in range(2 * len(TEXTS))]
     assert result["predictions"] == copies
-    labels = [LABELS[i % len(LABELS)] for i in range(2 * len(TEXTS))]
-    assert result["metric"] == pytest.approx(np.mean([labels[i] == labels[j] for i, j in enumerate(copies)]))
+    assert result["metric"] == pytest.approx(np.mean([a == b for a, b in zip(labels, copies, strict=True)]))
+    assert 0 < result["metric"] < 1
 
 
 def test_spearman_on_sentence_pairs(variants, tmp_path):
@@ -243,3 +249,49 @@ def test_structured_pruning_scores_an_encoder_without_labels(encoder, tmp_path):
                        log=lambda *a: None, allow_degraded=True)  # fmt: skip
     config = json.loads((variant.path / "config.json").read_text())
     assert config["num_hidden_layers"] == 2 and config["intermediate_size"] == 32
+
+
+def test_accuracy_aware_int8_keeps_nearest_neighbour_accuracy(encoder, labelled, tmp_path):
+    """fallback_budget (what the search recipes quantize with) scores a feature extractor by the nearest-neighbour
+    accuracy of its pooled embeddings on the labelled eval texts."""
+    from slimbench.pipeline import run
+
+    assert TASK.read_train(labelled, None).labels == [
+        sorted(set(LABELS)).index(label_of_row(i)) for i in range(2 * len(TEXTS))
+    ]
+    recipe = parse_recipe({"name": "int8-99", "steps": [{"export": {"optimize": "O2", "quantize": "dynamic-int8",
+                                                                    "fallback_budget": 0.99}}]})  # fmt: skip
+    path = run(
+        Checkpoint.open(encoder),
+        recipe,
+        tmp_path,
+        sample_texts=TEXTS,
+        eval_path=labelled,
+        log=lambda *_: None,
+    )
+    fallback = json.loads((path / "slimbench.json").read_text())["notes"]["fallback"]
+    assert fallback["data"] == "eval" and fallback["samples"] == 2 * len(TEXTS)
+    # each text's nearest other text is its copy: right in the even rows
+    assert fallback["fp32_accuracy"] == pytest.approx(0.5)
+    assert fallback["accuracy"] >= 0.99 * fallback["fp32_accuracy"]
+
+
+def test_accuracy_aware_int8_on_sentence_pairs_asks_for_labelled_texts(encoder, tmp_path):
+    import pandas as pd
+
+    from slimbench.pipeline import run
+
+    pairs = tmp_path / "sts.csv"
+    pd.DataFrame({"sentence1": TEXTS[:-1], "sentence2": TEXTS[1:], "score": range(len(TEXTS) - 1)}).to_csv(
+        pairs
+    )
+    recipe = parse_recipe({"name": "int8-99", "steps": [{"dynamic-int8": {"fallback_budget": 0.99}}]})
+    with pytest.raises(SlimbenchError, match="fallback_budget scores labels"):
+        run(
+            Checkpoint.open(encoder),
+            recipe,
+            tmp_path,
+            sample_texts=TEXTS,
+            eval_path=pairs,
+            log=lambda *_: None,
+        )

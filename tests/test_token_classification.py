@@ -295,12 +295,13 @@ def test_accuracy_aware_int8_scores_a_tagger_by_its_words(trained_ner, tmp_path)
     scores a token classifier on its tagged words: the share of words whose tag the argmax gets, padding and
     later sub-words left out."""
     from slimbench.core.checkpoint import Checkpoint
-    from slimbench.optimize.fallback import share_right
     from slimbench.optimize.recipes import parse_recipe
     from slimbench.pipeline import run
+    from slimbench.tasks import get_task
 
     logits = np.array([[[1.0, 0.0], [0.0, 1.0], [0.0, 1.0], [1.0, 0.0]]])
-    assert share_right(logits, np.array([[-100, 1, 0, -100]])) == 0.5
+    share_right = get_task("token-classification").share_right
+    assert share_right(logits, np.array([[-100, 1, 0, -100]]), np.ones((1, 4)), tmp_path) == 0.5
     checkpoint_dir, data = trained_ner
     recipe = parse_recipe({"name": "int8-99", "steps": [{"export": {"optimize": "O2", "quantize": "dynamic-int8",
                                                                     "fallback_budget": 0.99}}]})  # fmt: skip

@@ -23,7 +23,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from slimbench.backends.base import scores
-from slimbench.core.data import NO_TARGET, encode_labelled
+from slimbench.core.data import encode_labelled
 
 MAX_SAMPLES = 512  # labelled examples scored per candidate (evenly spaced over the data)
 CALIBRATION = 32  # of those, the ones each layer's sensitivity is measured on
@@ -61,12 +61,6 @@ def labelled_encodings(ctx) -> tuple[dict, np.ndarray, str]:
     return {k: v.numpy() for k, v in enc.items()}, targets.numpy(), source
 
 
-def share_right(logits: np.ndarray, targets: np.ndarray) -> float:
-    """Accuracy: the share of labels (or of words' tags; NO_TARGET marks none) the argmax of `logits` gets."""
-    scored = targets != NO_TARGET
-    return float((logits.argmax(-1) == targets)[scored].mean())
-
-
 def rows(enc: dict, selection: slice) -> dict:
     return {k: v[selection] for k, v in enc.items()}
 
@@ -91,11 +85,14 @@ def accuracy_aware(quantizer: Quantizer, reference_handle, ctx, budget: float, m
     what was tried where nothing does. Records `notes.fallback` in the manifest."""
     enc, labels, source = labelled_encodings(ctx)
 
+    def share_right(outputs) -> float:
+        return ctx.task.share_right(outputs, labels, enc["attention_mask"], ctx.checkpoint.path)
+
     def accuracy(handle) -> float:
-        return share_right(quantizer.logits(handle, enc), labels)
+        return share_right(quantizer.logits(handle, enc))
 
     reference = quantizer.logits(reference_handle, enc)
-    fp32_accuracy = share_right(reference, labels)
+    fp32_accuracy = share_right(reference)
     target = budget * fp32_accuracy
     notes: dict[str, Any] = {"quantization": what, "budget": budget, "data": source, "samples": len(labels),
                              "fp32_accuracy": fp32_accuracy, "settings_tried": [], "fp32_layers": [], "steps": []}  # fmt: skip

@@ -225,7 +225,7 @@ def _calibration(model, ctx, n_batches: int, batch_size: int = 16):
     batches = []
     for i in range(0, len(picked), batch_size):
         chunk = data.select(picked[i : i + batch_size])
-        if chunk.labels is not None:
+        if chunk.labels is not None and ctx.task.head:
             batches.append(encode_labelled(ctx.tokenizer, chunk, 128, padding="longest"))
             continue
         enc = dict(

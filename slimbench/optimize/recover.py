@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
+from slimbench.core.data import LabelledText
 from slimbench.optimize.registry import register
 from slimbench.optimize.training import TrainPlan, accuracy, embedding_error, train_classifier
 
@@ -63,10 +64,12 @@ def recover(model, config: RecoverConfig, ctx):
         seed=config.seed, temperature=config.temperature, alpha=config.alpha,
         max_steps=config.max_steps,
     )  # fmt: skip
-    seconds = train_classifier(model, ctx.tokenizer, ctx.train_data, plan, teacher=teacher, masks=ctx.masks,
+    # a model without a head learns its teacher's embeddings, whatever labels its data has
+    data = ctx.train_data if ctx.task.head else LabelledText(ctx.train_data.texts)
+    seconds = train_classifier(model, ctx.tokenizer, data, plan, teacher=teacher, masks=ctx.masks,
                                desc=f"recover ({device})", device=device)  # fmt: skip
     ctx.notes["recover_seconds"] = round(seconds, 1)
-    sample = ctx.train_data.select(range(min(256, len(ctx.train_data))))
+    sample = data.select(range(min(256, len(data))))
     if (
         sample.labels is None
     ):  # feature extraction: how far the embeddings still are from the unpruned model's

@@ -95,6 +95,16 @@ class Task:
         """Copy into a variant's directory `out` what its loader needs from the source checkpoint beyond
         the model, config and tokenizer."""
 
+    def share_right(
+        self, outputs: np.ndarray, targets: np.ndarray, mask: np.ndarray, source_dir: Path
+    ) -> float:
+        """The accuracy accuracy-aware quantization keeps (slimbench.optimize.fallback) on encoded labelled
+        examples: the share of labels (or of words' tags; NO_TARGET marks none) the argmax of `outputs` gets."""
+        from slimbench.core.data import NO_TARGET
+
+        scored = targets != NO_TARGET
+        return float((outputs.argmax(-1) == targets)[scored].mean())
+
     def within_budget(self, ratio: float | None, budget: float = BUDGET) -> bool | None:
         """Whether metric / baseline metric keeps the budget: >= budget, or for a lower-is-better
         metric at most (1 - budget) above the baseline."""

@@ -79,6 +79,14 @@ def unit(x: np.ndarray) -> np.ndarray:
     return x / np.clip(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12, None)
 
 
+def nearest_labels(embeddings: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """For each of the unit-length `embeddings`, the label of its most similar other one (a leave-one-out
+    nearest-neighbour classifier)."""
+    similarity = embeddings @ embeddings.T
+    np.fill_diagonal(similarity, -np.inf)
+    return np.asarray(labels)[similarity.argmax(-1)]
+
+
 class FeatureExtraction(Task):
     name = "feature-extraction"
     auto_class_name = "AutoModel"
@@ -131,9 +139,18 @@ class FeatureExtraction(Task):
         return [str(t) for t in df["text"]], df["label"].astype(str).to_numpy()
 
     def read_train(self, path: Path, config) -> LabelledText:
-        """Texts alone (distillation and calibration need no labels): a 'text' column, or both sentences of
-        each pair."""
-        return LabelledText(self.latency_texts(path))
+        """Texts (distillation and calibration need no labels): a 'text' column, or both sentences of each
+        pair; with their labels as ids where the file has 'label' (accuracy-aware quantization scores the
+        nearest-neighbour accuracy on them)."""
+        if self.is_pairs(path):
+            return LabelledText(self.latency_texts(path))
+        from slimbench.core.data import _read_frame
+
+        if "label" not in _read_frame(path, set()).columns:
+            return LabelledText(self.latency_texts(path))
+        texts, labels = self.labelled(path)
+        ids = {name: i for i, name in enumerate(sorted(set(labels)))}
+        return LabelledText(texts, [ids[name] for name in labels])
 
     def latency_texts(self, path: Path) -> list[str]:
         if self.is_pairs(path):
@@ -159,7 +176,8 @@ class FeatureExtraction(Task):
 
     def score(self, loaded, path: Path, seq_len: int) -> dict:
         """Spearman of cosine similarity and score on pairs (predictions: each pair's decile of similarity);
-        nearest-neighbour accuracy on labelled texts (predictions: each text's nearest other text)."""
+        nearest-neighbour accuracy on labelled texts (predictions: the label of each text's nearest other
+        text, the class a nearest-neighbour classifier predicts)."""
         import pandas as pd
 
         modes = pooling_modes(loaded.path)
@@ -179,15 +197,20 @@ class FeatureExtraction(Task):
             raise SlimbenchError(
                 f"data file {str(path)!r}: nearest-neighbour accuracy needs at least 2 texts"
             )
-        emb = self.embed(loaded, texts, seq_len, modes)
-        similarity = emb @ emb.T
-        np.fill_diagonal(similarity, -np.inf)
-        nearest = similarity.argmax(-1)
+        predicted = nearest_labels(self.embed(loaded, texts, seq_len, modes), labels)
         return {
             "metric_name": "nn_accuracy",
-            "metric": float((labels[nearest] == labels).mean()),
-            "predictions": nearest.tolist(),
+            "metric": float((predicted == labels).mean()),
+            "predictions": predicted.tolist(),
         }
+
+    def share_right(
+        self, outputs: np.ndarray, targets: np.ndarray, mask: np.ndarray, source_dir: Path
+    ) -> float:
+        """Nearest-neighbour accuracy of the token embeddings `outputs`, pooled as the source pools them."""
+        return float(
+            (nearest_labels(unit(pool(outputs, mask, pooling_modes(source_dir))), targets) == targets).mean()
+        )
 
     def agreement(self, source: np.ndarray, variant: np.ndarray, mask: np.ndarray, source_dir: Path) -> float:
         """Mean cosine similarity of the variant's sentence embeddings with the source's (both pooled as the
