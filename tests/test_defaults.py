@@ -67,3 +67,34 @@ def test_demo_goes_on_past_a_recipe_this_machine_cannot_build(tmp_path, capsys):
     )
     assert [(r["variant"], r["status"]) for r in read_results(out / "results.jsonl")] == [("baseline", "ok")]
     assert not (out / "models" / "fp8").exists()
+
+
+@pytest.mark.slow
+def test_demo_of_the_sentence_embedding_default(tmp_path):
+    """`demo --task feature-extraction`: all-MiniLM-L6-v2 as sentence-transformers ships it, scored by the
+    nearest-neighbour accuracy of its embeddings on the 400 held-out articles; its int8 variant keeps it and
+    loads with SentenceTransformer."""
+    from sentence_transformers import SentenceTransformer
+
+    from slimbench.bench.runner import read_results
+    from slimbench.cli import main
+    from slimbench.core.data import read_labelled
+    from slimbench.defaults import default_sentence_encoder
+
+    default = default_sentence_encoder()
+    assert default.info["pooling"] == ["mean"] and default.info["eval_nn_accuracy"] > 0.85
+    held = split(bbc_news()[0], FineTune().eval_size, FineTune().seed)[
+        1
+    ]  # the encoder default's held-out split
+    assert read_labelled(default.eval_path).texts == held.texts
+    out = tmp_path / "out"
+    args = ["demo", "--task", "feature-extraction", "--out", str(out), "--recipes", "baseline,torch-int8,onnx-o2-int8",
+            "--batch-sizes", "8", "--warmup", "1", "--min-reps", "2", "--min-seconds", "0"]  # fmt: skip
+    assert main(args) == 0
+    by_variant = {r["variant"]: r for r in read_results(out / "results.jsonl")}
+    assert by_variant["baseline"]["metric_name"] == "nn_accuracy"
+    assert by_variant["baseline"]["metric"] == pytest.approx(default.info["eval_nn_accuracy"], abs=0.0026)
+    assert by_variant["torch-int8"]["metric_ratio_to_baseline"] >= 0.98
+    assert by_variant["onnx-o2-int8"]["metric_ratio_to_baseline"] >= 0.98
+    model = SentenceTransformer(str(out / "models" / "onnx-o2-int8"), backend="onnx", device="cpu")
+    assert model.encode(["Shares rose."]).shape == (1, 384)

@@ -88,6 +88,9 @@ CASES = [
     ("bench: eval label unknown to the model", "bench {variant} --eval-data {badlabel} --results {tmp}/r.jsonl",
      "label 'weather' is neither an id nor one of"),
     ("bench: eval data empty", "bench {variant} --eval-data {emptydata} --results {tmp}/r.jsonl", "has no rows"),
+    ("bench: feature-extraction eval data with neither labels nor sentence pairs",
+     "bench {fevariant} --eval-data {nolabel} --results {tmp}/r.jsonl",
+     "feature-extraction eval data has 'text' and 'label', or 'sentence1', 'sentence2', 'score'"),
     ("bench: eval data not UTF-8", "bench {variant} --eval-data {latin1} --results {tmp}/r.jsonl", "could not be read"),
     ("bench: sequence longer than the model takes",
      "bench {variant} --eval-data {eval} --results {tmp}/r.jsonl --seq-lens 100000",
@@ -150,13 +153,25 @@ def world(tiny_variants, tiny_bert, eval_jsonl, tmp_path_factory):
     for name in ("empty", "badjson", "notask", "pickle", "truncated"):
         paths[name] = tmp / name
     (tmp / "empty").mkdir()
-    for name, config in [("badjson", "{not json"), ("notask", None)]:
-        d = tmp / name
+    for name, config, architecture in [("badjson", "{not json", None), ("notask", None, "BertForMaskedLM"),
+                                       ("sentence", None, "BertModel")]:  # fmt: skip
+        d = paths[name] = tmp / name
         d.mkdir()
         cfg = json.loads((tiny_bert / "config.json").read_text())
-        cfg["architectures"] = ["BertModel"]
+        cfg["architectures"] = [architecture]
         (d / "config.json").write_text(config or json.dumps(cfg))
         (d / "model.safetensors").write_bytes((tiny_bert / "model.safetensors").read_bytes())
+    for f in tiny_bert.glob("*.json"):
+        if f.name != "config.json":
+            shutil.copy2(f, paths["sentence"] / f.name)
+    for f in tiny_bert.glob("*.txt"):
+        shutil.copy2(f, paths["sentence"] / f.name)
+    from slimbench.core.checkpoint import Checkpoint
+    from slimbench.optimize.recipes import load_recipe
+    from slimbench.pipeline import optimize
+
+    paths["fevariant"] = optimize(Checkpoint.open(paths["sentence"]), load_recipe("baseline"), tmp / "fe-models",
+                                  sample_texts=["a b c"], log=lambda *_: None, progress=False).path  # fmt: skip
     (tmp / "truncated").mkdir()
     (tmp / "truncated" / "config.json").write_text((tiny_bert / "config.json").read_text())
     (tmp / "truncated" / "model.safetensors").write_bytes(
