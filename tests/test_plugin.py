@@ -155,6 +155,35 @@ def test_variant_suite_takes_a_token_classifier_and_its_tagged_data(pytester, tm
     }
 
 
+def test_variant_suite_measures_a_sentence_encoder_with_its_tasks_demo_recipes(pytester, tmp_path):
+    """A sentence-transformers checkpoint without --slimbench-recipes: the cells are the feature-extraction demo's
+    recipes, each scored by nearest-neighbour accuracy on the labelled eval texts."""
+    import json
+
+    from test_feature_extraction import make_sentence_encoder
+
+    from conftest import LABELS, TEXTS
+    from slimbench.cli import DEMO_RECIPES
+
+    encoder = make_sentence_encoder(tmp_path / "encoder")
+    data = tmp_path / "eval.jsonl"
+    data.write_text(
+        "".join(json.dumps({"text": t, "label": LABELS[i % 2]}) + "\n" for i, t in enumerate(TEXTS))
+    )
+    pytester.makepyfile(SUITE)
+    args = ["--benchmark", "--slimbench-checkpoint", str(encoder), "--slimbench-eval-data", str(data),
+            "--slimbench-devices", "cpu", "--slimbench-batch-sizes", "2", "--slimbench-seq-lens", "16",
+            "--slimbench-rounds", "2", "--slimbench-warmup", "1", "--slimbench-out", str(tmp_path / "out")]  # fmt: skip
+    collected = pytester.runpytest("--collect-only", "-q", *args).stdout.lines
+    cells = [line.split("[")[1] for line in collected if "::test_variant[" in line]
+    assert cells == [f"{r}-cpu-b2-s16]" for r in DEMO_RECIPES["feature-extraction"]]
+    result = pytester.runpytest(*args)
+    result.assert_outcomes(passed=len(DEMO_RECIPES["feature-extraction"]) + 1, deselected=1)  # and test_speed
+    records = [json.loads(line) for line in (tmp_path / "out" / "results.jsonl").read_text().splitlines()]
+    assert {r["metric_name"] for r in records} == {"nn_accuracy"}
+    assert {r["variant"] for r in records} == set(DEMO_RECIPES["feature-extraction"])
+
+
 @pytest.mark.parametrize("devices, trained_on", [(["cpu"], "cpu"), (["cpu", "cuda:1"], "cuda:1")])
 def test_the_embedded_default_is_built_on_the_plans_gpu_where_it_has_one(
     devices, trained_on, tiny_bert, eval_jsonl, tmp_path, monkeypatch

@@ -69,11 +69,22 @@ class Plan:
         )  # fmt: skip
 
     def recipes_for(self, device: str) -> list[str]:
+        """The recipes given, else the demo's for the checkpoint's task on that kind of device (a task the demo
+        has no default for: the text classifier's)."""
+        from slimbench import SlimbenchError
         from slimbench.cli import DEMO_RECIPES, GPU_DEMO_RECIPES
+        from slimbench.core.checkpoint import Checkpoint
 
         if self.recipes:
             return self.recipes
-        return list((GPU_DEMO_RECIPES if device.startswith("cuda") else DEMO_RECIPES)["text-classification"])
+        task = "text-classification"
+        if self.checkpoint is not None:
+            try:
+                task = Checkpoint.open(self.checkpoint).task
+            except SlimbenchError as e:
+                raise pytest.UsageError(f"--slimbench-checkpoint: {e}") from None
+        demo = GPU_DEMO_RECIPES if device.startswith("cuda") else DEMO_RECIPES
+        return list(demo.get(task, demo["text-classification"]))
 
 
 def pytest_generate_tests(metafunc):
