@@ -206,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--min-agreement", type=float, default=None, metavar="SHARE",
         help="the saved variant must keep this share of the source's predictions on the sample inputs (a "
-        "feature extractor: this mean cosine similarity of its sentence embeddings) (default: 0.9)",
+        "feature extractor: this Spearman correlation of its pairwise similarities with the source's) (default: 0.9)",
     )  # fmt: skip
     p.add_argument(
         "--allow-degraded", action="store_true",

@@ -19,7 +19,7 @@ from slimbench.core.data import LabelledText
 from slimbench.optimize.apply import optimize
 from slimbench.optimize.recipes import builtin_recipes, parse_recipe
 from slimbench.tasks import detect_task, get_task
-from slimbench.tasks.feature_extraction import LEGACY_POOLING_KEYS, POOLING_MODES, pool, pooling_modes
+from slimbench.tasks.feature_extraction import LEGACY_POOLING_KEYS, POOLING_MODES, pool, pooling_modes, unit
 
 TASK = get_task("feature-extraction")
 
@@ -140,7 +140,21 @@ def test_variants_load_with_sentence_transformers_and_embed_as_slimbench_scores(
             np.testing.assert_allclose(got, expected, atol=1e-4)
 
 
-def test_the_agreement_check_compares_token_embeddings(variants):
+def test_agreement_is_the_ranking_of_pairwise_similarities(encoder):
+    """Embeddings rotated away from the source's rank every pair alike (agreement 1, at a mean cosine near 0 with
+    the source's); with two inputs, one pair, the mean cosine itself."""
+    rng = np.random.default_rng(0)
+    tokens, mask = rng.normal(size=(6, 5, 32)), np.ones((6, 5))
+    rotation = np.linalg.qr(rng.normal(size=(32, 32)))[0]
+    assert TASK.agreement(tokens, tokens @ rotation, mask, encoder) == pytest.approx(1.0)
+    pooled = unit(tokens.mean(1))
+    assert abs(float((pooled * unit((tokens @ rotation).mean(1))).sum(-1).mean())) < 0.5
+    two = tokens[:2]
+    expected = float((unit(two.mean(1)) * unit((two + 0.5).mean(1))).sum(-1).mean())
+    assert TASK.agreement(two, two + 0.5, mask[:2], encoder) == pytest.approx(expected)
+
+
+def test_the_agreement_check_compares_the_ranking_of_sentence_embeddings(variants):
     for name in ("baseline", "onnx-o2-int8", "torch-int8"):
         check = json.loads((variants[name].path / "slimbench.json").read_text())["agreement_check"]
         assert check["passed"] and 0.9 <= check["agreement"] <= 1.0 + 1e-6, (name, check)

@@ -4,7 +4,7 @@ nothing). Scored on sentence pairs with a similarity score (`sentence1`, `senten
 correlation of the cosine similarity with the score, as sentence-transformers' EmbeddingSimilarityEvaluator
 and MTEB's STS tasks report it) or on labelled texts (`text`, `label`: leave-one-out nearest-neighbour
 accuracy, the share of texts whose most similar other text has the same label). Agreement with the source
-is the mean cosine similarity of the sentence embeddings."""
+is the Spearman correlation of the similarities of every pair of inputs, the variant's against the source's."""
 
 from __future__ import annotations
 
@@ -94,7 +94,7 @@ class FeatureExtraction(Task):
     export_task = "feature-extraction"
     architecture_suffixes = ("Model",)  # BertModel, MPNetModel...; checked after every task with a head
     metric_name = "spearman_cosine"  # on sentence pairs; nn_accuracy on labelled texts
-    agreement_measure = "mean cosine similarity of the sentence embeddings"
+    agreement_measure = "Spearman correlation of the pairwise similarities of the sentence embeddings"
     output_name = "embedding"
     trainable = True  # recovery distils the source's token embeddings (no labels needed)
     head = False
@@ -213,10 +213,21 @@ class FeatureExtraction(Task):
         )
 
     def agreement(self, source: np.ndarray, variant: np.ndarray, mask: np.ndarray, source_dir: Path) -> float:
-        """Mean cosine similarity of the variant's sentence embeddings with the source's (both pooled as the
-        source checkpoint pools)."""
+        """How well the variant keeps what its embeddings are used for, the ranking of texts by similarity: the
+        Spearman correlation of the cosine similarities of every pair of the inputs, the variant's against the
+        source's (both pooled as the source pools); not how close the embeddings stay, which a recovered pruned
+        encoder's move further from the source's than an int8 one's while ranking as well. Fewer than 3 inputs
+        (or all pairs alike): the mean cosine similarity of the embeddings with the source's."""
+        import pandas as pd
+
         modes = pooling_modes(source_dir)
-        return float((unit(pool(source, mask, modes)) * unit(pool(variant, mask, modes))).sum(-1).mean())
+        a, b = unit(pool(source, mask, modes)), unit(pool(variant, mask, modes))
+        cosine = float((a * b).sum(-1).mean())
+        pairs = np.triu_indices(len(a), 1)
+        if len(pairs[0]) < 3:
+            return cosine
+        rho = pd.Series((a @ a.T)[pairs]).corr(pd.Series((b @ b.T)[pairs]), method="spearman")
+        return cosine if np.isnan(rho) else float(rho)
 
     @staticmethod
     def save_files(source: Path, out: Path) -> None:
