@@ -18,6 +18,7 @@ from slimbench.core.checkpoint import Checkpoint
 from slimbench.core.data import LabelledText
 from slimbench.optimize.apply import optimize
 from slimbench.optimize.recipes import builtin_recipes, parse_recipe
+from slimbench.pipeline import run
 from slimbench.tasks import detect_task, get_task
 from slimbench.tasks.feature_extraction import LEGACY_POOLING_KEYS, POOLING_MODES, pool, pooling_modes, unit
 
@@ -268,21 +269,12 @@ def test_structured_pruning_scores_an_encoder_without_labels(encoder, tmp_path):
 def test_accuracy_aware_int8_keeps_nearest_neighbour_accuracy(encoder, labelled, tmp_path):
     """fallback_budget (what the search recipes quantize with) scores a feature extractor by the nearest-neighbour
     accuracy of its pooled embeddings on the labelled eval texts."""
-    from slimbench.pipeline import run
-
     assert TASK.read_train(labelled, None).labels == [
         sorted(set(LABELS)).index(label_of_row(i)) for i in range(2 * len(TEXTS))
     ]
     recipe = parse_recipe({"name": "int8-99", "steps": [{"export": {"optimize": "O2", "quantize": "dynamic-int8",
                                                                     "fallback_budget": 0.99}}]})  # fmt: skip
-    path = run(
-        Checkpoint.open(encoder),
-        recipe,
-        tmp_path,
-        sample_texts=TEXTS,
-        eval_path=labelled,
-        log=lambda *_: None,
-    )
+    path = run(Checkpoint.open(encoder), recipe, tmp_path, sample_texts=TEXTS, eval_path=labelled, log=print)
     fallback = json.loads((path / "slimbench.json").read_text())["notes"]["fallback"]
     assert fallback["data"] == "eval" and fallback["samples"] == 2 * len(TEXTS)
     # each text's nearest other text is its copy: right in the even rows
@@ -293,19 +285,10 @@ def test_accuracy_aware_int8_keeps_nearest_neighbour_accuracy(encoder, labelled,
 def test_accuracy_aware_int8_on_sentence_pairs_asks_for_labelled_texts(encoder, tmp_path):
     import pandas as pd
 
-    from slimbench.pipeline import run
-
     pairs = tmp_path / "sts.csv"
     pd.DataFrame({"sentence1": TEXTS[:-1], "sentence2": TEXTS[1:], "score": range(len(TEXTS) - 1)}).to_csv(
         pairs
     )
     recipe = parse_recipe({"name": "int8-99", "steps": [{"dynamic-int8": {"fallback_budget": 0.99}}]})
     with pytest.raises(SlimbenchError, match="fallback_budget scores labels"):
-        run(
-            Checkpoint.open(encoder),
-            recipe,
-            tmp_path,
-            sample_texts=TEXTS,
-            eval_path=pairs,
-            log=lambda *_: None,
-        )
+        run(Checkpoint.open(encoder), recipe, tmp_path, sample_texts=TEXTS, eval_path=pairs, log=print)

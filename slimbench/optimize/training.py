@@ -3,7 +3,7 @@
 Plain PyTorch: AdamW, linear warm-up and decay, gradient clipping, seeded order. With a
 teacher, the loss mixes KL divergence on temperature-softened logits with the label loss
 (Hinton et al.); a model without a head (feature extraction) learns the teacher's token
-embeddings (their mean squared error, as sentence-transformers distils embedding models). Zero
+embeddings (their mean squared error; sentence-transformers distils pooled embeddings so). Zero
 masks, when given, are re-applied after every step so pruned weights stay pruned.
 """
 

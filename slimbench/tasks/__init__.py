@@ -1,6 +1,7 @@
 """The tasks slimbench serves, one file each with the same shape (slimbench.tasks.base.Task):
-text classification, token classification, causal LM and feature extraction (sentence embeddings). Everything that differs between tasks
-(data, workload, metric, loader classes, generation) is asked of the task, never tested by name."""
+text classification, token classification, causal LM and feature extraction (sentence embeddings).
+Everything that differs between tasks (data, workload, metric, loader classes, generation) is asked
+of the task, never tested by name."""
 
 from __future__ import annotations
 
