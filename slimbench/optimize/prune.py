@@ -16,7 +16,7 @@ from torch import nn
 
 from slimbench.backends.base import scores
 from slimbench.core.checkpoint import quiet_transformers
-from slimbench.core.data import NO_TARGET, LabelledText, encode_labelled
+from slimbench.core.data import NO_TARGET, LabelledText, encode, encode_labelled
 from slimbench.optimize.registry import register
 from slimbench.optimize.training import cross_entropy, embedding_mse, in_batch_contrastive
 
@@ -228,9 +228,7 @@ def _calibration(model, ctx, n_batches: int, batch_size: int = 16):
         if chunk.labels is not None and ctx.task.head:
             batches.append(encode_labelled(ctx.tokenizer, chunk, 128, padding="longest"))
             continue
-        enc = dict(
-            ctx.tokenizer(chunk.texts, max_length=128, truncation=True, padding=True, return_tensors="pt")
-        )
+        enc = dict(encode(ctx.tokenizer, chunk.texts, 128, padding="longest"))
         with torch.inference_mode():
             out = scores(model(**enc))
         if not ctx.task.head:

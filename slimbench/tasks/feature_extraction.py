@@ -9,12 +9,13 @@ is the Spearman correlation of the similarities of every pair of inputs, the var
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from slimbench import SlimbenchError
-from slimbench.core.data import LabelledText, read_texts
+from slimbench.core.data import LabelledText
 from slimbench.tasks.base import Task
 
 PAIR_COLUMNS = ("sentence1", "sentence2", "score")
@@ -75,6 +76,16 @@ def pool(tokens: np.ndarray, mask: np.ndarray, modes: tuple[str, ...]) -> np.nda
     return np.concatenate(out, axis=-1)
 
 
+@dataclass(frozen=True)
+class Texts:
+    """A feature-extraction data file: every text (None where it has no 'text' column), with its labels, or
+    for pairs (first sentences, then second ones) a score per pair."""
+
+    texts: list[str] | None
+    labels: np.ndarray | None = None
+    scores: np.ndarray | None = None
+
+
 def unit(x: np.ndarray) -> np.ndarray:
     return x / np.clip(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12, None)
 
@@ -99,70 +110,55 @@ class FeatureExtraction(Task):
     trainable = True  # recovery distils the source's token embeddings (no labels needed)
     head = False
 
-    def check_data(self, path: Path, config) -> int:
-        return len(self.pairs(path)[2]) if self.is_pairs(path) else len(self.labelled(path)[0])
-
     @staticmethod
-    def is_pairs(path: Path) -> bool:
+    def read(path: Path) -> Texts:
+        """The file, read once: pairs where it has PAIR_COLUMNS, else its 'text' column (and 'label', as
+        given: any names or ids, only equality counts)."""
         from slimbench.core.data import _read_frame
 
-        try:
-            _read_frame(path, set(PAIR_COLUMNS))
-            return True
-        except SlimbenchError as e:
-            if "lacks column" not in str(e):
-                raise
-            return False
+        df = _read_frame(path, set())
+        if set(PAIR_COLUMNS) <= set(df.columns):
+            scores = df["score"].to_numpy(dtype=np.float64, na_value=np.nan)
+            if np.isnan(scores).any():
+                raise SlimbenchError(f"data file {str(path)!r}: every 'score' must be a number")
+            return Texts([str(t) for t in df["sentence1"]] + [str(t) for t in df["sentence2"]], scores=scores)
+        if "text" not in df.columns:
+            return Texts(None)
+        labels = df["label"].astype(str).to_numpy() if "label" in df.columns else None
+        return Texts([str(t) for t in df["text"]], labels=labels)
 
     @staticmethod
-    def pairs(path: Path) -> tuple[list[str], list[str], np.ndarray]:
-        from slimbench.core.data import _read_frame
-
-        df = _read_frame(path, set(PAIR_COLUMNS))
-        scores = df["score"].to_numpy(dtype=np.float64, na_value=np.nan)
-        if np.isnan(scores).any():
-            raise SlimbenchError(f"data file {str(path)!r}: every 'score' must be a number")
-        return [str(t) for t in df["sentence1"]], [str(t) for t in df["sentence2"]], scores
-
-    @staticmethod
-    def labelled(path: Path) -> tuple[list[str], np.ndarray]:
-        """Texts and their labels, as given (any names or ids: only equality counts)."""
-        from slimbench.core.data import _read_frame
-
-        try:
-            df = _read_frame(path, {"text", "label"})
-        except SlimbenchError as e:
-            if "lacks column" not in str(e):
-                raise
+    def scored(path: Path, data: Texts) -> Texts:
+        """`data`, where it can be scored (pairs, or labelled texts); else the error naming both shapes."""
+        if data.scores is None and data.labels is None:
             raise SlimbenchError(f"data file {str(path)!r}: feature-extraction eval data has 'text' and 'label', "
-                                 f"or {', '.join(map(repr, PAIR_COLUMNS))}") from None  # fmt: skip
-        return [str(t) for t in df["text"]], df["label"].astype(str).to_numpy()
+                                 f"or {', '.join(map(repr, PAIR_COLUMNS))}")  # fmt: skip
+        return data
+
+    def check_data(self, path: Path, config) -> int:
+        data = self.scored(path, self.read(path))
+        return len(data.scores) if data.scores is not None else len(data.texts)
 
     def read_train(self, path: Path, config) -> LabelledText:
         """Texts (distillation and calibration need no labels): a 'text' column, or both sentences of each
         pair; with their labels as ids where the file has 'label' (accuracy-aware quantization scores the
         nearest-neighbour accuracy on them)."""
-        if self.is_pairs(path):
-            return LabelledText(self.latency_texts(path))
-        from slimbench.core.data import _read_frame
+        data = self.read(path)
+        texts = self.texts_of(path, data)
+        if data.labels is None:
+            return LabelledText(texts)
+        ids = {name: i for i, name in enumerate(sorted(set(data.labels)))}
+        return LabelledText(texts, [ids[name] for name in data.labels])
 
-        if "label" not in _read_frame(path, set()).columns:
-            return LabelledText(self.latency_texts(path))
-        texts, labels = self.labelled(path)
-        ids = {name: i for i, name in enumerate(sorted(set(labels)))}
-        return LabelledText(texts, [ids[name] for name in labels])
+    @staticmethod
+    def texts_of(path: Path, data: Texts) -> list[str]:
+        if data.texts is None:
+            raise SlimbenchError(f"data file {str(path)!r}: feature-extraction data has 'text' (and 'label' "
+                                 f"to score), or {', '.join(map(repr, PAIR_COLUMNS))}")  # fmt: skip
+        return data.texts
 
     def latency_texts(self, path: Path) -> list[str]:
-        if self.is_pairs(path):
-            first, second, _ = self.pairs(path)
-            return first + second
-        try:
-            return read_texts(path)
-        except SlimbenchError as e:
-            if "lacks column" not in str(e):
-                raise
-            raise SlimbenchError(f"data file {str(path)!r}: feature-extraction data has 'text' (and 'label' "
-                                 f"to score), or {', '.join(map(repr, PAIR_COLUMNS))}") from None  # fmt: skip
+        return self.texts_of(path, self.read(path))
 
     @staticmethod
     def embed(loaded, texts: list[str], seq_len: int, modes: tuple[str, ...]) -> np.ndarray:
@@ -181,18 +177,20 @@ class FeatureExtraction(Task):
         import pandas as pd
 
         modes = pooling_modes(loaded.path)
-        if self.is_pairs(path):
-            first, second, scores = self.pairs(path)
-            cosine = (
-                self.embed(loaded, first, seq_len, modes) * self.embed(loaded, second, seq_len, modes)
-            ).sum(-1)
+        data = self.scored(path, self.read(path))
+        if data.scores is not None:
+            half = len(data.scores)  # each side embedded on its own, in its own batches
+            first, second = (
+                self.embed(loaded, side, seq_len, modes) for side in (data.texts[:half], data.texts[half:])
+            )
+            cosine = (first * second).sum(-1)
             ranks = pd.Series(cosine).rank(method="first").to_numpy()
             return {
                 "metric_name": "spearman_cosine",
-                "metric": float(pd.Series(cosine).corr(pd.Series(scores), method="spearman")),
+                "metric": float(pd.Series(cosine).corr(pd.Series(data.scores), method="spearman")),
                 "predictions": ((ranks - 1) * 10 // len(ranks)).astype(int).tolist(),
             }
-        texts, labels = self.labelled(path)
+        texts, labels = data.texts, data.labels
         if len(texts) < 2:
             raise SlimbenchError(
                 f"data file {str(path)!r}: nearest-neighbour accuracy needs at least 2 texts"
