@@ -25,11 +25,11 @@ def deploy(path, texts):
         logits = model(**enc).logits.float()
     elif kind == "torch-int8":
         import torch
-        logits = torch.jit.load(str(d / "model.pt"))(enc["input_ids"], enc["attention_mask"])
+        logits = torch.jit.load(str(d / "model.pt"))(**enc)
     elif kind == "torch-aoti":
         import torch
         model = torch._inductor.aoti_load_package(str(d / "model.pt2"), run_single_threaded=True)  # as the README says
-        logits = model(enc["input_ids"], enc["attention_mask"]).float()
+        logits = model(**enc).float()
     else:
         from optimum.onnxruntime import ORTModelForSequenceClassification
         logits = ORTModelForSequenceClassification.from_pretrained(d)(**enc).logits
@@ -47,8 +47,8 @@ def deployments(tiny_variants, tmp_path_factory):
 def in_memory_logits(variant, tokenizer, texts):
     enc = tokenizer(texts, padding=True, truncation=True, max_length=48, return_tensors="pt")
     with torch.inference_mode():
-        if variant.kind == "torch-aoti":  # the compiled package: (input_ids, attention_mask) -> logits
-            return variant.model(enc["input_ids"], enc["attention_mask"]).float()
+        if variant.kind == "torch-aoti":  # the compiled package: the tokenizer's tensors by name -> logits
+            return variant.model(**enc).float()
         if variant.kind == "torch-int8":
             return variant.model(
                 input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]
@@ -88,7 +88,7 @@ def test_a_compiled_package_is_loaded_so_that_a_cuda_graph_can_be_captured_aroun
     assert asked == [{"run_single_threaded": True, "device_index": -1}]
     batch = loaded.encode(TEXTS[:3], 32)
     with torch.inference_mode():
-        expected = variant.model(batch["input_ids"], batch["attention_mask"])
+        expected = variant.model(**batch)
     torch.testing.assert_close(torch.from_numpy(loaded.logits(batch)), expected.float())
 
 
@@ -96,10 +96,10 @@ class _FakeGraph:
     """Stands in for torch.cuda.CUDAGraph off a GPU: replay() reruns the captured call into its buffer."""
 
     def __init__(self, fn, static):
-        self.fn, self.static, self.out = fn, static, fn(*static)
+        self.fn, self.static, self.out = fn, static, fn(static)
 
     def replay(self):
-        self.out.copy_(self.fn(*self.static))
+        self.out.copy_(self.fn(self.static))
 
 
 def test_cuda_graph_replay_captures_each_shape_once_and_replays_the_new_inputs(monkeypatch):
@@ -108,16 +108,19 @@ def test_cuda_graph_replay_captures_each_shape_once_and_replays_the_new_inputs(m
     captured = []
 
     def capture(fn, static):
-        captured.append(tuple(static[0].shape))
+        captured.append(tuple(static["input_ids"].shape))
         graph = _FakeGraph(fn, static)
         return graph, graph.out
 
     monkeypatch.setattr(aoti, "_capture", capture)
-    call = aoti.cuda_graph_replay(lambda ids, mask: (ids * mask).sum(-1, keepdim=True).float())
+    call = aoti.cuda_graph_replay(
+        lambda b: (b["input_ids"] * b["attention_mask"]).sum(-1, keepdim=True).float()
+    )
     ids, mask = torch.arange(12).reshape(3, 4), torch.ones(3, 4, dtype=torch.long)
-    assert call(ids, mask).flatten().tolist() == [6, 22, 38]
-    assert call(ids + 1, mask).flatten().tolist() == [10, 26, 42]  # the same graph, the new inputs
-    assert call(ids[:2], mask[:2]).flatten().tolist() == [6, 22]
+    assert call({"input_ids": ids, "attention_mask": mask}).flatten().tolist() == [6, 22, 38]
+    # the same graph, the new inputs
+    assert call({"input_ids": ids + 1, "attention_mask": mask}).flatten().tolist() == [10, 26, 42]
+    assert call({"input_ids": ids[:2], "attention_mask": mask[:2]}).flatten().tolist() == [6, 22]
     assert captured == [(3, 4), (2, 4)]
 
 
@@ -131,9 +134,14 @@ def test_a_package_that_cannot_be_captured_is_refused_in_one_line_with_the_remed
         )
 
     monkeypatch.setattr(aoti, "_capture", capture)
-    call = aoti.cuda_graph_replay(lambda ids, mask: ids)
+    call = aoti.cuda_graph_replay(lambda batch: batch["input_ids"])
     with pytest.raises(SlimbenchError) as refused:
-        call(torch.zeros(1, 8, dtype=torch.long), torch.ones(1, 8, dtype=torch.long))
+        call(
+            {
+                "input_ids": torch.zeros(1, 8, dtype=torch.long),
+                "attention_mask": torch.ones(1, 8, dtype=torch.long),
+            }
+        )
     assert str(refused.value) == (
         "the compiled package cannot be captured as a CUDA graph (CUDA error: operation not permitted when "
         "stream is capturing); `compile: {cuda_graphs: false}` compiles it to run without graphs"

@@ -1,6 +1,7 @@
 """AOTInductor packages (`model.pt2`, from the `compile` step): loaded with
-`torch._inductor.aoti_load_package`, `(input_ids, attention_mask) -> logits`, on the device they
-were compiled for; on a GPU each input shape can be replayed as a CUDA graph."""
+`torch._inductor.aoti_load_package`, called by name with the tokenizer's outputs (`model(**enc)`: input_ids,
+attention_mask and token_type_ids where the tokenizer makes them) -> logits, on the device they were compiled
+for; on a GPU each input shape can be replayed as a CUDA graph."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import shutil
 from pathlib import Path
 
 from slimbench import SlimbenchError
-from slimbench.backends.base import Backend, Loaded, placer
+from slimbench.backends.base import Backend, Loaded, artifact_call, placer
 from slimbench.backends.cudagraphs import note_capture
 from slimbench.backends.device import Device
 
@@ -16,17 +17,17 @@ PACKAGE_FILE = "model.pt2"
 
 
 def cuda_graph_replay(fn):
-    """Capture `fn(input_ids, attention_mask)` once per input shape into a CUDA graph with static
+    """Capture `fn(batch)` (a dict of input tensors) once per input shape into a CUDA graph with static
     input buffers, then replay it: one launch per call instead of one per kernel. The output is the
     graph's own buffer, overwritten by the next call with the same shape.
 
     A package that cannot be captured raises a one-line SlimbenchError that names the remedy."""
     graphs = {}
 
-    def call(input_ids, attention_mask):
-        key = tuple(input_ids.shape)
+    def call(batch):
+        key = tuple((name, tuple(t.shape)) for name, t in batch.items())
         if key not in graphs:
-            static = (input_ids.clone(), attention_mask.clone())
+            static = {name: t.clone() for name, t in batch.items()}
             try:
                 graphs[key] = (*_capture(fn, static), static)
             except RuntimeError as e:
@@ -36,9 +37,9 @@ def cuda_graph_replay(fn):
                     "`compile: {cuda_graphs: false}` compiles it to run without graphs"
                 ) from None
             note_capture()
-        graph, out, (ids, mask) = graphs[key]
-        ids.copy_(input_ids)
-        mask.copy_(attention_mask)
+        graph, out, static = graphs[key]
+        for name, t in batch.items():
+            static[name].copy_(t)
         graph.replay()
         return out
 
@@ -46,18 +47,18 @@ def cuda_graph_replay(fn):
 
 
 def _capture(fn, static):
-    """`fn(*static)` warmed up on a side stream, then captured: (the graph, its output buffer)."""
+    """`fn(static)` warmed up on a side stream, then captured: (the graph, its output buffer)."""
     import torch
 
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream):
         for _ in range(2):  # warm-up outside the graph (allocations, autotuning)
-            fn(*static)
+            fn(static)
     torch.cuda.current_stream().wait_stream(stream)
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
-        out = fn(*static)
+        out = fn(static)
     return graph, out
 
 
@@ -89,13 +90,13 @@ class AOTInductor(Backend):
             run_single_threaded=True,
             device_index=-1 if device.index is None else device.index,
         )
-        call = (
-            cuda_graph_replay(runner) if device.is_cuda and manifest["notes"].get("cuda_graphs") else runner
-        )
+        call = artifact_call(runner, manifest)
+        if device.is_cuda and manifest["notes"].get("cuda_graphs"):
+            call = cuda_graph_replay(call)
 
         def forward(batch):
             with torch.inference_mode():
-                return call(batch["input_ids"], batch["attention_mask"])
+                return call(batch)
 
         return Loaded(manifest, config, tokenizer, forward, "pt", placer(device))
 

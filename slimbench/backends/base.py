@@ -47,16 +47,40 @@ def scores(out):
     return out["logits"] if "logits" in out else out["last_hidden_state"]
 
 
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")  # what traced and compiled artifacts take
+OLD_INPUTS = ["input_ids", "attention_mask"]  # artifacts whose manifest lists none took these, positionally
+
+
+def artifact_inputs(model, batch) -> list[str]:
+    """The tokenizer outputs a traced or compiled artifact of `model` takes by name: input_ids,
+    attention_mask and, where the tokenizer makes them and the model reads them, token_type_ids (which
+    sentence of a pair each token is in, what a cross-encoder reads)."""
+    import inspect
+
+    accepted = inspect.signature(model.forward).parameters
+    return [name for name in MODEL_INPUTS if name in batch and name in accepted]
+
+
+def artifact_call(fn, manifest: dict) -> Callable[[dict], Any]:
+    """batch -> fn's logits: fn takes the inputs the manifest's `notes.inputs` names, by name; one saved
+    before they were recorded takes input_ids and attention_mask, positionally."""
+    names = manifest.get("notes", {}).get("inputs")
+    if names is None:
+        return lambda batch: fn(*(batch[name] for name in OLD_INPUTS))
+    return lambda batch: fn(**{name: batch[name] for name in names})
+
+
 class LogitsOnly(torch.nn.Module):
-    """`(input_ids, attention_mask) -> logits`: the signature the traced (TorchScript) and compiled
-    (AOTInductor) artifacts expose."""
+    """`(input_ids, attention_mask[, token_type_ids]) -> logits`: the signature the traced (TorchScript) and
+    compiled (AOTInductor) artifacts expose, called by name with the tokenizer's outputs."""
 
     def __init__(self, model):
         super().__init__()
         self.model = model
 
-    def forward(self, input_ids, attention_mask):
-        out = self.model(input_ids=input_ids, attention_mask=attention_mask, return_dict=False)
+    def forward(self, input_ids, attention_mask, token_type_ids=None):
+        segments = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, return_dict=False, **segments)
         return scores(out) if isinstance(out, dict) else out[0]  # a dict under optimum's export patches
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from slimbench import SlimbenchError
-from slimbench.backends.base import Backend, Loaded, LogitsOnly, placer
+from slimbench.backends.base import Backend, Loaded, LogitsOnly, artifact_call, artifact_inputs, placer
 from slimbench.backends.device import Device
 
 TORCHSCRIPT_FILE = "model.pt"
@@ -50,8 +50,8 @@ def to_torchscript(model, example) -> torch.jit.ScriptModule:
         # traced attention has no grouped-query heads, which eager Llama hands it). The saved variant is checked
         # against its source on sample inputs of other shapes after saving.
         return torch.jit.trace(
-            LogitsOnly(model).eval(), (example["input_ids"], example["attention_mask"]), strict=False,
-            check_trace=False,
+            LogitsOnly(model).eval(), example_kwarg_inputs={k: example[k] for k in artifact_inputs(model, example)},
+            strict=False, check_trace=False,
         )  # fmt: skip
 
 
@@ -71,11 +71,11 @@ class TorchScriptInt8(Backend):
     def load(self, model_dir, manifest, task, tokenizer, config, device, num_threads=None) -> Loaded:
         if task.generates:
             raise SlimbenchError(f"{model_dir}: a TorchScript (torch-int8) variant cannot generate text")
-        model = torch.jit.load(str(Path(model_dir) / TORCHSCRIPT_FILE)).eval()
+        call = artifact_call(torch.jit.load(str(Path(model_dir) / TORCHSCRIPT_FILE)).eval(), manifest)
 
         def forward(batch):
             with torch.inference_mode():
-                return model(batch["input_ids"], batch["attention_mask"])
+                return call(batch)
 
         return Loaded(manifest, config, tokenizer, forward, "pt", placer(device))
 

@@ -1,5 +1,6 @@
-"""Labelled text a user brings (JSONL or CSV with `text` and `label` columns, or for token
-classification words and their tags) and its encoding."""
+"""Labelled text a user brings (JSONL or CSV with `text` and `label` columns, `sentence1`, `sentence2` and
+`label` for a model that reads sentence pairs, or for token classification words and their tags) and its
+encoding."""
 
 from __future__ import annotations
 
@@ -14,14 +15,18 @@ from slimbench import SlimbenchError
 if TYPE_CHECKING:
     import torch
 
+Text = str | tuple[str, str]  # one input: a text, or a pair of sentences a cross-encoder reads together
+PAIR_COLUMNS = ("sentence1", "sentence2")  # GLUE's names for the two sentences of a pair (MRPC, RTE, STS-B)
+
 
 @dataclass(frozen=True)
 class LabelledText:
-    """Examples to train or calibrate on: `texts` with a label id each (text classification), with
-    no labels (a causal LM's text), or with the `words` of each text and a tag id per word (token
-    classification; `texts` are then the words joined by spaces)."""
+    """Examples to train or calibrate on: `texts` (or sentence pairs) with a label each (text classification:
+    a class id, a number for a one-score head, a 0/1 per class for a multi-label head), with no labels (a
+    causal LM's text), or with the `words` of each text and a tag id per word (token classification; `texts`
+    are then the words joined by spaces)."""
 
-    texts: list[str]
+    texts: list[Text]
     labels: list | None = None
     words: list[list[str]] | None = None
 
@@ -63,28 +68,84 @@ def read_texts(path: str | Path) -> list[str]:
     return [str(t) for t in _read_frame(path, {"text"})["text"].tolist()]
 
 
-def read_labelled(path: str | Path, label2id: dict[str, int] | None = None) -> LabelledText:
-    """Read `text`/`label` rows. Labels are ids, or names from the model's `label2id`."""
-    df = _read_frame(path, {"text", "label"})
-    labels = []
-    for i, raw in enumerate(df["label"].tolist()):
-        if isinstance(raw, str) and label2id and raw in label2id:
-            labels.append(int(label2id[raw]))
-        elif isinstance(raw, str) and raw.strip().lstrip("-").isdigit():
-            labels.append(int(raw))
-        elif isinstance(raw, (int, float)) and float(raw).is_integer():
-            labels.append(int(raw))
-        else:
-            names = ", ".join(label2id) if label2id else "(model has no label names)"
-            raise SlimbenchError(
-                f"data file {str(path)!r} row {i + 1}: label {raw!r} is neither an id nor one of {names}"
-            )
-    n_labels = len(label2id) if label2id else None
-    if n_labels is not None:
-        bad = [x for x in labels if not 0 <= x < n_labels]
+def _inputs(path: str | Path, df, also: tuple[str, ...] = ()) -> list[Text]:
+    """The model inputs of a data frame: its `text` column, else (`sentence1`, `sentence2`) pairs."""
+    if "text" in df.columns:
+        return [str(t) for t in df["text"].tolist()]
+    if set(PAIR_COLUMNS) <= set(df.columns):
+        return [
+            (str(a), str(b)) for a, b in zip(df["sentence1"].tolist(), df["sentence2"].tolist(), strict=True)
+        ]
+    need = " and ".join(repr(c) for c in ("text", *also))
+    pairs = " and ".join([", ".join(repr(c) for c in PAIR_COLUMNS), *map(repr, also)])
+    raise SlimbenchError(f"data file {str(path)!r} lacks column(s) ['text'] (needs {need}, or {pairs} for "
+                         f"sentence pairs)")  # fmt: skip
+
+
+def read_inputs(path: str | Path) -> list[Text]:
+    """The `text` column of a JSONL or CSV file, or its sentence pairs (`sentence1`, `sentence2`)."""
+    return _inputs(path, _read_frame(path, set()))
+
+
+HEAD_KINDS = ("single_label", "multi_label", "regression")
+
+
+def _class_id(path, i: int, raw, label2id: dict[str, int] | None) -> int:
+    if isinstance(raw, str) and label2id and raw in label2id:
+        return int(label2id[raw])
+    if isinstance(raw, str) and raw.strip().lstrip("-").isdigit():
+        return int(raw)
+    if isinstance(raw, (int, float)) and float(raw).is_integer():
+        return int(raw)
+    names = ", ".join(label2id) if label2id else "(model has no label names)"
+    raise SlimbenchError(
+        f"data file {str(path)!r} row {i + 1}: label {raw!r} is neither an id nor one of {names}"
+    )
+
+
+def _label(path, i: int, raw, label2id: dict[str, int] | None, kind: str):
+    """One row's label as the head reads it: a class id; a number (one-score head); a 0/1 per class, from the
+    list of classes that apply (multi-label: a JSON list, or names or ids separated by commas)."""
+    if kind == "regression":
+        try:
+            value = float(raw)
+        except (TypeError, ValueError):
+            value = float("nan")
+        if value != value:
+            raise SlimbenchError(f"data file {str(path)!r} row {i + 1}: label {raw!r} is not a number (the "
+                                 f"model has one output, a score)")  # fmt: skip
+        return value
+    if kind == "multi_label":
+        listed = raw if isinstance(raw, list) else [x for x in str(raw).split(",") if x.strip()]
+        hot = [0.0] * len(label2id)
+        for item in listed:
+            j = _class_id(path, i, item.strip() if isinstance(item, str) else item, label2id)
+            if not 0 <= j < len(hot):
+                raise SlimbenchError(f"data file {str(path)!r}: label id {j} is outside 0..{len(hot) - 1}")
+            hot[j] = 1.0
+        return hot
+    return _class_id(path, i, raw, label2id)
+
+
+def read_labelled(
+    path: str | Path, label2id: dict[str, int] | None = None, kind: str = "single_label"
+) -> LabelledText:
+    """Read `text` (or `sentence1` and `sentence2`) and `label` rows. Labels are ids, or names from the model's
+    `label2id`; numbers for a one-score head (kind "regression"); for a multi-label head the classes that
+    apply, each an id or a name (HEAD_KINDS)."""
+    df = _read_frame(path, set())
+    inputs = _inputs(path, df, ("label",))
+    if "label" not in df.columns:
+        text = "'text'" if isinstance(inputs[0], str) else ", ".join(map(repr, PAIR_COLUMNS))
+        raise SlimbenchError(f"data file {str(path)!r} lacks column(s) ['label'] (needs {text} and 'label')")
+    labels = [_label(path, i, raw, label2id, kind) for i, raw in enumerate(df["label"].tolist())]
+    if kind == "single_label" and label2id:
+        bad = [x for x in labels if not 0 <= x < len(label2id)]
         if bad:
-            raise SlimbenchError(f"data file {str(path)!r}: label id {bad[0]} is outside 0..{n_labels - 1}")
-    return LabelledText([str(t) for t in df["text"].tolist()], labels)
+            raise SlimbenchError(
+                f"data file {str(path)!r}: label id {bad[0]} is outside 0..{len(label2id) - 1}"
+            )
+    return LabelledText(inputs, labels)
 
 
 def write_jsonl(path: Path, data: LabelledText) -> None:
@@ -93,20 +154,21 @@ def write_jsonl(path: Path, data: LabelledText) -> None:
             f.write(json.dumps({"text": text, "label": label}) + "\n")
 
 
-def least_seq_len(tokenizer) -> int:
+def least_seq_len(tokenizer, pairs: bool = False) -> int:
     """The shortest sequence that still holds text: the special tokens the tokenizer adds to every
-    text, and one token of it."""
-    return tokenizer.num_special_tokens_to_add() + 1
+    text (or pair of sentences), and one token of it (of each sentence)."""
+    return tokenizer.num_special_tokens_to_add(pair=pairs) + 1 + pairs
 
 
-def check_seq_len(tokenizer, seq_len: int) -> None:
+def check_seq_len(tokenizer, seq_len: int, pairs: bool = False) -> None:
     """Refuse a length the special tokens fill: the tokenizer cannot truncate a text to it, and would
     hand the model the whole text instead."""
-    least = least_seq_len(tokenizer)
+    least = least_seq_len(tokenizer, pairs)
     if seq_len < least:
+        what = "pair of sentences" if pairs else "text"
         raise SlimbenchError(
-            f"sequence length {seq_len} holds no text: the tokenizer adds {least - 1} special token(s) to "
-            f"every text; use at least {least}"
+            f"sequence length {seq_len} holds no text: the tokenizer adds {least - 1 - pairs} special token(s) "
+            f"to every {what}; use at least {least}"
         )
 
 
@@ -171,12 +233,19 @@ def encode_labelled(
     return dict(enc), targets
 
 
+def is_pairs(texts: list[Text]) -> bool:
+    return bool(texts) and not isinstance(texts[0], str)
+
+
 def encode(
-    tokenizer, texts: list[str], seq_len: int, return_tensors: str = "pt", padding: str = "max_length"
+    tokenizer, texts: list[Text], seq_len: int, return_tensors: str = "pt", padding: str = "max_length"
 ):
     """Pad/truncate to exactly `seq_len` tokens so every timed batch has the workload's shape (padding="longest":
-    truncate to `seq_len`, pad to the longest text, for work that is not timed)."""
-    check_seq_len(tokenizer, seq_len)
+    truncate to `seq_len`, pad to the longest text, for work that is not timed). Sentence pairs are encoded
+    together, as a cross-encoder reads them, the longer sentence truncated first."""
+    pairs = is_pairs(texts)
+    check_seq_len(tokenizer, seq_len, pairs)
+    sides = ([a for a, _ in texts], [b for _, b in texts]) if pairs else (texts,)
     return tokenizer(
-        texts, max_length=seq_len, truncation=True, padding=padding, return_tensors=return_tensors
+        *sides, max_length=seq_len, truncation=True, padding=padding, return_tensors=return_tensors
     )

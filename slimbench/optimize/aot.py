@@ -1,5 +1,5 @@
 """The `compile` step: torch.export + AOTInductor. The model's forward pass, `(input_ids,
-attention_mask) -> logits`, is exported with a dynamic batch and sequence length and compiled
+attention_mask[, token_type_ids]) -> logits` taken by name (`model(**enc)`), is exported with a dynamic batch and sequence length and compiled
 ahead of time into one package, `model.pt2`, for one device: a deployment loads it with
 `torch._inductor.aoti_load_package` in a process that needs neither slimbench nor transformers.
 
@@ -17,7 +17,7 @@ from typing import Literal
 import torch
 
 from slimbench.backends.aoti import PACKAGE_FILE
-from slimbench.backends.base import LogitsOnly
+from slimbench.backends.base import LogitsOnly, artifact_inputs
 from slimbench.optimize.registry import register
 
 
@@ -40,14 +40,15 @@ class CompileConfig:
 @dataclass
 class CompiledPackage:
     """What the step hands on: the package file (in the recipe's scratch space), the config of the
-    model it was compiled from, and the package loaded, callable as `(input_ids, attention_mask)`."""
+    model it was compiled from, the inputs it takes by name, and the package loaded."""
 
     path: Path
     config: object
+    inputs: list[str]
     runner: object
 
-    def __call__(self, input_ids, attention_mask, **_):
-        return self.runner(input_ids, attention_mask)
+    def __call__(self, **batch):
+        return self.runner(**{name: batch[name] for name in self.inputs})
 
 
 @register("compile", CompileConfig, takes=("torch",), gives="torch-aoti")
@@ -64,13 +65,14 @@ def compile_aot(model, config: CompileConfig, ctx):
     device = Device.best() if config.device == "auto" else Device(config.device).require()
     max_seq = min(config.max_seq_len, getattr(model.config, "max_position_embeddings", config.max_seq_len))
     example = ctx.sample_batch(batch_size=2, seq_len=16)
-    args = tuple(example[k].to(str(device)) for k in ("input_ids", "attention_mask"))
+    inputs = artifact_inputs(model, example)
+    kwargs = {name: example[name].to(str(device)) for name in inputs}
     module = LogitsOnly(model.to(str(device)).eval())
     batch = torch.export.Dim("batch", min=1, max=config.max_batch)
     seq = torch.export.Dim("seq", min=2, max=max_seq)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        exported = torch.export.export(module, args, dynamic_shapes=({0: batch, 1: seq}, {0: batch, 1: seq}),
+        exported = torch.export.export(module, (), kwargs, dynamic_shapes={name: {0: batch, 1: seq} for name in inputs},
                                        strict=False)  # fmt: skip
         path = torch._inductor.aoti_compile_and_package(
             exported, package_path=str(ctx.workdir / PACKAGE_FILE)
@@ -79,4 +81,5 @@ def compile_aot(model, config: CompileConfig, ctx):
     ctx.notes["compiled_shapes"] = {"max_batch": config.max_batch, "max_seq_len": max_seq}
     ctx.notes["cuda_graphs"] = config.cuda_graphs and device.is_cuda
     ctx.notes["dtype"] = str(next(model.parameters()).dtype).removeprefix("torch.")
-    return CompiledPackage(Path(path), model.config, torch._inductor.aoti_load_package(path))
+    ctx.notes["inputs"] = inputs
+    return CompiledPackage(Path(path), model.config, inputs, torch._inductor.aoti_load_package(path))

@@ -22,6 +22,7 @@ from slimbench.backends import Device, cannot_run, load
 from slimbench.backends.base import scores
 from slimbench.core.artifacts import check_replaceable, save_variant
 from slimbench.core.checkpoint import Checkpoint
+from slimbench.core.data import encode
 from slimbench.core.manifest import MANIFEST, read_manifest
 from slimbench.optimize import steps
 from slimbench.optimize.context import StepContext
@@ -108,7 +109,7 @@ def agreement_check(checkpoint: Checkpoint, variant_dir: Path, texts: list[str],
     tokenizer.padding_side = "right"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    enc = tokenizer(texts, max_length=max_len, truncation=True, padding=True, return_tensors="np")
+    enc = encode(tokenizer, texts, max_len, return_tensors="np", padding="longest")
     enc = {k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
     as_torch = {k: torch.from_numpy(v).to(str(device)) for k, v in enc.items()}
     source = checkpoint.load_model().to(str(device))
@@ -223,7 +224,8 @@ def optimize(
                 log(f"[{recipe.name}] agreement with the source not checked: {result['reason']}")
                 return result
             task = get_task(checkpoint.task)
-            figures = (f"agreement {result['agreement']:.1%} ({task.agreement_measure}) with the source on "
+            measure = task.agreement_described(checkpoint.path)
+            figures = (f"agreement {result['agreement']:.1%} ({measure}) with the source on "
                        f"{result['samples']} sample inputs, max |{task.output_name} diff| "
                        f"{result['max_abs_logit_diff']:.3g}")  # fmt: skip
             result["passed"] = result["agreement"] >= min_agreement

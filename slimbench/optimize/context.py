@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from slimbench.core.checkpoint import Checkpoint
-from slimbench.core.data import LabelledText
+from slimbench.core.data import LabelledText, Text, encode
 from slimbench.tasks import Task, get_task
 
 
@@ -16,7 +16,7 @@ class StepContext:
     checkpoint: Checkpoint
     tokenizer: Any
     workdir: Path  # scratch space for this recipe; removed when the variant is saved
-    sample_texts: list[str]  # real inputs: parity checks, tracing, calibration
+    sample_texts: list[Text]  # real inputs (texts or sentence pairs): parity checks, tracing, calibration
     train_data: LabelledText | None = None  # for recovery and calibration
     eval_data: LabelledText | None = None  # held-out labelled data, for accuracy-aware steps
     notes: dict[str, Any] = field(default_factory=dict)  # facts a step records for the manifest
@@ -34,7 +34,11 @@ class StepContext:
 
     def sample_batch(self, batch_size: int = 4, seq_len: int = 64):
 
-        texts = (self.sample_texts * batch_size)[:batch_size]
-        # vary lengths so padded rows are part of every parity check and trace
-        texts = [t[: max(8, len(t) * (i + 1) // batch_size)] for i, t in enumerate(texts)]
-        return self.tokenizer(texts, max_length=seq_len, truncation=True, padding=True, return_tensors="pt")
+        def cut(
+            text: str, i: int
+        ) -> str:  # vary lengths so padded rows are part of every parity check and trace
+            return text[: max(8, len(text) * (i + 1) // batch_size)]
+
+        texts = [cut(t, i) if isinstance(t, str) else (t[0], cut(t[1], i))
+                 for i, t in enumerate((self.sample_texts * batch_size)[:batch_size])]  # fmt: skip
+        return encode(self.tokenizer, texts, seq_len, padding="longest")

@@ -17,6 +17,7 @@ import torch
 from slimbench.backends import Device
 from slimbench.backends.base import scores
 from slimbench.backends.ort import full_logits, session_options
+from slimbench.core.data import encode
 from slimbench.optimize.fallback import Quantizer, accuracy_aware, check_fallback_fields
 from slimbench.optimize.registry import register
 
@@ -192,7 +193,7 @@ def calibration_settings(config: ExportConfig, available: int) -> tuple[dict, ..
     )
 
 
-def _quantize_static(src: Path, dst: Path, setting: dict, texts: list[str], tokenizer, exclude=(), only=None,
+def _quantize_static(src: Path, dst: Path, setting: dict, texts: list, tokenizer, exclude=(), only=None,
                      cache: Path | None = None) -> Path:  # fmt: skip
     """ORT static int8 in QDQ format, activation ranges calibrated on real text (`setting`: method,
     per_channel, samples). With `cache`, the ranges are computed once and reused (layer probes)."""
@@ -208,21 +209,12 @@ def _quantize_static(src: Path, dst: Path, setting: dict, texts: list[str], toke
     names = {i.name for i in onnx.load(str(src / "model.onnx"), load_external_data=False).graph.input}
     picked = [texts[i] for i in np.linspace(0, len(texts) - 1, setting["samples"]).round().astype(int)]
     # one length for every text: the histogram calibrators (percentile, entropy) stack what they collect
-    length = min(
-        128, max(len(ids) for ids in tokenizer(picked, truncation=True, max_length=128)["input_ids"])
-    )
+    length = max(len(ids) for ids in encode(tokenizer, picked, 128, "np", padding="longest")["input_ids"])
 
     class Reader(CalibrationDataReader):
         def __init__(self):
             self.items = iter(
-                {
-                    k: v
-                    for k, v in tokenizer(
-                        [t], max_length=length, truncation=True, padding="max_length", return_tensors="np"
-                    ).items()  # fmt: skip
-                    if k in names
-                }
-                for t in picked
+                {k: v for k, v in encode(tokenizer, [t], length, "np").items() if k in names} for t in picked
             )
 
         def get_next(self):

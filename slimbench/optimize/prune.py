@@ -18,7 +18,7 @@ from slimbench.backends.base import scores
 from slimbench.core.checkpoint import quiet_transformers
 from slimbench.core.data import NO_TARGET, LabelledText, encode, encode_labelled
 from slimbench.optimize.registry import register
-from slimbench.optimize.training import cross_entropy, embedding_mse, in_batch_contrastive
+from slimbench.optimize.training import embedding_mse, head_loss, in_batch_contrastive
 
 HEAD_NAMES = ("classifier", "score", "lm_head", "qa_outputs")  # task heads are never pruned
 
@@ -218,7 +218,8 @@ def _replace(layer: nn.Module, path: str, module: nn.Module) -> None:
 
 def _calibration(model, ctx, n_batches: int, batch_size: int = 16):
     """Batches of real text with targets: the training labels (a tag per word for a token classifier),
-    else the model's own predictions, or for a model without a head its own token embeddings."""
+    else the model's own predictions (its classes; for a multi-label head the classes it decides, for a
+    one-score head its scores), or for a model without a head its own token embeddings."""
     data = ctx.train_data if ctx.train_data is not None else LabelledText(ctx.sample_texts)
     n = min(len(data), n_batches * batch_size)
     picked = list(range(0, len(data), max(1, len(data) // n)))[:n]
@@ -231,8 +232,11 @@ def _calibration(model, ctx, n_batches: int, batch_size: int = 16):
         enc = dict(encode(ctx.tokenizer, chunk.texts, 128, padding="longest"))
         with torch.inference_mode():
             out = scores(model(**enc))
-        if not ctx.task.head:
+        if not ctx.task.head or out.shape[-1] == 1:
             batches.append((enc, out.clone()))
+            continue
+        if getattr(model.config, "problem_type", None) == "multi_label_classification":
+            batches.append((enc, (out > 0).float()))
             continue
         predicted = out.argmax(-1)
         if predicted.dim() == 2:  # a prediction per token: none at padding
@@ -242,15 +246,17 @@ def _calibration(model, ctx, n_batches: int, batch_size: int = 16):
 
 
 def _objective(model, enc: dict, targets: torch.Tensor, taylor: bool = False, **kwargs) -> torch.Tensor:
-    """The loss pruning scores against: cross-entropy of the targets (labels, tags or predictions); where they
-    are the unpruned model's token embeddings (a model without a head), their relative MSE, or for the Taylor
-    scores (whose gradient that MSE lacks at the unpruned model) the in-batch contrastive loss."""
+    """The loss pruning scores against: the head's loss on the targets (labels, tags or predictions: `head_loss`);
+    where they are the unpruned model's own outputs, their error (token embeddings: relative MSE; a one-score
+    head's scores: MSE), or for the Taylor scores, whose gradient that error lacks at the unpruned model, how
+    well the batch's inputs stay told apart (embeddings: the in-batch contrastive loss; scores: their spread)."""
     out = scores(model(**enc, **kwargs))
-    if not targets.is_floating_point():
-        return cross_entropy(out, targets)
-    if taylor:
-        return in_batch_contrastive(out, enc["attention_mask"])
-    return embedding_mse(out, targets, enc["attention_mask"])
+    if out.dim() == 3 and targets.is_floating_point():  # token embeddings
+        mask = enc["attention_mask"]
+        return in_batch_contrastive(out, mask) if taylor else embedding_mse(out, targets, mask)
+    if targets.shape == out.shape and out.shape[-1] == 1:  # the scores of a one-score head
+        return -out.float().var(correction=0) if taylor else (out.float() - targets.float()).pow(2).mean()
+    return head_loss(out, targets)
 
 
 def _loss(model, batches, **kwargs) -> float:

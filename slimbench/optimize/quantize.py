@@ -13,6 +13,7 @@ from typing import Literal
 
 import torch
 
+from slimbench.backends.base import artifact_inputs
 from slimbench.optimize.fallback import Quantizer, accuracy_aware, check_fallback_fields, torch_logits
 from slimbench.optimize.registry import register
 
@@ -101,6 +102,7 @@ def dynamic_int8(model, config: DynamicInt8Config, ctx):
                                    config.max_fp32_layers, what="torch dynamic int8")  # fmt: skip
     ctx.notes["quantized_engine"] = config.engine
     ctx.notes["dtype"] = "int8"
+    ctx.notes["inputs"] = artifact_inputs(quantized, ctx.sample_batch())  # what the TorchScript file takes
     return quantized
 
 

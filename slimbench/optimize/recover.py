@@ -6,9 +6,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
-from slimbench.core.data import LabelledText
+from slimbench.backends.base import scores
+from slimbench.core.data import LabelledText, encode_labelled
 from slimbench.optimize.registry import register
 from slimbench.optimize.training import TrainPlan, accuracy, embedding_error, train_classifier
 
@@ -76,8 +78,15 @@ def recover(model, config: RecoverConfig, ctx):
         ctx.notes["recover_train_embedding_mse_sample"] = embedding_error(
             model, teacher, ctx.tokenizer, sample.texts, config.max_len
         )
-    else:
+    elif all(isinstance(x, int) for x in np.atleast_1d(sample.labels[0]).tolist()):  # class ids or tags
         ctx.notes["recover_train_accuracy_sample"] = accuracy(model, ctx.tokenizer, sample, config.max_len)
+    else:  # a score or classes per input: the measure accuracy-aware quantization keeps (Spearman, micro F1)
+        enc, targets = encode_labelled(ctx.tokenizer, sample, config.max_len, padding="longest")
+        with torch.inference_mode():
+            outputs = scores(model(**enc)).float().numpy()
+        ctx.notes["recover_train_label_score_sample"] = ctx.task.share_right(
+            outputs, targets.numpy(), enc["attention_mask"].numpy(), ctx.checkpoint.path
+        )
     return model
 
 

@@ -41,12 +41,41 @@ def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.flatten(0, -2), targets.flatten(), ignore_index=NO_TARGET)
 
 
-def _with_distillation(loss, logits, teacher, batch: dict, plan) -> torch.Tensor:
+def one_score(logits: torch.Tensor, targets: torch.Tensor) -> bool:
+    """Whether `targets` are a number per row for a head with one output (a reranker, a regression head)."""
+    return logits.shape[-1] == 1 and targets.is_floating_point() and targets.shape == logits.shape[:-1]
+
+
+def head_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The loss transformers trains each head with: cross-entropy of class ids (NO_TARGET: none), the mean
+    squared error of a one-score head's number per row, binary cross-entropy of a multi-label head's 0/1 (or
+    probability) per class."""
+    if not targets.is_floating_point():
+        return cross_entropy(logits, targets)
+    if one_score(logits, targets):
+        return F.mse_loss(logits[..., 0].float(), targets.float())
+    return F.binary_cross_entropy_with_logits(logits.float(), targets.float())
+
+
+def _with_distillation(
+    loss, logits, teacher, batch: dict, plan, labels: torch.Tensor | None = None
+) -> torch.Tensor:
     """alpha * T^2 * KL(teacher || student) on logits softened by T, plus (1 - alpha) * `loss`;
     averaged over every prediction (a row of a classifier, a position of a language model, a real
-    token of a token classifier)."""
+    token of a token classifier). A one-score head matches the teacher's scores (mean squared error), a
+    multi-label head its per-class probabilities softened by T (binary cross-entropy); `labels` (None: next
+    tokens) tell which head it is."""
     with torch.no_grad():
         soft = teacher(**batch).logits / plan.temperature
+    if labels is not None and one_score(logits, labels):
+        return (
+            plan.alpha * F.mse_loss(logits.float(), soft.float() * plan.temperature) + (1 - plan.alpha) * loss
+        )
+    if labels is not None and labels.is_floating_point():
+        kd = F.binary_cross_entropy_with_logits(
+            logits.float() / plan.temperature, torch.sigmoid(soft.float())
+        )
+        return plan.alpha * kd * plan.temperature**2 + (1 - plan.alpha) * loss
     if logits.dim() == 3 and "attention_mask" in batch:  # padding positions predict nothing
         keep = batch["attention_mask"].bool()
         logits, soft = logits[keep], soft[keep]
@@ -153,9 +182,9 @@ def train_classifier(
                     target = scores(teacher(**batch))
                 loss = embedding_mse(out, target, batch["attention_mask"])
             else:
-                loss = cross_entropy(out, labels[idx])
+                loss = head_loss(out, labels[idx])
                 if teacher is not None:
-                    loss = _with_distillation(loss, out, teacher, batch, plan)
+                    loss = _with_distillation(loss, out, teacher, batch, plan, labels[idx])
             _step(loss, model, optimizer, schedule, params, masks)
             bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}")
             bar.update()

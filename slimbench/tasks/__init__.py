@@ -10,8 +10,9 @@ from slimbench.tasks import causal_lm, classification, feature_extraction, token
 from slimbench.tasks.base import BUDGET, Task
 
 DATA_FORMATS = (
-    "JSONL/CSV with 'text' and 'label' (a causal LM: 'text' alone; token classification: JSONL with 'tokens' "
-    "and 'tags'; feature extraction: 'text' and 'label', or 'sentence1', 'sentence2' and 'score')"
+    "JSONL/CSV with 'text' and 'label', or 'sentence1', 'sentence2' and 'label' for a classifier of sentence pairs "
+    "(a causal LM: 'text' alone; token classification: JSONL with 'tokens' and 'tags'; feature extraction: "
+    "'text' and 'label', or 'sentence1', 'sentence2' and 'score')"
 )
 # feature extraction last: its architectures (BertModel) end as those of causal LMs (GPT2LMHeadModel) do
 TASKS: dict[str, Task] = {

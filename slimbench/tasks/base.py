@@ -53,8 +53,9 @@ class Task:
 
         return read_labelled(path, getattr(config, "label2id", None))
 
-    def latency_texts(self, path: Path) -> list[str]:
-        """Real text from the eval file for the latency workloads."""
+    def latency_texts(self, path: Path) -> list:
+        """Real inputs from the eval file for the latency workloads (texts, or sentence pairs where the task
+        reads them)."""
         from slimbench.core.data import read_texts
 
         return read_texts(path)
@@ -89,6 +90,10 @@ class Task:
         `source_dir`: the source checkpoint, for a task that reads how to read its outputs there."""
         same = source.argmax(-1) == variant.argmax(-1)
         return float(same[mask.astype(bool)].mean() if same.ndim == 2 else same.mean())
+
+    def agreement_described(self, source_dir: Path) -> str:
+        """What `agreement` measures for the checkpoint at `source_dir`, for people."""
+        return self.agreement_measure
 
     @staticmethod
     def save_files(source: Path, out: Path) -> None:
