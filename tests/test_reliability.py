@@ -37,6 +37,8 @@ CASES = [
      "step 2 'prune': takes a torch model, but the steps before it produce a onnx model"),
     ("recover without training data", "optimize {bert} --recipe magnitude-50 --out {tmp}/o",
      "has a 'recover' step: pass training data (--train-data FILE)"),
+    ("a one-score head's label is not a number", "optimize {scorer} --recipe magnitude-50 --train-data {badscore} --out {tmp}/o",
+     "row 1: label 'good' is not a number (the model has one output, a score)"),
     ("training data does not exist", "optimize {bert} --recipe magnitude-50 --train-data {tmp}/none.jsonl --out {tmp}/o",
      "data file '{tmp}/none.jsonl' does not exist"),
     ("training data lacks a column", "optimize {bert} --recipe magnitude-50 --train-data {nolabel} --out {tmp}/o",
@@ -194,6 +196,7 @@ def world(tiny_variants, tiny_bert, eval_jsonl, tmp_path_factory):
         "nolabel": [{"text": "a"}],
         "badlabel": [{"text": "a", "label": "weather"}],
         "train": [{"text": "a b c", "label": LABELS[0]}],
+        "badscore": [{"sentence1": "a b", "sentence2": "c", "label": "good"}],
     }
     for name, data in rows.items():
         paths[name] = tmp / f"{name}.jsonl"
@@ -226,6 +229,11 @@ def world(tiny_variants, tiny_bert, eval_jsonl, tmp_path_factory):
         paths[name] = tmp / name
         auto.from_config(AutoConfig.for_model(model_type, **decoder)).save_pretrained(paths[name])
         tokenizer.save_pretrained(paths[name])
+    paths["scorer"] = tmp / "scorer"  # a cross-encoder's one-score head
+    AutoModelForSequenceClassification.from_config(
+        AutoConfig.from_pretrained(tiny_bert, num_labels=1)
+    ).save_pretrained(paths["scorer"])
+    tokenizer.save_pretrained(paths["scorer"])
     paths["results"] = tmp / "results.jsonl"
     record = {"status": "ok", "task": "text-classification", "variant": "baseline", "recipe": "baseline",
               "device": "cpu", "device_name": "cpu", "num_threads": 1, "batch_size": 1, "seq_len": 8,

@@ -116,7 +116,12 @@ def _label(path, i: int, raw, label2id: dict[str, int] | None, kind: str):
                                  f"model has one output, a score)")  # fmt: skip
         return value
     if kind == "multi_label":
-        listed = raw if isinstance(raw, list) else [x for x in str(raw).split(",") if x.strip()]
+        if isinstance(raw, list):
+            listed = raw
+        elif raw is None or raw != raw:  # an empty CSV cell: no class applies
+            listed = []
+        else:
+            listed = [x for x in str(raw).split(",") if x.strip()]
         hot = [0.0] * len(label2id)
         for item in listed:
             j = _class_id(path, i, item.strip() if isinstance(item, str) else item, label2id)

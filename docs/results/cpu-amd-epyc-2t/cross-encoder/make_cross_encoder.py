@@ -16,7 +16,7 @@ from slimbench.core.data import LabelledText, read_labelled
 from slimbench.defaults import default_sentence_encoder
 from slimbench.optimize.training import TrainPlan, train_classifier
 
-QUERY_WORDS = 12
+QUERY_WORDS = 24
 
 
 def pairs(path: Path, n: int, seed: int) -> list[dict]:
@@ -53,7 +53,7 @@ def main(out: Path) -> None:
     tokenizer = AutoTokenizer.from_pretrained(source)
     train = read_labelled(out / "train.jsonl", None, "regression")
     seconds = train_classifier(
-        model, tokenizer, LabelledText(train.texts, train.labels), TrainPlan(epochs=1, lr=5e-5)
+        model, tokenizer, LabelledText(train.texts, train.labels), TrainPlan(epochs=2, lr=8e-5)
     )
     print(f"fine-tuned in {seconds:.0f} s")
     model.save_pretrained(out / "model")
