@@ -1,6 +1,7 @@
 """The `compile` step: torch.export + AOTInductor. The model's forward pass, `(input_ids,
-attention_mask[, token_type_ids]) -> logits` taken by name (`model(**enc)`), is exported with a dynamic batch and sequence length and compiled
-ahead of time into one package, `model.pt2`, for one device: a deployment loads it with
+attention_mask[, token_type_ids]) -> logits` taken by name (`model(**enc)`), is exported with a dynamic
+batch and sequence length and compiled ahead of time into one package, `model.pt2`, for one device: a
+deployment loads it with
 `torch._inductor.aoti_load_package` in a process that needs neither slimbench nor transformers.
 
 On a GPU the loader can also replay the compiled call as a CUDA graph per input shape (the idea
@@ -72,8 +73,8 @@ def compile_aot(model, config: CompileConfig, ctx):
     seq = torch.export.Dim("seq", min=2, max=max_seq)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        exported = torch.export.export(module, (), kwargs, dynamic_shapes={name: {0: batch, 1: seq} for name in inputs},
-                                       strict=False)  # fmt: skip
+        shapes = {name: {0: batch, 1: seq} for name in inputs}
+        exported = torch.export.export(module, (), kwargs, dynamic_shapes=shapes, strict=False)
         path = torch._inductor.aoti_compile_and_package(
             exported, package_path=str(ctx.workdir / PACKAGE_FILE)
         )

@@ -34,9 +34,8 @@ class StepContext:
 
     def sample_batch(self, batch_size: int = 4, seq_len: int = 64):
 
-        def cut(
-            text: str, i: int
-        ) -> str:  # vary lengths so padded rows are part of every parity check and trace
+        # vary lengths so padded rows are part of every parity check and trace
+        def cut(text: str, i: int) -> str:
             return text[: max(8, len(text) * (i + 1) // batch_size)]
 
         texts = [cut(t, i) if isinstance(t, str) else (t[0], cut(t[1], i))
