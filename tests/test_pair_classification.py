@@ -20,7 +20,8 @@ from slimbench.core.data import LabelledText, encode, read_inputs, read_labelled
 from slimbench.optimize.apply import agreement_check, optimize
 from slimbench.optimize.recipes import builtin_recipes, parse_recipe
 from slimbench.tasks import get_task
-from slimbench.tasks.classification import f1_micro, head_kind, spearman
+from slimbench.tasks.base import spearman
+from slimbench.tasks.classification import f1_micro, head_kind
 
 TASK = get_task("text-classification")
 CLASSES = ["business", "sport", "tech"]

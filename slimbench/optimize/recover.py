@@ -6,13 +6,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from slimbench.backends.base import scores
 from slimbench.core.data import LabelledText, encode_labelled
 from slimbench.optimize.registry import register
-from slimbench.optimize.training import TrainPlan, accuracy, embedding_error, train_classifier
+from slimbench.optimize.training import TrainPlan, embedding_error, train_classifier
 
 
 @dataclass(frozen=True)
@@ -78,13 +77,12 @@ def recover(model, config: RecoverConfig, ctx):
         ctx.notes["recover_train_embedding_mse_sample"] = embedding_error(
             model, teacher, ctx.tokenizer, sample.texts, config.max_len
         )
-    elif all(isinstance(x, int) for x in np.atleast_1d(sample.labels[0]).tolist()):  # class ids or tags
-        ctx.notes["recover_train_accuracy_sample"] = accuracy(model, ctx.tokenizer, sample, config.max_len)
-    else:  # a score or classes per input: the measure accuracy-aware quantization keeps (Spearman, micro F1)
+    else:  # the measure accuracy-aware quantization keeps: accuracy of class ids or tags; Spearman, micro F1
         enc, targets = encode_labelled(ctx.tokenizer, sample, config.max_len, padding="longest")
         with torch.inference_mode():
             outputs = scores(model(**enc)).float().numpy()
-        ctx.notes["recover_train_label_score_sample"] = ctx.task.share_right(
+        key = "label_score" if targets.is_floating_point() else "accuracy"
+        ctx.notes[f"recover_train_{key}_sample"] = ctx.task.share_right(
             outputs, targets.numpy(), enc["attention_mask"].numpy(), ctx.checkpoint.path
         )
     return model

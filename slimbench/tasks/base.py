@@ -13,6 +13,21 @@ import numpy as np
 BUDGET = 0.99  # a variant is within budget when its metric is >= 99% of the baseline's (MLPerf's rule)
 
 
+def spearman(a, b) -> float:
+    """Spearman's rank correlation; nan where either side is constant."""
+    import pandas as pd
+
+    a, b = pd.Series(np.asarray(a, dtype=np.float64)), pd.Series(np.asarray(b, dtype=np.float64))
+    return float("nan") if a.nunique() < 2 or b.nunique() < 2 else float(a.corr(b, method="spearman"))
+
+
+def deciles(values: np.ndarray) -> list[int]:
+    """Each value's decile (0-9) among `values`, ties in order: the prediction a score or a similarity
+    stands for when a variant's are compared with the baseline's."""
+    ranks = np.argsort(np.argsort(values, kind="stable"), kind="stable")
+    return (ranks * 10 // len(ranks)).tolist()
+
+
 class Task:
     name: str
     auto_class_name: str  # transformers AutoModelFor*

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from slimbench.core.data import HEAD_KINDS
-from slimbench.tasks.base import Task
+from slimbench.tasks.base import Task, deciles, spearman
 
 METRICS = {"single_label": "accuracy", "regression": "spearman", "multi_label": "f1_micro"}
 AGREEMENT = {
@@ -37,14 +37,6 @@ def _config(source_dir: Path):
     from transformers import AutoConfig
 
     return AutoConfig.from_pretrained(source_dir)
-
-
-def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman's rank correlation; nan where either side is constant."""
-    import pandas as pd
-
-    a, b = pd.Series(np.asarray(a, dtype=np.float64)), pd.Series(np.asarray(b, dtype=np.float64))
-    return float("nan") if a.nunique() < 2 or b.nunique() < 2 else float(a.corr(b, method="spearman"))
 
 
 def f1_micro(predicted: np.ndarray, targets: np.ndarray) -> float:
@@ -89,9 +81,8 @@ class Classification(Task):
         )
         labels = np.asarray(data.labels)
         if kind == "regression":
-            ranks = np.argsort(np.argsort(logits[:, 0], kind="stable"), kind="stable")
             metric = spearman(logits[:, 0], labels)
-            predictions = (ranks * 10 // len(ranks)).tolist()
+            predictions = deciles(logits[:, 0])
         elif kind == "multi_label":
             decided = logits > 0
             metric = f1_micro(decided, labels)

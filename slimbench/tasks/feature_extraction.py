@@ -15,10 +15,11 @@ from pathlib import Path
 import numpy as np
 
 from slimbench import SlimbenchError
+from slimbench.core.data import PAIR_COLUMNS as SENTENCE_COLUMNS
 from slimbench.core.data import LabelledText
-from slimbench.tasks.base import Task
+from slimbench.tasks.base import Task, deciles, spearman
 
-PAIR_COLUMNS = ("sentence1", "sentence2", "score")
+PAIR_COLUMNS = (*SENTENCE_COLUMNS, "score")  # STS data: the two sentences and their similarity
 POOLING_MODES = ("cls", "max", "mean", "mean_sqrt_len_tokens", "lasttoken")  # in sentence-transformers' order
 # sentence-transformers' Pooling configs before 5.x: a flag per mode
 LEGACY_POOLING_KEYS = {"pooling_mode_cls_token": "cls", "pooling_mode_max_tokens": "max",
@@ -174,8 +175,6 @@ class FeatureExtraction(Task):
         """Spearman of cosine similarity and score on pairs (predictions: each pair's decile of similarity);
         nearest-neighbour accuracy on labelled texts (predictions: the label of each text's nearest other
         text, the class a nearest-neighbour classifier predicts)."""
-        import pandas as pd
-
         modes = pooling_modes(loaded.path)
         data = self.scored(path, self.read(path))
         if data.scores is not None:
@@ -184,11 +183,10 @@ class FeatureExtraction(Task):
                 self.embed(loaded, side, seq_len, modes) for side in (data.texts[:half], data.texts[half:])
             )
             cosine = (first * second).sum(-1)
-            ranks = pd.Series(cosine).rank(method="first").to_numpy()
             return {
                 "metric_name": "spearman_cosine",
-                "metric": float(pd.Series(cosine).corr(pd.Series(data.scores), method="spearman")),
-                "predictions": ((ranks - 1) * 10 // len(ranks)).astype(int).tolist(),
+                "metric": spearman(cosine, data.scores),
+                "predictions": deciles(cosine),
             }
         texts, labels = data.texts, data.labels
         if len(texts) < 2:
@@ -216,16 +214,14 @@ class FeatureExtraction(Task):
         source's (both pooled as the source pools); not how close the embeddings stay, which a recovered pruned
         encoder's move further from the source's than an int8 one's while ranking as well. Fewer than 3 inputs
         (or all pairs alike): the mean cosine similarity of the embeddings with the source's."""
-        import pandas as pd
-
         modes = pooling_modes(source_dir)
         a, b = unit(pool(source, mask, modes)), unit(pool(variant, mask, modes))
         cosine = float((a * b).sum(-1).mean())
         pairs = np.triu_indices(len(a), 1)
         if len(pairs[0]) < 3:
             return cosine
-        rho = pd.Series((a @ a.T)[pairs]).corr(pd.Series((b @ b.T)[pairs]), method="spearman")
-        return cosine if np.isnan(rho) else float(rho)
+        rho = spearman((a @ a.T)[pairs], (b @ b.T)[pairs])
+        return cosine if np.isnan(rho) else rho
 
     @staticmethod
     def save_files(source: Path, out: Path) -> None:
