@@ -42,8 +42,13 @@ class Loaded:
 
 
 def scores(out):
-    """What a model's outputs are read for: its head's `logits`, or where it has no head (a bare encoder,
-    feature extraction) its token embeddings (`last_hidden_state`)."""
+    """What a model's outputs are read for: its head's `logits`; for an extractive question-answering head its
+    start and end logits as two rows over the positions, [batch, 2, tokens] (a choice of position each, as
+    the model is trained); or where it has no head (a bare encoder, feature extraction) its token embeddings
+    (`last_hidden_state`)."""
+    if "start_logits" in out:
+        start, end = out["start_logits"], out["end_logits"]
+        return torch.stack((start, end), 1) if hasattr(start, "detach") else np.stack((start, end), 1)
     return out["logits"] if "logits" in out else out["last_hidden_state"]
 
 
@@ -71,7 +76,7 @@ def artifact_call(fn, manifest: dict) -> Callable[[dict], Any]:
 
 
 class LogitsOnly(torch.nn.Module):
-    """`(input_ids, attention_mask[, token_type_ids]) -> logits`: the signature the traced (TorchScript) and
+    """`(input_ids, attention_mask[, token_type_ids]) -> logits` (`scores`): the signature the traced (TorchScript) and
     compiled (AOTInductor) artifacts expose, called by name with the tokenizer's outputs."""
 
     def __init__(self, model):
@@ -80,8 +85,9 @@ class LogitsOnly(torch.nn.Module):
 
     def forward(self, input_ids, attention_mask, token_type_ids=None):
         segments = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
-        out = self.model(input_ids=input_ids, attention_mask=attention_mask, return_dict=False, **segments)
-        return scores(out) if isinstance(out, dict) else out[0]  # a dict under optimum's export patches
+        return scores(
+            self.model(input_ids=input_ids, attention_mask=attention_mask, return_dict=True, **segments)
+        )
 
 
 class Backend:

@@ -29,6 +29,10 @@ class LabelledText:
     texts: list[Text]
     labels: list | None = None
     words: list[list[str]] | None = None
+    spans: bool = (
+        False  # labels are character spans (start, end) of each pair's second text, or None for none:
+    )
+    # an extractive question-answering head's answer in the context
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -36,10 +40,10 @@ class LabelledText:
     def select(self, indices) -> LabelledText:
         """The examples at `indices` (a range or a list), in that order."""
         return LabelledText(*(None if xs is None else [xs[i] for i in indices]
-                              for xs in (self.texts, self.labels, self.words)))  # fmt: skip
+                              for xs in (self.texts, self.labels, self.words)), spans=self.spans)  # fmt: skip
 
 
-def _read_frame(path: str | Path, columns: set[str]):
+def read_frame(path: str | Path, columns: set[str]):
     import pandas as pd
 
     path = Path(path)
@@ -65,7 +69,7 @@ def _read_frame(path: str | Path, columns: set[str]):
 
 def read_texts(path: str | Path) -> list[str]:
     """The `text` column of a JSONL or CSV file."""
-    return [str(t) for t in _read_frame(path, {"text"})["text"].tolist()]
+    return [str(t) for t in read_frame(path, {"text"})["text"].tolist()]
 
 
 def _inputs(path: str | Path, df, also: tuple[str, ...] = ()) -> list[Text]:
@@ -84,7 +88,7 @@ def _inputs(path: str | Path, df, also: tuple[str, ...] = ()) -> list[Text]:
 
 def read_inputs(path: str | Path) -> list[Text]:
     """The `text` column of a JSONL or CSV file, or its sentence pairs (`sentence1`, `sentence2`)."""
-    return _inputs(path, _read_frame(path, set()))
+    return _inputs(path, read_frame(path, set()))
 
 
 HEAD_KINDS = ("single_label", "multi_label", "regression")
@@ -138,7 +142,7 @@ def read_labelled(
     """Read `text` (or `sentence1` and `sentence2`) and `label` rows. Labels are ids, or names from the model's
     `label2id`; numbers for a one-score head (kind "regression"); for a multi-label head the classes that
     apply, each an id or a name (HEAD_KINDS)."""
-    df = _read_frame(path, set())
+    df = read_frame(path, set())
     inputs = _inputs(path, df, ("label",))
     if "label" not in df.columns:
         text = "'text'" if isinstance(inputs[0], str) else ", ".join(map(repr, PAIR_COLUMNS))
@@ -221,13 +225,49 @@ def first_subwords(encoding, row: int) -> dict[int, int]:
     return first
 
 
+def check_question_room(tokenizer, question: str, seq_len: int, row: int) -> int:
+    """The tokens a sequence of `seq_len` leaves for the context after `question` (at least 2, else an error
+    naming the question, the 1-based `row`)."""
+    special = tokenizer.num_special_tokens_to_add(pair=True)
+    room = seq_len - special - len(tokenizer(question, add_special_tokens=False)["input_ids"])
+    if room < 2:
+        raise SlimbenchError(f"question {row} ({question[:40]!r}) fills the sequence length {seq_len} and leaves "
+                             "no room for its context; use a longer sequence")  # fmt: skip
+    return room
+
+
+def encode_spans(tokenizer, data: LabelledText, seq_len: int, padding: str = "max_length"):
+    """Question/context pairs (the context alone truncated) and their targets [n, 2]: the answer's first and last
+    token, as transformers' question-answering examples train them; the first position (the no-answer choice)
+    twice where there is no answer or the truncation cut it off."""
+    import torch
+
+    check_seq_len(tokenizer, seq_len, pairs=True)
+    for row, (question, _) in enumerate(data.texts, start=1):
+        check_question_room(tokenizer, question, seq_len, row)
+    enc = tokenizer([q for q, _ in data.texts], [c for _, c in data.texts], max_length=seq_len,
+                    truncation="only_second", padding=padding, return_offsets_mapping=True, return_tensors="pt")  # fmt: skip
+    offsets = enc.pop("offset_mapping")
+    targets = torch.zeros((len(data), 2), dtype=torch.long)
+    for row, span in enumerate(data.labels):
+        context = [i for i, s in enumerate(enc.sequence_ids(row)) if s == 1]
+        if span is None or not context:
+            continue
+        inside = [i for i in context if offsets[row, i, 0] < span[1] and offsets[row, i, 1] > span[0]]
+        if inside and offsets[row, context[-1], 1] >= span[1]:
+            targets[row] = torch.tensor([inside[0], inside[-1]])
+    return dict(enc), targets
+
+
 def encode_labelled(
     tokenizer, data: LabelledText, seq_len: int, padding: str = "max_length"
 ) -> tuple[dict, torch.Tensor]:
     """Encodings of labelled examples (torch, padded as `encode` pads) and their targets: a label per text,
-    or a tag per token at each word's first sub-word and NO_TARGET elsewhere."""
+    a tag per token at each word's first sub-word and NO_TARGET elsewhere, or an answer's first and last token."""
     import torch
 
+    if data.spans:
+        return encode_spans(tokenizer, data, seq_len, padding)
     if data.words is None:
         return dict(encode(tokenizer, data.texts, seq_len, padding=padding)), torch.tensor(data.labels)
     enc = encode_words(tokenizer, data.words, seq_len, padding=padding)

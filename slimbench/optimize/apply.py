@@ -124,7 +124,7 @@ def agreement_check(checkpoint: Checkpoint, variant_dir: Path, texts: list[str],
         "device": str(device),
         "samples": len(texts),
         "agreement": task.agreement(expected, got, mask, checkpoint.path),
-        "max_abs_logit_diff": float((diff[mask] if diff.ndim == 3 else diff).max()),
+        "max_abs_logit_diff": float(task.at_real_tokens(diff, mask).max()),
     }
 
 

@@ -257,17 +257,18 @@ def weight_matmuls(model: Path, dynamic: bool = True) -> list[str]:
 
 
 def ort_logits(model_dir: Path, enc: dict, batch_size: int = 32) -> np.ndarray:
-    """A classifier graph's logits on numpy encodings, ONNX Runtime on the CPU."""
+    """A classifier graph's logits (`scores` of its outputs) on numpy encodings, ONNX Runtime on the CPU."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(model_dir / "model.onnx"), providers=["CPUExecutionProvider"])
     names = [i.name for i in session.get_inputs()]
-    n = len(enc["input_ids"])
+    outputs = [o.name for o in session.get_outputs()]
+
+    def run(rows: slice):
+        return scores(dict(zip(outputs, session.run(None, {k: enc[k][rows] for k in names}), strict=True)))
+
     return np.concatenate(
-        [
-            session.run(None, {k: enc[k][i : i + batch_size] for k in names})[0]
-            for i in range(0, n, batch_size)
-        ]
+        [run(slice(i, i + batch_size)) for i in range(0, len(enc["input_ids"]), batch_size)]
     )
 
 
@@ -389,7 +390,7 @@ def export(model, config: ExportConfig, ctx):
         got = full_logits(ort_cls.from_pretrained(path, provider="CPUExecutionProvider", session_options=session_options()),
                           batch)  # fmt: skip
         diff = (torch.as_tensor(got) - reference).abs()
-        return float(diff[real].max() if diff.dim() == 3 else diff.max())
+        return float(ctx.task.at_real_tokens(diff, real).max())
 
     diff = parity(current)
     ctx.notes["export_parity_max_abs_logit_diff"] = diff

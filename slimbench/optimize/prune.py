@@ -239,7 +239,7 @@ def _calibration(model, ctx, n_batches: int, batch_size: int = 16):
             batches.append((enc, (out > 0).float()))
             continue
         predicted = out.argmax(-1)
-        if predicted.dim() == 2:  # a prediction per token: none at padding
+        if predicted.shape == enc["attention_mask"].shape:  # a prediction per token: none at padding
             predicted = predicted.masked_fill(enc["attention_mask"] == 0, NO_TARGET)
         batches.append((enc, predicted))
     return batches

@@ -66,7 +66,7 @@ def _with_distillation(
     multi-label head its per-class probabilities softened by T (binary cross-entropy); `labels` (None: next
     tokens) tell which head it is."""
     with torch.no_grad():
-        soft = teacher(**batch).logits / plan.temperature
+        soft = scores(teacher(**batch)) / plan.temperature
     if labels is not None and one_score(logits, labels):
         return (
             plan.alpha * F.mse_loss(logits.float(), soft.float() * plan.temperature) + (1 - plan.alpha) * loss
@@ -76,7 +76,9 @@ def _with_distillation(
             logits.float() / plan.temperature, torch.sigmoid(soft.float())
         )
         return plan.alpha * kd * plan.temperature**2 + (1 - plan.alpha) * loss
-    if logits.dim() == 3 and "attention_mask" in batch:  # padding positions predict nothing
+    if (
+        logits.dim() == 3 and logits.shape[:2] == batch["attention_mask"].shape
+    ):  # padding positions predict nothing
         keep = batch["attention_mask"].bool()
         logits, soft = logits[keep], soft[keep]
     width = soft.shape[-1]

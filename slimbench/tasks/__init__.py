@@ -1,23 +1,37 @@
 """The tasks slimbench serves, one file each with the same shape (slimbench.tasks.base.Task):
-text classification, token classification, causal LM and feature extraction (sentence embeddings).
+text classification, token classification, extractive question answering, causal LM and feature extraction
+(sentence embeddings).
 Everything that differs between tasks (data, workload, metric, loader classes, generation) is asked
 of the task, never tested by name."""
 
 from __future__ import annotations
 
 from slimbench import SlimbenchError
-from slimbench.tasks import causal_lm, classification, feature_extraction, token_classification
+from slimbench.tasks import (
+    causal_lm,
+    classification,
+    feature_extraction,
+    question_answering,
+    token_classification,
+)
 from slimbench.tasks.base import BUDGET, Task
 
 DATA_FORMATS = (
     "JSONL/CSV with 'text' and 'label', or 'sentence1', 'sentence2' and 'label' for a classifier of sentence pairs "
-    "(a causal LM: 'text' alone; token classification: JSONL with 'tokens' and 'tags'; feature extraction: "
+    "(a causal LM: 'text' alone; token classification: JSONL with 'tokens' and 'tags'; question answering: "
+    "'question', 'context' and 'answers'; feature extraction: "
     "'text' and 'label', or 'sentence1', 'sentence2' and 'score')"
 )
 # feature extraction last: its architectures (BertModel) end as those of causal LMs (GPT2LMHeadModel) do
 TASKS: dict[str, Task] = {
     t.name: t
-    for t in (classification.TASK, token_classification.TASK, causal_lm.TASK, feature_extraction.TASK)
+    for t in (
+        classification.TASK,
+        token_classification.TASK,
+        question_answering.TASK,
+        causal_lm.TASK,
+        feature_extraction.TASK,
+    )
 }
 
 

@@ -106,6 +106,12 @@ class Task:
         same = source.argmax(-1) == variant.argmax(-1)
         return float(same[mask.astype(bool)].mean() if same.ndim == 2 else same.mean())
 
+    @staticmethod
+    def at_real_tokens(values, mask):
+        """`values` at the real tokens of `mask` [batch, tokens] where there is one per token ([batch, tokens,
+        ...]: a token classifier's, a causal LM's, token embeddings); a value per input, all of them."""
+        return values[mask] if values.ndim == 3 else values
+
     def agreement_described(self, source_dir: Path) -> str:
         """What `agreement` measures for the checkpoint at `source_dir`, for people."""
         return self.agreement_measure

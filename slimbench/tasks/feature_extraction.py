@@ -115,9 +115,9 @@ class FeatureExtraction(Task):
     def read(path: Path) -> Texts:
         """The file, read once: pairs where it has PAIR_COLUMNS, else its 'text' column (and 'label', as
         given: any names or ids, only equality counts)."""
-        from slimbench.core.data import _read_frame
+        from slimbench.core.data import read_frame
 
-        df = _read_frame(path, set())
+        df = read_frame(path, set())
         if set(PAIR_COLUMNS) <= set(df.columns):
             scores = df["score"].to_numpy(dtype=np.float64, na_value=np.nan)
             if np.isnan(scores).any():
