@@ -184,11 +184,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--sample-data",
         type=Path,
-        help="JSONL/CSV with a 'text' column (token classification: its JSONL, 'tokens'): real inputs for "
-        "tracing and parity checks (default: BBC News articles)",
+        help="JSONL/CSV with a 'text' column (sentence pairs: 'sentence1', 'sentence2'; token classification: its "
+        "JSONL, 'tokens'; question answering: 'question', 'context'): real inputs for tracing and parity checks "
+        "(default: BBC News articles; for question answering, each the context of a general question)",
     )
     p.add_argument(
-        "--task", help="text-classification, token-classification or causal-lm (default: from the config)"
+        "--task",
+        help="text-classification, token-classification, question-answering, causal-lm or feature-extraction "
+        "(default: from the config)",
     )
     p.add_argument(
         "--train-data",
@@ -355,15 +358,15 @@ def cmd_recipes(args) -> int:
     return 0
 
 
-def _sample_texts(path: Path | None, task: str) -> list[str]:
-    if path is not None:
-        from slimbench.tasks import get_task
+def _sample_texts(path: Path | None, task: str) -> list:
+    from slimbench.tasks import get_task
 
+    if path is not None:
         return get_task(task).latency_texts(path)[:16]
     from slimbench.defaults import bbc_news
 
     data, _ = bbc_news()
-    return data.texts[::139][:16]  # one article in 139: all five topics
+    return get_task(task).inputs_from_texts(data.texts[::139][:16])  # one article in 139: all five topics
 
 
 def cmd_optimize(args) -> int:

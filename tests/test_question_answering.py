@@ -133,14 +133,15 @@ def test_training_targets_are_the_answers_first_and_last_token(qa_model):
     context = "Shares in the bank rose after profits beat forecasts."
     start = context.index("profits beat")
     data = LabelledText(
-        [("what beat?", context)] * 3, [(start, start + 12), None, (start, start + 12)], spans=True
+        [("what beat?", context)] * 3, [(start, start + 12), None, (0, len(context))], spans=True
     )
-    enc, targets = encode_labelled(tokenizer, data, 64)
-    first, last = targets[0].tolist()
-    assert tokenizer.decode(enc["input_ids"][0, first : last + 1]) == "profits beat"
-    assert targets[1].tolist() == [0, 0]  # no answer: the first position
-    enc, targets = encode_labelled(tokenizer, data, 12)  # the answer truncated away
-    assert targets[2].tolist() == [0, 0]
+    for seq_len in (64, 12):  # at 12 the context is cut to the window that holds the answer
+        enc, targets = encode_labelled(tokenizer, data, seq_len)
+        first, last = targets[0].tolist()
+        assert tokenizer.decode(enc["input_ids"][0, first : last + 1]) == "profits beat"
+        assert targets[1].tolist() == [0, 0]  # no answer: the first position
+    assert targets[2].tolist() == [0, 0]  # an answer longer than the window holds
+    assert tokenizer.decode(enc["input_ids"][0]).startswith("[CLS] what beat? [SEP] rose after profits beat")
     with pytest.raises(SlimbenchError, match="question 1 .* leaves no room for its context"):
         encode_labelled(tokenizer, LabelledText([("why " * 20, context)], [None], spans=True), 16)
 
@@ -280,13 +281,19 @@ import torch
 from pathlib import Path
 from transformers import AutoTokenizer
 
-def deploy(path, question, context):
+def deploy(path, question, context, through_pipeline=False):
     d = Path(path)
     enc = AutoTokenizer.from_pretrained(d)(question, context, return_tensors="pt")
     if (d / "model.onnx").is_file():
         from optimum.onnxruntime import ORTModelForQuestionAnswering
 
-        out = ORTModelForQuestionAnswering.from_pretrained(d)(**enc)
+        model = ORTModelForQuestionAnswering.from_pretrained(d)
+        if through_pipeline:
+            from transformers import pipeline
+
+            reader = pipeline("question-answering", model=model, tokenizer=AutoTokenizer.from_pretrained(d))
+            return reader(question=question, context=context)["answer"]
+        out = model(**enc)
         start, end = out.start_logits, out.end_logits
     else:
         if (d / "model.pt").is_file():
@@ -304,8 +311,11 @@ def test_variants_deploy_without_slimbench(qa_variants, tmp_path):
     question, context = ASKED[0], TEXTS[2]
     cases = {name: [str(qa_variants[name].path), question, context] for name in ("onnx-o2-int8", "torch-int8",
                                                                                   "compiled")}  # fmt: skip
+    cases["pipeline"] = [str(qa_variants["onnx-o2-int8"].path), question, context, True]
     out = deploy_without_slimbench(DEPLOY_QA, cases, tmp_path)
-    assert {name: deployed(result) for name, result in out.items()} == dict.fromkeys(cases, "the minister")
+    answers = {name: deployed(result) for name, result in out.items()}
+    assert answers.pop("pipeline") in ("The", "The minister")  # its own scoring of spans, the context's case
+    assert answers == dict.fromkeys(answers, "the minister")
 
 
 def test_pruned_and_recovered(qa_model, qa_file, tmp_path):
@@ -368,3 +378,11 @@ def test_bench_records_squad_f1(qa_model, qa_variants, qa_file, tmp_path):
     assert [r["metric_name"] for r in records] == ["squad_f1"] * 2
     assert all(r["status"] == "ok" and r["metric"] > 0.8 for r in records)
     assert records[1]["agreement_with_baseline"] >= 0.9
+
+
+def test_without_sample_data_each_bbc_article_is_the_context_of_a_general_question():
+    from slimbench.cli import _sample_texts
+
+    samples = _sample_texts(None, "question-answering")
+    assert len(samples) == 16 and all(q == "What is this about?" and len(c) > 100 for q, c in samples)
+    assert all(isinstance(t, str) for t in _sample_texts(None, "text-classification"))

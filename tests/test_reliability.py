@@ -39,6 +39,11 @@ CASES = [
      "has a 'recover' step: pass training data (--train-data FILE)"),
     ("a one-score head's label is not a number", "optimize {scorer} --recipe magnitude-50 --train-data {badscore} --out {tmp}/o",
      "row 1: label 'good' is not a number (the model has one output, a score)"),
+    ("a question-answering model's training answer is not in its context",
+     "optimize {reader} --recipe magnitude-50 --train-data {badanswer} --out {tmp}/o",
+     "row 1: the answer 'zebra' is not in the context (an extractive model answers with a span of it)"),
+    ("question-answering data given as texts and labels", "optimize {reader} --recipe magnitude-50 --train-data {train} --out {tmp}/o",
+     "lacks column(s) ['answers', 'context', 'question']"),
     ("training data does not exist", "optimize {bert} --recipe magnitude-50 --train-data {tmp}/none.jsonl --out {tmp}/o",
      "data file '{tmp}/none.jsonl' does not exist"),
     ("training data lacks a column", "optimize {bert} --recipe magnitude-50 --train-data {nolabel} --out {tmp}/o",
@@ -145,6 +150,7 @@ CASES = [
 def world(tiny_variants, tiny_bert, eval_jsonl, tmp_path_factory):
     from transformers import (
         AutoConfig,
+        AutoModelForQuestionAnswering,
         AutoModelForSequenceClassification,
         AutoModelForTokenClassification,
         AutoTokenizer,
@@ -197,6 +203,7 @@ def world(tiny_variants, tiny_bert, eval_jsonl, tmp_path_factory):
         "badlabel": [{"text": "a", "label": "weather"}],
         "train": [{"text": "a b c", "label": LABELS[0]}],
         "badscore": [{"sentence1": "a b", "sentence2": "c", "label": "good"}],
+        "badanswer": [{"question": "who?", "context": "a b c", "answers": ["zebra"]}],
     }
     for name, data in rows.items():
         paths[name] = tmp / f"{name}.jsonl"
@@ -234,6 +241,11 @@ def world(tiny_variants, tiny_bert, eval_jsonl, tmp_path_factory):
         AutoConfig.from_pretrained(tiny_bert, num_labels=1)
     ).save_pretrained(paths["scorer"])
     tokenizer.save_pretrained(paths["scorer"])
+    paths["reader"] = tmp / "reader"  # an extractive question-answering head
+    AutoModelForQuestionAnswering.from_config(AutoConfig.from_pretrained(tiny_bert)).save_pretrained(
+        paths["reader"]
+    )
+    tokenizer.save_pretrained(paths["reader"])
     paths["results"] = tmp / "results.jsonl"
     record = {"status": "ok", "task": "text-classification", "variant": "baseline", "recipe": "baseline",
               "device": "cpu", "device_name": "cpu", "num_threads": 1, "batch_size": 1, "seq_len": 8,

@@ -236,20 +236,45 @@ def check_question_room(tokenizer, question: str, seq_len: int, row: int) -> int
     return room
 
 
+def answer_window(
+    tokenizer, context: str, span: tuple[int, int] | None, room: int
+) -> tuple[str, tuple | None]:
+    """(context, span) cut so that the answer lies within the first `room` tokens of the context: where it lies
+    beyond them, the context from a word that centres the answer in a window of `room` tokens (the window of a
+    long context that holds the answer, one of those transformers' question-answering examples train on)."""
+    if span is None:
+        return context, span
+    offsets = tokenizer(context, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    inside = [i for i, (start, end) in enumerate(offsets) if start < span[1] and end > span[0]]
+    if not inside or inside[-1] < room:
+        return context, span
+    first, last = inside[0], inside[-1]
+    first = max(0, min(first, last + 1 - room + (room - (last - first + 1)) // 2))
+    while first and not context[offsets[first][0] - 1].isspace():  # a whole word: tokenized as in the context
+        first -= 1
+    cut = offsets[first][0]
+    return context[cut:], (span[0] - cut, span[1] - cut)
+
+
 def encode_spans(tokenizer, data: LabelledText, seq_len: int, padding: str = "max_length"):
-    """Question/context pairs (the context alone truncated) and their targets [n, 2]: the answer's first and last
-    token, as transformers' question-answering examples train them; the first position (the no-answer choice)
-    twice where there is no answer or the truncation cut it off."""
+    """Question/context pairs (the context alone truncated; a long one cut to the window that holds the answer:
+    `answer_window`) and their targets [n, 2]: the answer's first and last token, as transformers'
+    question-answering examples train them; the first position (the no-answer choice) twice where there is no
+    answer or it does not fit the sequence."""
     import torch
 
     check_seq_len(tokenizer, seq_len, pairs=True)
-    for row, (question, _) in enumerate(data.texts, start=1):
-        check_question_room(tokenizer, question, seq_len, row)
-    enc = tokenizer([q for q, _ in data.texts], [c for _, c in data.texts], max_length=seq_len,
-                    truncation="only_second", padding=padding, return_offsets_mapping=True, return_tensors="pt")  # fmt: skip
+    contexts, spans = [], []
+    for row, ((question, context), span) in enumerate(zip(data.texts, data.labels, strict=True), start=1):
+        room = check_question_room(tokenizer, question, seq_len, row)
+        context, span = answer_window(tokenizer, context, span, room)
+        contexts.append(context)
+        spans.append(span)
+    enc = tokenizer([q for q, _ in data.texts], contexts, max_length=seq_len, truncation="only_second",
+                    padding=padding, return_offsets_mapping=True, return_tensors="pt")  # fmt: skip
     offsets = enc.pop("offset_mapping")
     targets = torch.zeros((len(data), 2), dtype=torch.long)
-    for row, span in enumerate(data.labels):
+    for row, span in enumerate(spans):
         context = [i for i, s in enumerate(enc.sequence_ids(row)) if s == 1]
         if span is None or not context:
             continue

@@ -68,6 +68,10 @@ class Task:
 
         return read_labelled(path, getattr(config, "label2id", None))
 
+    def inputs_from_texts(self, texts: list[str]) -> list:
+        """Inputs of this task made of plain texts, where no sample data is given (the texts themselves)."""
+        return texts
+
     def latency_texts(self, path: Path) -> list:
         """Real inputs from the eval file for the latency workloads (texts, or sentence pairs where the task
         reads them)."""

@@ -19,6 +19,7 @@ from slimbench.tasks.base import Task
 
 COLUMNS = ("question", "context", "answers")
 MAX_ANSWER_TOKENS = 30  # the longest answer span considered, in tokens (transformers' max_answer_length)
+DEFAULT_QUESTION = "What is this about?"  # asked of each sample text where no sample data is given
 STRIDE_SHARE = 4  # consecutive windows of a long context overlap by a quarter of the sequence
 
 
@@ -121,6 +122,10 @@ class QuestionAnswering(Task):
             raise SlimbenchError(f"data file {str(path)!r} row {row}: the answer {text[:40]!r} is not in the context "
                                  "(an extractive model answers with a span of it)")  # fmt: skip
         return start, start + len(text)
+
+    def inputs_from_texts(self, texts: list[str]) -> list:
+        """Each text as the context of one general question."""
+        return [(DEFAULT_QUESTION, text) for text in texts]
 
     def latency_texts(self, path: Path) -> list:
         return [(e.question, e.context) for e in self.read(path)]

@@ -4,7 +4,9 @@ classifiers (5 BBC topics) with all-MiniLM-L6-v2's WordPiece vocabulary, causal 
 default's cut of it, token classifiers (ner-*: BIO tags of one entity kind) with the WordPiece vocabulary or,
 for RoBERTa and GPT-2, a byte-level BPE built like theirs (no add_prefix_space); 200 training and 60 held-out
 BBC News articles with their topics (train.jsonl, eval.jsonl), and sentences of other articles tagged by rule
-(ner-train.jsonl, ner-eval.jsonl: a capitalized word after the first is an entity).
+(ner-train.jsonl, ner-eval.jsonl: a capitalized word after the first is an entity); extractive question answerers
+(qa-*) of the same families and tokenizers, asked about the opening of other articles (qa-train.jsonl,
+qa-eval.jsonl: the answer is the first capitalized word after the first).
 Usage: python make_checkpoints.py OUT_DIR"""
 
 import json
@@ -18,6 +20,7 @@ from tokenizers import ByteLevelBPETokenizer
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
+    AutoModelForQuestionAnswering,
     AutoModelForSequenceClassification,
     AutoModelForTokenClassification,
     AutoTokenizer,
@@ -74,17 +77,21 @@ def tagged_sentences(texts: list[str]):
                 yield {"tokens": words, "tags": tags}
 
 
+def family_tokenizer(out: Path, family: str):
+    """The byte-level BPE (out/bpe) for RoBERTa and GPT-2, else MiniLM's WordPiece with the inputs the family takes."""
+    if family in BYTE_LEVEL:
+        return BYTE_LEVEL[family](str(out / "bpe/vocab.json"), str(out / "bpe/merges.txt"), pad_token="<pad>")
+    names = ["input_ids", "attention_mask"] + (["token_type_ids"] if family in TAKE_TOKEN_TYPES else [])
+    return AutoTokenizer.from_pretrained(get_model_path(), model_input_names=names)
+
+
 def token_classifiers(out: Path, texts: list[str]) -> None:
     bpe = ByteLevelBPETokenizer()
     bpe.train_from_iterator(texts[:500], vocab_size=1500, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
     (out / "bpe").mkdir(parents=True, exist_ok=True)
     bpe.save_model(str(out / "bpe"))
     for family, shape in CLASSIFIERS.items():
-        if family in BYTE_LEVEL:
-            tokenizer = BYTE_LEVEL[family](str(out / "bpe/vocab.json"), str(out / "bpe/merges.txt"), pad_token="<pad>")
-        else:
-            names = ["input_ids", "attention_mask"] + (["token_type_ids"] if family in TAKE_TOKEN_TYPES else [])
-            tokenizer = AutoTokenizer.from_pretrained(get_model_path(), model_input_names=names)
+        tokenizer = family_tokenizer(out, family)
         torch.manual_seed(0)
         config = AutoConfig.for_model(family, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
                                       id2label=dict(enumerate(TAGS)), label2id={t: i for i, t in enumerate(TAGS)},
@@ -93,6 +100,29 @@ def token_classifiers(out: Path, texts: list[str]) -> None:
         tokenizer.save_pretrained(out / f"ner-{family}")
     for name, part in (("ner-train", texts[:100]), ("ner-eval", texts[100:130])):
         (out / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in tagged_sentences(part)))
+
+
+def questions(texts: list[str]):
+    """A question per text: its first 60 words the context, the first capitalized word after the first the answer."""
+    for text in texts:
+        context = " ".join(text.split()[:60])
+        found = re.search(r"(?<=\s)[A-Z][a-z]+", context)
+        if found:
+            yield {"question": "Who or what is named first?", "context": context,
+                   "answers": {"text": [found.group()], "answer_start": [found.start()]}}  # fmt: skip
+
+
+def question_answerers(out: Path, texts: list[str]) -> None:
+    """qa-*: each family with an extractive question-answering head (start and end logits), the tokenizer of its
+    token classifier; qa-train.jsonl, qa-eval.jsonl in SQuAD's format."""
+    for family, shape in CLASSIFIERS.items():
+        tokenizer = family_tokenizer(out, family)
+        torch.manual_seed(0)
+        config = AutoConfig.for_model(family, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, **shape)
+        AutoModelForQuestionAnswering.from_config(config).save_pretrained(out / f"qa-{family}")
+        tokenizer.save_pretrained(out / f"qa-{family}")
+    for name, part in (("qa-train", texts[200:300]), ("qa-eval", texts[300:330])):
+        (out / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in questions(part)))
 
 
 def main(out: Path) -> None:
@@ -118,6 +148,7 @@ def main(out: Path) -> None:
                                       **shape)  # fmt: skip
         AutoModelForCausalLM.from_config(config).save_pretrained(path)
     token_classifiers(out, bbc_news()[0].texts)
+    question_answerers(out, bbc_news()[0].texts)
 
 
 if __name__ == "__main__":
