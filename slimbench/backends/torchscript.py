@@ -20,7 +20,8 @@ def traceable(model):
     """optimum's ONNX export patches, which make a transformers model traceable by TorchScript (decoders build
     their attention masks with vmap, which the tracer cannot follow), as a context; none where optimum has no
     ONNX config for the model type. The patches are the model type's: a task optimum does not export for it (a
-    Llama token classifier) takes those of its text classifier, whose output is the same `logits`."""
+    Llama token classifier, a GPT-2 question answerer) takes those of its text classifier, with the outputs of
+    its own head (which the patched forward keeps: `logits`, or `start_logits` and `end_logits`)."""
     import optimum.exporters.onnx.model_configs  # noqa: F401 - registers the ONNX configs
     from optimum.exporters.tasks import TasksManager
 
@@ -35,7 +36,10 @@ def traceable(model):
             )
         except (KeyError, ValueError):
             continue
-        return constructor(model.config, task=task).patch_model_for_export(model)
+        exporter = constructor(model.config, task=task)
+        if task != tasks[0] and tasks[0] in exporter._TASK_TO_COMMON_OUTPUTS:
+            exporter.task = tasks[0]
+        return exporter.patch_model_for_export(model)
     return contextlib.nullcontext()
 
 

@@ -29,10 +29,9 @@ class LabelledText:
     texts: list[Text]
     labels: list | None = None
     words: list[list[str]] | None = None
-    spans: bool = (
-        False  # labels are character spans (start, end) of each pair's second text, or None for none:
-    )
-    # an extractive question-answering head's answer in the context
+    # labels are character spans (start, end) in each pair's second text, or None for none: an extractive
+    # question-answering head's answer in the context
+    spans: bool = False
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -232,7 +231,8 @@ def check_question_room(tokenizer, question: str, seq_len: int, row: int) -> int
     room = seq_len - special - len(tokenizer(question, add_special_tokens=False)["input_ids"])
     if room < 2:
         raise SlimbenchError(f"question {row} ({question[:40]!r}) fills the sequence length {seq_len} and leaves "
-                             "no room for its context; use a longer sequence")  # fmt: skip
+                             "no room for its context; use a longer sequence (the bench's --eval-seq-len, "
+                             "recover's max_len)")  # fmt: skip
     return room
 
 

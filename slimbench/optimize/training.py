@@ -76,9 +76,8 @@ def _with_distillation(
             logits.float() / plan.temperature, torch.sigmoid(soft.float())
         )
         return plan.alpha * kd * plan.temperature**2 + (1 - plan.alpha) * loss
-    if (
-        logits.dim() == 3 and logits.shape[:2] == batch["attention_mask"].shape
-    ):  # padding positions predict nothing
+    # a prediction per token (not a question-answering head's two rows over the tokens): none at padding
+    if logits.dim() == 3 and logits.shape[:2] == batch["attention_mask"].shape:
         keep = batch["attention_mask"].bool()
         logits, soft = logits[keep], soft[keep]
     width = soft.shape[-1]
