@@ -77,8 +77,9 @@ def _with_distillation(
         )
         return plan.alpha * kd * plan.temperature**2 + (1 - plan.alpha) * loss
     # a prediction per token (not a question-answering head's two rows over the tokens): none at padding
-    if logits.dim() == 3 and logits.shape[:2] == batch["attention_mask"].shape:
-        keep = batch["attention_mask"].bool()
+    mask = batch.get("attention_mask")
+    if logits.dim() == 3 and mask is not None and logits.shape[:2] == mask.shape:
+        keep = mask.bool()
         logits, soft = logits[keep], soft[keep]
     width = soft.shape[-1]
     kd = F.kl_div(
