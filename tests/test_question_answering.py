@@ -407,3 +407,16 @@ def test_a_decoder_question_answerer_is_traced_with_its_own_head(tmp_path, qa_fi
     assert check["passed"] and check["max_abs_logit_diff"] < 0.1, check
     loaded = load(variant.path)
     assert loaded.logits(loaded.encode(TASK.latency_texts(qa_file)[:3], 32)).shape == (3, 2, 32)
+
+
+def test_a_head_the_auto_class_would_rebuild_is_refused(tmp_path):
+    """XLNet's beam-search reader: AutoModelForQuestionAnswering loads an xlnet checkpoint as the simple reader,
+    whose head would start from random weights; refused in one line before any weight loads."""
+    from transformers import XLNetConfig, XLNetForQuestionAnswering
+
+    XLNetForQuestionAnswering(
+        XLNetConfig(vocab_size=64, d_model=16, n_layer=1, n_head=2, d_inner=32)
+    ).save_pretrained(tmp_path / "xlnet")
+    with pytest.raises(SlimbenchError, match="is a XLNetForQuestionAnswering, but transformers' "
+                       "AutoModelForQuestionAnswering loads xlnet checkpoints as XLNetForQuestionAnsweringSimple"):  # fmt: skip
+        Checkpoint.open(tmp_path / "xlnet")

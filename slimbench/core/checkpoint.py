@@ -46,6 +46,24 @@ def quiet_transformers():
         hf_logging.set_verbosity(verbosity)
 
 
+def _check_head_loads(path: Path, config, task: str) -> None:
+    """Refuse a checkpoint whose head is not the one transformers' Auto class of its task builds for its model
+    type (XLNet's beam-search reader, which AutoModelForQuestionAnswering loads as the simple one): loading it
+    would start that other head from random weights."""
+    names = getattr(getattr(get_task(task).auto_class(), "_model_mapping", None), "_model_mapping", {})
+    loads = names.get(config.model_type)
+    if loads is None:  # a model type the Auto class does not know here (its own code): nothing to compare
+        return
+    loads = (loads,) if isinstance(loads, str) else tuple(loads)
+    architecture = next(a for a in config.architectures if detect_task([a]) == task)
+    if architecture not in loads:
+        raise SlimbenchError(
+            f"checkpoint {str(path)!r} is a {architecture}, but transformers' {get_task(task).auto_class_name} "
+            f"loads {config.model_type} checkpoints as {' or '.join(loads)}, whose head would start from random "
+            "weights; slimbench serves the heads the Auto classes load"
+        )
+
+
 @dataclass(frozen=True)
 class Checkpoint:
     path: Path
@@ -91,6 +109,8 @@ class Checkpoint:
                 f"cannot tell the task of {str(path)!r} from its architectures {config.architectures}; "
                 f"pass --task ({', '.join(TASKS)})"
             )
+        if task == found:
+            _check_head_loads(path, config, task)
         return cls(path.resolve(), task, trust_remote_code, allow_pickle)
 
     @property
