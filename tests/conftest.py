@@ -177,6 +177,12 @@ print(json.dumps(results))
 """
 
 
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    """`rows` as a JSONL file at `path`."""
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
 def deploy_without_slimbench(script: str, cases: dict[str, list], cwd: Path) -> dict[str, dict]:
     """Runs `deploy(*args)`, defined by `script`, for every case in one fresh interpreter that never imports
     slimbench (how a deployment loads: only the format's standard loaders), one case after another so that

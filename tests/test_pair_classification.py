@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TEXTS, deploy_without_slimbench, deployed
+from conftest import TEXTS, deploy_without_slimbench, deployed, write_jsonl
 from slimbench import SlimbenchError
 from slimbench.backends import load
 from slimbench.core.checkpoint import Checkpoint
@@ -35,11 +35,6 @@ def pair_score(i: int) -> float:
 
 def classes_of(i: int) -> list[str]:
     return [["business"], ["sport", "tech"], [], ["business", "tech"]][i % 4]
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    return path
 
 
 def make_classifier(path: Path, data: LabelledText | None = None, **config) -> Path:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TEXTS, deploy_without_slimbench, deployed
+from conftest import TEXTS, deploy_without_slimbench, deployed, write_jsonl
 from slimbench import SlimbenchError
 from slimbench.backends import load
 from slimbench.backends.base import Loaded
@@ -36,11 +36,6 @@ def rows(n: int) -> list[dict]:
         out.append({"question": ASKED[i % len(ASKED)], "context": context,
                     "answers": {"text": [answer], "answer_start": [0]}})  # fmt: skip
     return out
-
-
-def write_jsonl(path: Path, items: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(row) + "\n" for row in items))
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -85,8 +85,6 @@ class QuestionAnswering(Task):
 
     @staticmethod
     def read(path: Path) -> list[Example]:
-        import pandas as pd
-
         from slimbench.core.data import read_frame
 
         df = read_frame(path, set(COLUMNS))
@@ -96,9 +94,7 @@ class QuestionAnswering(Task):
             if not isinstance(question, str) or not isinstance(context, str) or not question or not context:
                 raise SlimbenchError(f"data file {str(path)!r} row {i}: 'question' and 'context' must be "
                                      "non-empty texts")  # fmt: skip
-            raw = row.answers
-            answers, starts = _answers(path, i, None if pd.api.types.is_scalar(raw) and pd.isna(raw) else raw)
-            out.append(Example(question, context, answers, starts))
+            out.append(Example(question, context, *_answers(path, i, row.answers)))
         return out
 
     def check_data(self, path: Path, config) -> int:
