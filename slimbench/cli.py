@@ -125,7 +125,7 @@ def _plan(args):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from slimbench.tasks import DATA_FORMATS
+    from slimbench.tasks import DATA_FORMATS, TASKS
 
     parser = argparse.ArgumentParser(
         prog="slimbench",
@@ -185,13 +185,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--sample-data",
         type=Path,
         help="JSONL/CSV with a 'text' column (sentence pairs: 'sentence1', 'sentence2'; token classification: its "
-        "JSONL, 'tokens'; question answering: 'question', 'context'): real inputs for tracing and parity checks "
+        "JSONL, 'tokens'; question answering: 'question', 'context'; seq2seq: 'source'): real inputs for tracing and "
+        "parity checks "
         "(default: BBC News articles; for question answering, each the context of a general question)",
     )
     p.add_argument(
         "--task",
-        help="text-classification, token-classification, question-answering, causal-lm or feature-extraction "
-        "(default: from the config)",
+        help=f"{', '.join(TASKS)} (default: from the config)",
     )
     p.add_argument(
         "--train-data",

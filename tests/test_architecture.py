@@ -209,7 +209,7 @@ def test_causal_lm_task_over_a_tiny_model(tiny_llama, tmp_path):
     from slimbench.optimize.recipes import load_recipe
     from slimbench.pipeline import optimize
     from slimbench.tasks import get_task
-    from slimbench.tasks.causal_lm import NEW_TOKENS
+    from slimbench.tasks.base import NEW_TOKENS
 
     eval_path = tmp_path / "eval.jsonl"
     eval_path.write_text("".join(json.dumps({"text": t * 6}) + "\n" for t in TEXTS))

@@ -13,7 +13,8 @@ from slimbench.core.checkpoint import Checkpoint
 from slimbench.core.data import LabelledText
 from slimbench.optimize.recipes import load_recipe
 from slimbench.pipeline import optimize
-from slimbench.tasks.causal_lm import NEW_TOKENS, pack, perplexity, token_nll
+from slimbench.tasks.base import NEW_TOKENS
+from slimbench.tasks.causal_lm import pack, perplexity, token_nll
 
 DECODER_RECIPES = ("baseline", "onnx", "onnx-o2-int8", "torchao-int8wo", "bnb-int8", "bnb-nf4",
                    "sparse-2of4", "magnitude-50", "bf16-static-cache")  # fmt: skip

@@ -44,6 +44,14 @@ CASES = [
      "row 1: the answer 'zebra' is not in the context (an extractive model answers with a span of it)"),
     ("question-answering data given as texts and labels", "optimize {reader} --recipe magnitude-50 --train-data {train} --out {tmp}/o",
      "lacks column(s) ['answers', 'context', 'question']"),
+    ("a speech-to-text model (Whisper) given as a seq2seq checkpoint", "optimize {whisper} --recipe baseline --out {tmp}/o",
+     "is a WhisperForConditionalGeneration, but transformers' AutoModelForSeq2SeqLM loads no whisper checkpoints"),
+    ("a recipe that fine-tunes, for a seq2seq model", "optimize {summarizer} --recipe magnitude-50 --out {tmp}/o",
+     "step 'recover' applies to text-classification, token-classification, question-answering, causal-lm and "
+     "feature-extraction checkpoints, not seq2seq"),
+    ("static int8 of a seq2seq model's several ONNX graphs", "optimize {summarizer} --recipe onnx-int8-static --out {tmp}/o",
+     "a seq2seq model exports 3 ONNX graphs (encoder_model.onnx, decoder_model.onnx, decoder_with_past_model.onnx); "
+     "static-int8 and fallback_budget calibrate and probe one graph"),
     ("training data does not exist", "optimize {bert} --recipe magnitude-50 --train-data {tmp}/none.jsonl --out {tmp}/o",
      "data file '{tmp}/none.jsonl' does not exist"),
     ("training data lacks a column", "optimize {bert} --recipe magnitude-50 --train-data {nolabel} --out {tmp}/o",
@@ -151,9 +159,12 @@ def world(tiny_variants, tiny_bert, eval_jsonl, tmp_path_factory):
     from transformers import (
         AutoConfig,
         AutoModelForQuestionAnswering,
+        AutoModelForSeq2SeqLM,
         AutoModelForSequenceClassification,
         AutoModelForTokenClassification,
         AutoTokenizer,
+        WhisperConfig,
+        WhisperForConditionalGeneration,
     )
 
     tmp = tmp_path_factory.mktemp("reliability")
@@ -246,6 +257,18 @@ def world(tiny_variants, tiny_bert, eval_jsonl, tmp_path_factory):
         paths["reader"]
     )
     tokenizer.save_pretrained(paths["reader"])
+    paths["summarizer"] = tmp / "summarizer"  # an encoder-decoder (BART)
+    AutoModelForSeq2SeqLM.from_config(AutoConfig.for_model(
+        "bart", vocab_size=tokenizer.vocab_size, d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+        decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, max_position_embeddings=64,
+    )).save_pretrained(paths["summarizer"])  # fmt: skip
+    tokenizer.save_pretrained(paths["summarizer"])
+    paths["whisper"] = tmp / "whisper"  # speech to text: an encoder-decoder no text task loads
+    WhisperForConditionalGeneration(WhisperConfig(
+        vocab_size=64, d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2, decoder_attention_heads=2,
+        encoder_ffn_dim=32, decoder_ffn_dim=32, max_source_positions=8, max_target_positions=8, num_mel_bins=4,
+        pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=1,
+    )).save_pretrained(paths["whisper"])  # fmt: skip
     paths["results"] = tmp / "results.jsonl"
     record = {"status": "ok", "task": "text-classification", "variant": "baseline", "recipe": "baseline",
               "device": "cpu", "device_name": "cpu", "num_threads": 1, "batch_size": 1, "seq_len": 8,

@@ -24,7 +24,8 @@ class Loaded:
     forward: Callable[[dict], Any]  # encoded batch -> logits
     return_tensors: str  # what the tokenizer should produce: "pt" or "np"
     to_device: Callable[[dict], dict]
-    generate: Callable[[dict, int], Any] | None = None  # causal LM: (prompts, new tokens) -> ids
+    # generating tasks: (prompts, new tokens[, exact=False: stop at the end-of-sequence token]) -> ids
+    generate: Callable[..., Any] | None = None
     path: Path | None = None  # the variant's directory (set by slimbench.backends.load)
 
     def encode(self, texts: list[str], seq_len: int) -> dict:
@@ -116,14 +117,15 @@ def torch_logits(model) -> Callable[[dict], Any]:
     return forward
 
 
-def greedy_generate(model, tokenizer) -> Callable[[dict, int], Any]:
-    """Greedy decoding of exactly `new_tokens` tokens (the workload's length, whatever is sampled)."""
+def greedy_generate(model, tokenizer) -> Callable[..., Any]:
+    """Greedy decoding of exactly `new_tokens` tokens (the workload's length, whatever is sampled), or with
+    `exact=False` of at most that many (an output for scoring, ended where the model ends it)."""
     import torch
 
-    def generate(batch, new_tokens: int):
+    def generate(batch, new_tokens: int, exact: bool = True):
         with torch.inference_mode():
-            return model.generate(**batch, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
-                                  pad_token_id=tokenizer.pad_token_id)  # fmt: skip
+            return model.generate(**batch, max_new_tokens=new_tokens, min_new_tokens=new_tokens if exact else None,
+                                  do_sample=False, num_beams=1, pad_token_id=tokenizer.pad_token_id)  # fmt: skip
 
     return generate
 

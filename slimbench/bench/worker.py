@@ -69,7 +69,7 @@ def generation_latency(task, loaded, texts, bs, seq_len, plan, device, whole: di
     """Time to first token (the prefill and one token, timed on its own) and time per output
     token, derived: (whole generate - first token) / (new tokens - 1), at p50 and p99."""
     from slimbench.bench.timing import summarize, time_calls
-    from slimbench.tasks.causal_lm import NEW_TOKENS
+    from slimbench.tasks.base import NEW_TOKENS
 
     first = task.first_token(loaded, texts, bs, seq_len)
     if first is None:

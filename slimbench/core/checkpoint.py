@@ -51,11 +51,19 @@ def _check_head_loads(path: Path, config, task: str) -> None:
     type (XLNet's beam-search reader, which AutoModelForQuestionAnswering loads as the simple one): loading it
     would start that other head from random weights."""
     names = getattr(getattr(get_task(task).auto_class(), "_model_mapping", None), "_model_mapping", {})
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+
     loads = names.get(config.model_type)
-    if loads is None:  # a model type the Auto class does not know here (its own code): nothing to compare
+    architecture = next(a for a in config.architectures if detect_task([a]) == task)
+    if loads is None and config.model_type in CONFIG_MAPPING_NAMES:  # Whisper: speech, not text, to text
+        raise SlimbenchError(
+            f"checkpoint {str(path)!r} is a {architecture}, but transformers' {get_task(task).auto_class_name} "
+            f"loads no {config.model_type} checkpoints; slimbench serves the models the Auto classes of its tasks "
+            f"load ({task}: {get_task(task).auto_class_name})"
+        )
+    if loads is None:  # a model type transformers does not know (its own code): nothing to compare
         return
     loads = (loads,) if isinstance(loads, str) else tuple(loads)
-    architecture = next(a for a in config.architectures if detect_task([a]) == task)
     if architecture not in loads:
         raise SlimbenchError(
             f"checkpoint {str(path)!r} is a {architecture}, but transformers' {get_task(task).auto_class_name} "
@@ -102,7 +110,7 @@ class Checkpoint:
             raise SlimbenchError(
                 f"checkpoint {str(path)!r}: transformers cannot read its config: {e}"
             ) from None
-        found = detect_task(config.architectures)
+        found = detect_task(config.architectures, bool(getattr(config, "is_encoder_decoder", False)))
         task = task or found
         if task not in TASKS:
             raise SlimbenchError(

@@ -96,8 +96,8 @@ def check_device(manifest: dict) -> tuple[Device | None, str | None]:
 def agreement_check(checkpoint: Checkpoint, variant_dir: Path, texts: list[str], max_len: int = 128) -> dict:
     """Load the saved variant as a deployment would and compare it with the source checkpoint on
     `texts` (one right-padded batch; causal LMs compared at real tokens only, where position
-    conventions cannot differ): the share of predictions (class, tag or next token) it keeps, and
-    the largest logit difference."""
+    conventions cannot differ; a seq2seq model along its source's own output): the share of predictions
+    (class, tag or next token) it keeps, and the largest logit difference."""
     import torch
 
     device, reason = check_device(read_manifest(variant_dir))
@@ -113,11 +113,12 @@ def agreement_check(checkpoint: Checkpoint, variant_dir: Path, texts: list[str],
     enc = {k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
     as_torch = {k: torch.from_numpy(v).to(str(device)) for k, v in enc.items()}
     source = checkpoint.load_model().to(str(device))
+    as_torch, mask = task.compared_inputs(source, as_torch)
     with torch.inference_mode():
         expected = scores(source(**as_torch)).float().cpu().numpy()
     del source
-    got = loaded.logits(as_torch if loaded.return_tensors == "pt" else enc)
-    mask = enc["attention_mask"].astype(bool)
+    as_numpy = {k: v.cpu().numpy() for k, v in as_torch.items()}
+    got = loaded.logits(as_torch if loaded.return_tensors == "pt" else as_numpy)
     diff = np.abs(expected - got)
     return {
         "checked": True,
@@ -147,6 +148,14 @@ def optimize(
     has passed the agreement check (or `allow_degraded`)."""
     if not sample_texts:
         raise SlimbenchError("optimize needs a few real texts for tracing and parity checks")
+    registry = steps()
+    for i, call in enumerate(recipe.steps, start=1):
+        reason = registry[call.name].refuses(checkpoint.task)
+        if reason:
+            raise SlimbenchError(f"recipe {recipe.name!r}: {reason}")
+        reason = call.config.refuses(checkpoint) if hasattr(call.config, "refuses") else None
+        if reason:
+            raise SlimbenchError(f"recipe {recipe.name!r} step {i} '{call.name}': {reason}")
     uses_data = train_data is not None and any(reads_train_data(call) for call in recipe.steps)
     if train_data is None and any(call.name == "recover" for call in recipe.steps):
         raise SlimbenchError(
@@ -159,14 +168,6 @@ def optimize(
     }
     if any(reads_eval_data(call) for call in recipe.steps):
         source["eval_data_sha256"] = data_sha256(eval_data)
-    registry = steps()
-    for i, call in enumerate(recipe.steps, start=1):
-        reason = registry[call.name].refuses(checkpoint.task)
-        if reason:
-            raise SlimbenchError(f"recipe {recipe.name!r}: {reason}")
-        reason = call.config.refuses(checkpoint) if hasattr(call.config, "refuses") else None
-        if reason:
-            raise SlimbenchError(f"recipe {recipe.name!r} step {i} '{call.name}': {reason}")
     final = Path(out_dir) / recipe.name
     check_replaceable(final, overwrite)  # said before any work is done, and again when saving
     if not force and is_current(final, recipe, source):
@@ -214,9 +215,8 @@ def optimize(
                         f"recipe {recipe.name!r}: the saved variant failed on the sample inputs "
                         f"({type(e).__name__}: {e}); not saved. Pass --allow-degraded to keep it anyway"
                     ) from e
-                log(
-                    f"[{recipe.name}] WARNING: the saved variant failed on the sample inputs (kept: --allow-degraded)"
-                )
+                log(f"[{recipe.name}] WARNING: the saved variant failed on the sample inputs ({type(e).__name__}: "
+                    f"{e}; kept: --allow-degraded)")  # fmt: skip
                 return {"checked": False, "reason": f"failed on the sample inputs: {type(e).__name__}: {e}",
                         "passed": False}  # fmt: skip
             result["min_agreement"] = min_agreement

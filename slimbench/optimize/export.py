@@ -86,9 +86,14 @@ class ExportConfig:
             )
         except KeyError:
             exported = {}
+        graphs = get_task(checkpoint.task).onnx_files
         if task not in exported:
             return (f"optimum exports no {model_type} {checkpoint.task} models to ONNX (for {model_type}: "
                     f"{', '.join(exported) or 'none'}); the PyTorch recipes (bf16, torchao-int8wo, compiled) need no ONNX export")  # fmt: skip
+        if len(graphs) > 1 and (self.quantize == "static-int8" or self.fallback_budget is not None):
+            return (f"a {checkpoint.task} model exports {len(graphs)} ONNX graphs ({', '.join(graphs)}); static-int8 "
+                    "and fallback_budget calibrate and probe one graph: use quantize dynamic-int8 without "
+                    "fallback_budget (the onnx-o2-int8 recipe)")  # fmt: skip
         if not self.optimize:
             return None
         try:
@@ -116,11 +121,12 @@ def cpu_quantization_config(per_channel: bool):
     return preset(is_static=False, per_channel=per_channel)
 
 
-def _only_onnx(src: Path, dst: Path, onnx_name: str) -> Path:
-    """Copy the configs of `src` and one ONNX file, renamed model.onnx, so that
-    ORTModel.from_pretrained(dst) finds exactly one model."""
+def _optimized_graphs(src: Path, dst: Path, files: tuple[str, ...]) -> Path:
+    """Copy the configs of `src` (ORTOptimizer's output) and the optimized graph of each of `files`
+    (`<name>_optimized.onnx`) under its own name, so that ORTModel.from_pretrained(dst) finds exactly those."""
     _copy_configs(src, dst)
-    shutil.copy2(src / onnx_name, dst / "model.onnx")
+    for name in files:
+        shutil.copy2(src / name.replace(".onnx", "_optimized.onnx"), dst / name)
     return dst
 
 
@@ -147,9 +153,10 @@ def _without_preprocessing_hint():
         root.removeFilter(keep)
 
 
-def _quantize_dynamic(src: Path, dst: Path, per_channel: bool, exclude=(), only=None) -> Path:
-    """ORT dynamic int8 with optimum's preset for this CPU. Called through onnxruntime itself:
-    after ORT graph optimization the fused ops defeat shape inference, and only ORT's own
+def _quantize_dynamic(src: Path, dst: Path, per_channel: bool, exclude=(), only=None,
+                      files: tuple[str, ...] = ("model.onnx",)) -> Path:  # fmt: skip
+    """ORT dynamic int8 of each graph of `files` with optimum's preset for this CPU. Called through onnxruntime
+    itself: after ORT graph optimization the fused ops defeat shape inference, and only ORT's own
     entry point takes the `DefaultTensorType` option that fixes it."""
     import onnx
     from onnxruntime.quantization import quantize_dynamic
@@ -157,22 +164,23 @@ def _quantize_dynamic(src: Path, dst: Path, per_channel: bool, exclude=(), only=
     preset = cpu_quantization_config(per_channel)
     shutil.rmtree(dst, ignore_errors=True)
     _copy_configs(src, dst)
-    with _without_preprocessing_hint():
-        quantize_dynamic(
-            src / "model.onnx",
-            dst / "model.onnx",
-            per_channel=preset.per_channel,
-            reduce_range=preset.reduce_range,
-            weight_type=preset.weights_dtype,
-            op_types_to_quantize=[getattr(op, "value", op) for op in preset.operators_to_quantize],
-            nodes_to_exclude=list(exclude),
-            nodes_to_quantize=list(only) if only is not None else None,
-            extra_options={
-                "WeightSymmetric": preset.weights_symmetric,
-                "ActivationSymmetric": preset.activations_symmetric,
-                "DefaultTensorType": onnx.TensorProto.FLOAT,
-            },
-        )
+    for name in files:
+        with _without_preprocessing_hint():
+            quantize_dynamic(
+                src / name,
+                dst / name,
+                per_channel=preset.per_channel,
+                reduce_range=preset.reduce_range,
+                weight_type=preset.weights_dtype,
+                op_types_to_quantize=[getattr(op, "value", op) for op in preset.operators_to_quantize],
+                nodes_to_exclude=list(exclude),
+                nodes_to_quantize=list(only) if only is not None else None,
+                extra_options={
+                    "WeightSymmetric": preset.weights_symmetric,
+                    "ActivationSymmetric": preset.activations_symmetric,
+                    "DefaultTensorType": onnx.TensorProto.FLOAT,
+                },
+            )
     return dst
 
 
@@ -279,7 +287,7 @@ def ort_int8(src: Path, work: Path, config: ExportConfig, ctx) -> Path:
 
         def build(setting, exclude, only):
             dst = work / ("probe" if only is not None else "quantized")
-            return _quantize_dynamic(src, dst, setting["per_channel"], exclude, only)
+            return _quantize_dynamic(src, dst, setting["per_channel"], exclude, only, ctx.task.onnx_files)
 
     else:
         texts = ctx.train_data.texts if ctx.train_data is not None else ctx.sample_texts
@@ -359,6 +367,12 @@ def export(model, config: ExportConfig, ctx):
         raise RuntimeError(
             f"export: optimize O4 (fp16) runs only on a CUDA GPU ({Device('cuda').unavailable()}); use O1-O3"
         )
+    # the reference, before the export (which leaves a T5's encoder set to use a cache it cannot have); compared
+    # at real tokens: a causal LM's logits at padding depend on position-id conventions
+    batch, real = ctx.task.compared_inputs(model.float().eval(), ctx.sample_batch())
+    real = torch.from_numpy(real)
+    with torch.inference_mode():
+        reference = scores(model(**batch))
     work = ctx.workdir / "export"
     shutil.rmtree(work, ignore_errors=True)
     exported = work / "exported"
@@ -373,18 +387,13 @@ def export(model, config: ExportConfig, ctx):
         level = AutoOptimizationConfig.with_optimization_level(
             config.optimize, for_gpu=config.optimize == "O4"
         )
-        ORTOptimizer.from_pretrained(current).optimize(level, work / "optimized_raw")
-        current = _only_onnx(work / "optimized_raw", work / "optimized", "model_optimized.onnx")
-    if ctx.task.generates and config.logits_to_keep:
+        files = ctx.task.onnx_files
+        ORTOptimizer.from_pretrained(current, file_names=list(files)).optimize(level, work / "optimized_raw")
+        current = _optimized_graphs(work / "optimized_raw", work / "optimized", files)
+    if ctx.task.generates and not ctx.task.encoder_decoder and config.logits_to_keep:  # a causal LM's prefill
         keep_last_logits(current / "model.onnx", config.logits_to_keep)
         ctx.notes["logits_to_keep"] = config.logits_to_keep
-    batch = ctx.sample_batch()
-    with torch.inference_mode():
-        reference = scores(model(**batch))
     ort_cls = ctx.task.ort_class()
-
-    # positions of real tokens: a causal LM's logits at padding depend on position-id conventions
-    real = batch["attention_mask"].bool()
 
     def parity(path: Path) -> float:
         got = full_logits(ort_cls.from_pretrained(path, provider="CPUExecutionProvider", session_options=session_options()),

@@ -41,7 +41,8 @@ def strided_inputs(model, batch) -> list[str]:
     ]
     try:
         with torch.inference_mode():
-            model(**batch.to(next(model.parameters()).device))
+            device = next(model.parameters()).device
+            model(**{k: v.to(device) for k, v in batch.items()})
     finally:
         for hook in hooks:
             hook.remove()
@@ -68,8 +69,9 @@ def dynamic_int8(model, config: DynamicInt8Config, ctx):
     """PyTorch dynamic int8 Linear layers (CPU int8 GEMM), saved as TorchScript."""
     if ctx.task.generates:
         raise ValueError(
-            "dynamic-int8 saves a TorchScript forward pass, which cannot generate text; for a causal LM "
-            "use `export: {quantize: dynamic-int8}` (ONNX with KV cache) or `quantize`"
+            "dynamic-int8 saves a TorchScript forward pass, which cannot generate text; for a model that "
+            "generates use `export: {quantize: dynamic-int8}` (ONNX with KV cache, the onnx-o2-int8 recipe) or "
+            "`quantize`"
         )
     if config.engine not in torch.backends.quantized.supported_engines:
         raise RuntimeError(
@@ -209,7 +211,9 @@ def quantize(model, config: QuantizeConfig, ctx):
         # rows: sequence i gets token i of the first sequence, and the encoder falls to chance on batches
         # (17% on an H100, where the CPU kernels keep 97.25%). Such layers stay unquantized; the saved
         # llm_int8_skip_modules keep them so on any device and dtype.
-        for n in strided_inputs(model, ctx.sample_batch(batch_size=2, seq_len=16)):
+        for n in strided_inputs(
+            model, ctx.task.compared_inputs(model, ctx.sample_batch(batch_size=2, seq_len=16))[0]
+        ):
             if not within(n, base):
                 kept[n] = "its input is a strided view, which bitsandbytes' CUDA int8 quantizer misreads"
     if kept:

@@ -12,6 +12,7 @@ from slimbench.backends.base import scores
 from slimbench.core.data import LabelledText, encode_labelled
 from slimbench.optimize.registry import register
 from slimbench.optimize.training import TrainPlan, embedding_error, train_classifier
+from slimbench.tasks import TASKS
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ def train_device() -> str:
     return str(Device.best())
 
 
-@register("recover", RecoverConfig)
+@register("recover", RecoverConfig, tasks=tuple(name for name, task in TASKS.items() if task.trainable))
 def recover(model, config: RecoverConfig, ctx):
     """Short fine-tune after pruning, with optional distillation from the unpruned model."""
     if ctx.train_data is None:

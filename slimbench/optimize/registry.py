@@ -34,7 +34,8 @@ class Step:
         """Why this step cannot apply to a checkpoint of `task`, or None."""
         if self.tasks is None or task in self.tasks:
             return None
-        return f"step '{self.name}' applies to {' and '.join(self.tasks)} checkpoints, not {task}"
+        names = ", ".join(self.tasks[:-1]) + " and " * (len(self.tasks) > 1) + self.tasks[-1]
+        return f"step '{self.name}' applies to {names} checkpoints, not {task}"
 
     def output_kind(self, kind: str) -> str:
         return self.gives or kind

@@ -14,7 +14,8 @@ import pandas as pd
 from slimbench import SlimbenchError
 from slimbench.reports.load import config_label, load_results
 from slimbench.tasks import BUDGET, get_task
-from slimbench.tasks.causal_lm import EVAL_BLOCKS, NEW_TOKENS
+from slimbench.tasks.base import NEW_TOKENS
+from slimbench.tasks.causal_lm import EVAL_BLOCKS
 
 MIB = 1024 * 1024
 REPORT_HEADER = "# slimbench report"
@@ -255,9 +256,9 @@ def write_report(paths: list[Path], out_dir: Path, overwrite: bool = False, budg
         )
         + ". Latency is per batch; speedup is baseline p50 / variant p50 on the same hardware and workload. "
         f"*Within budget*: the variant's metric is at least {budget:.0%} of the baseline's (MLPerf's rule); for "
-        f"perplexity, at most {1 - budget:.0%} above it. Causal LM workloads: a prompt of *seq* tokens, then "
-        f"{NEW_TOKENS} greedy tokens generated; tokens/s counts generated tokens; perplexity on {EVAL_BLOCKS} "
-        "blocks of the held-out text. Peak RSS is the measuring process's own (one fresh process per variant, its "
+        f"perplexity, at most {1 - budget:.0%} above it. Generating workloads (causal LM, seq2seq): an input of "
+        f"*seq* tokens, then {NEW_TOKENS} greedy tokens generated; tokens/s counts generated tokens; a causal LM's "
+        f"perplexity on {EVAL_BLOCKS} blocks of the held-out text. Peak RSS is the measuring process's own (one fresh process per variant, its "
         "peak reset before each workload). CV: standard deviation / mean of the latency; *unstable* above 10%."
         + (
             " CUDA graphs (GPU): the graphs recorded in the cell (by torch.compile, or captured from a compiled "

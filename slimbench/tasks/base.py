@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 BUDGET = 0.99  # a variant is within budget when its metric is >= 99% of the baseline's (MLPerf's rule)
+NEW_TOKENS = 32  # tokens generated per input in a generating task's latency workload
 
 
 def spearman(a, b) -> float:
@@ -42,6 +43,10 @@ class Task:
     head: bool = True  # the model ends in a head whose argmax is its prediction (not bare token embeddings)
     agreement_measure: str = "of the predictions kept"  # what `agreement` measures, for people
     output_name: str = "logit"  # what the model's scores are called, for people
+    encoder_decoder: bool = False  # claims only checkpoints whose config says is_encoder_decoder
+    onnx_files: tuple[str, ...] = (
+        "model.onnx",
+    )  # the graphs of an ONNX export, each optimized and quantized
 
     def auto_class(self):
         import transformers
@@ -110,6 +115,13 @@ class Task:
         same = source.argmax(-1) == variant.argmax(-1)
         return float(same[mask.astype(bool)].mean() if same.ndim == 2 else same.mean())
 
+    def compared_inputs(self, model, batch: dict):
+        """(inputs, mask): what a variant and its source are both run on when compared (the encoded texts
+        themselves; a task whose forward needs more, e.g. a decoder's inputs, adds them with `model`, the torch
+        source), and a numpy bool mask [batch, positions] of the positions whose outputs are compared."""
+        mask = batch["attention_mask"]
+        return batch, np.asarray(mask.cpu() if hasattr(mask, "cpu") else mask).astype(bool)
+
     @staticmethod
     def at_real_tokens(values, mask):
         """`values` at the real tokens of `mask` [batch, tokens] where there is one per token ([batch, tokens,
@@ -141,3 +153,19 @@ class Task:
         if ratio is None:
             return None
         return ratio <= 2 - budget if self.lower_is_better else ratio >= budget
+
+
+class Generating(Task):
+    """A task whose latency is generate(): an input of seq_len tokens, then NEW_TOKENS greedy tokens (throughput
+    in generated tokens); the time to first token is generate() of one token (the prefill)."""
+
+    generates = True
+    throughput_unit = "tokens/s"
+
+    def workload(self, loaded, texts, batch_size, seq_len):
+        batch = self.batches(loaded, texts, batch_size, seq_len)
+        return (lambda i: loaded.generate(batch(i), NEW_TOKENS)), batch_size * NEW_TOKENS
+
+    def first_token(self, loaded, texts, batch_size, seq_len):
+        batch = self.batches(loaded, texts, batch_size, seq_len)
+        return lambda i: loaded.generate(batch(i), 1)

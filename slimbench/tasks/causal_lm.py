@@ -9,10 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from slimbench.tasks.base import Task
+from slimbench.tasks.base import Generating
 
 EVAL_BLOCKS = 128  # blocks of the eval text scored for perplexity (128 x 128 = 16k tokens)
-NEW_TOKENS = 32  # tokens generated per prompt in a causal-LM latency workload
 
 
 def pack(tokenizer, texts: list[str], block: int) -> np.ndarray:
@@ -64,7 +63,7 @@ def model_perplexity(model, blocks: np.ndarray, batch_size: int = 16) -> float:
     return perplexity(logits_of, blocks, batch_size)[0]
 
 
-class CausalLM(Task):
+class CausalLM(Generating):
     name = "causal-lm"
     auto_class_name = "AutoModelForCausalLM"
     ort_class_name = "ORTModelForCausalLM"
@@ -72,8 +71,6 @@ class CausalLM(Task):
     architecture_suffixes = ("ForCausalLM", "LMHeadModel")
     metric_name = "perplexity"
     lower_is_better = True
-    generates = True
-    throughput_unit = "tokens/s"
     trainable = True
 
     def prepare_tokenizer(self, tokenizer) -> None:
@@ -89,16 +86,6 @@ class CausalLM(Task):
         from slimbench.core.data import LabelledText
 
         return LabelledText(self.latency_texts(path))
-
-    def workload(self, loaded, texts, batch_size, seq_len):
-        batch = self.batches(loaded, texts, batch_size, seq_len)
-        # throughput in generated tokens per second
-        return (lambda i: loaded.generate(batch(i), NEW_TOKENS)), batch_size * NEW_TOKENS
-
-    def first_token(self, loaded, texts, batch_size, seq_len):
-        """The prefill alone: generate() of one token over the same prompts (time to first token)."""
-        batch = self.batches(loaded, texts, batch_size, seq_len)
-        return lambda i: loaded.generate(batch(i), 1)
 
     def score(self, loaded, path: Path, seq_len: int) -> dict:
         """Perplexity on the first EVAL_BLOCKS blocks of the packed eval text; predictions are the
