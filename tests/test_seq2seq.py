@@ -17,7 +17,7 @@ from slimbench import SlimbenchError
 from slimbench.backends import load
 from slimbench.core.checkpoint import Checkpoint
 from slimbench.optimize.apply import agreement_check, optimize
-from slimbench.optimize.recipes import builtin_recipes
+from slimbench.optimize.recipes import builtin_recipes, load_recipe
 from slimbench.tasks import detect_task, get_task
 from slimbench.tasks.seq2seq import decoder_mask, rouge_l
 
@@ -276,3 +276,11 @@ def test_formats_that_cannot_generate_are_refused(s2s_model, tmp_path, recipe, m
     with pytest.raises(SlimbenchError, match=message):
         optimize(Checkpoint.open(s2s_model), builtin_recipes()[recipe], tmp_path, sample_texts=TEXTS,
                  progress=False, log=lambda *a: None)  # fmt: skip
+
+
+def test_a_search_whose_every_candidate_is_refused_says_so(s2s_model, s2s_file, tmp_path):
+    from slimbench.pipeline import run
+
+    with pytest.raises(SlimbenchError, match="every candidate was refused for this checkpoint"):
+        run(Checkpoint.open(s2s_model), load_recipe("fastest-within-1pct"), tmp_path, sample_texts=TEXTS,
+            train_data=TASK.read_train(s2s_file, None), eval_path=s2s_file, log=lambda *a: None)  # fmt: skip

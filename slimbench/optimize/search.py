@@ -110,6 +110,10 @@ def run_search(search: Search, checkpoint, out_dir: Path, *, eval_path: Path, tr
         log(f"{search.name}: time budget of {max_minutes:g} min spent; not built: {', '.join(skipped)}")
     measured = read_results(results)
     winner, table = choose(measured, names, search.batch_size, search.seq_len, budget)
+    if winner is None and len(refused) == len(names):
+        raise SlimbenchError(f"{search.name}: every candidate was refused for this checkpoint (the first: "
+                             f"{next(iter(refused.values()))}); the built-in recipes that apply, one by one, and "
+                             "`slimbench report`, choose among what does")  # fmt: skip
     if winner is None:
         raise SlimbenchError(
             f"{search.name}: no candidate kept {budget:.0%} of the baseline's metric; see {results}"

@@ -6,7 +6,9 @@ for RoBERTa and GPT-2, a byte-level BPE built like theirs (no add_prefix_space);
 BBC News articles with their topics (train.jsonl, eval.jsonl), and sentences of other articles tagged by rule
 (ner-train.jsonl, ner-eval.jsonl: a capitalized word after the first is an entity); extractive question answerers
 (qa-*) of the same families and tokenizers, asked about the opening of other articles (qa-train.jsonl,
-qa-eval.jsonl: the answer is the first capitalized word after the first).
+qa-eval.jsonl: the answer is the first capitalized word after the first); sequence-to-sequence models (s2s-*:
+BART, mBART, Marian, Pegasus, T5, mT5) with the causal LMs' cut of the vocabulary, each input ending in [SEP],
+writing the first five words of other articles' openings (s2s-train.jsonl, s2s-eval.jsonl).
 Usage: python make_checkpoints.py OUT_DIR"""
 
 import json
@@ -21,6 +23,7 @@ from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
     AutoModelForQuestionAnswering,
+    AutoModelForSeq2SeqLM,
     AutoModelForSequenceClassification,
     AutoModelForTokenClassification,
     AutoTokenizer,
@@ -28,8 +31,8 @@ from transformers import (
     RobertaTokenizerFast,
 )
 
-from slimbench.defaults import wordpiece_subset
 from slimbench.core.data import LabelledText, write_jsonl
+from slimbench.defaults import wordpiece_subset
 from slimbench.defaults.corpus import bbc_news, split
 
 LABELS = ["business", "entertainment", "politics", "sport", "tech"]
@@ -59,6 +62,12 @@ CAUSAL_LMS = {
              "original_max_position_embeddings": 256},
     "gemma": {**DECODER, "num_key_value_heads": 1, "max_position_embeddings": 256, "head_dim": 16},
 }  # fmt: skip
+SEQ2SEQ_LAYERS = {"d_model": 32, "encoder_layers": 2, "decoder_layers": 2, "encoder_attention_heads": 4,
+                  "decoder_attention_heads": 4, "encoder_ffn_dim": 64, "decoder_ffn_dim": 64,
+                  "max_position_embeddings": 256}  # fmt: skip
+T5_LAYERS = {"d_model": 32, "d_kv": 8, "d_ff": 64, "num_layers": 2, "num_heads": 4}
+SEQ2SEQ = {"bart": SEQ2SEQ_LAYERS, "mbart": SEQ2SEQ_LAYERS, "marian": SEQ2SEQ_LAYERS, "pegasus": SEQ2SEQ_LAYERS,
+           "t5": T5_LAYERS, "mt5": T5_LAYERS}  # fmt: skip
 TAKE_TOKEN_TYPES = ("bert", "electra", "albert", "deberta-v2")
 TAGS = ["O", "B-ENT", "I-ENT"]
 BYTE_LEVEL = {"roberta": RobertaTokenizerFast, "gpt2": GPT2TokenizerFast}
@@ -125,6 +134,30 @@ def question_answerers(out: Path, texts: list[str]) -> None:
         (out / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in questions(part)))
 
 
+def seq2seq_models(out: Path, texts: list[str]) -> None:
+    """s2s-*: each encoder-decoder family with the causal LMs' cut of the vocabulary ([CLS] ... [SEP] inputs, [SEP]
+    the decoder's start and end); s2s-train.jsonl, s2s-eval.jsonl: an opening's first five words as the target."""
+    from tokenizers.processors import TemplateProcessing
+
+    for family, shape in SEQ2SEQ.items():
+        path = out / f"s2s-{family}"
+        tokenizer = wordpiece_subset(texts, 2, path)
+        bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+        tokenizer.backend_tokenizer.post_processor = TemplateProcessing(
+            single="[CLS] $A [SEP]", special_tokens=[("[CLS]", bos), ("[SEP]", eos)]
+        )
+        tokenizer.save_pretrained(path)
+        ids = {"pad_token_id": tokenizer.pad_token_id, "eos_token_id": eos, "decoder_start_token_id": eos}
+        torch.manual_seed(0)
+        model = AutoModelForSeq2SeqLM.from_config(AutoConfig.for_model(family, vocab_size=len(tokenizer), **ids,
+                                                                       **shape))  # fmt: skip
+        model.generation_config.update(**ids)
+        model.save_pretrained(path)
+    for name, part in (("s2s-train", texts[400:500]), ("s2s-eval", texts[500:530])):
+        rows = [{"source": " ".join(t.split()[:60]), "target": " ".join(t.split()[:5])} for t in part]
+        (out / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
 def main(out: Path) -> None:
     for family, shape in CLASSIFIERS.items():
         names = ["input_ids", "attention_mask"] + (["token_type_ids"] if family in TAKE_TOKEN_TYPES else [])
@@ -149,6 +182,7 @@ def main(out: Path) -> None:
         AutoModelForCausalLM.from_config(config).save_pretrained(path)
     token_classifiers(out, bbc_news()[0].texts)
     question_answerers(out, bbc_news()[0].texts)
+    seq2seq_models(out, bbc_news()[0].texts)
 
 
 if __name__ == "__main__":

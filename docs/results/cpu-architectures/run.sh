@@ -4,7 +4,7 @@
 # seconds, agreement with the source on the sample inputs (random weights give near-tied logits, so a low
 # agreement says nothing about the recipe: --allow-degraded keeps those variants) and the error line if any.
 # Token classifiers' variants are then measured (`slimbench bench`, entity F1 on tagged words): WORK_DIR/ner-bench.tsv;
-# question answerers' (SQuAD F1): WORK_DIR/qa-bench.tsv.
+# question answerers' (SQuAD F1): WORK_DIR/qa-bench.tsv; sequence-to-sequence models' (ROUGE-L): WORK_DIR/s2s-bench.tsv.
 # Usage: bash run.sh WORK_DIR (FAMILIES="bert lm-llama ..." runs those alone)
 set -u
 work=$(realpath -m "$1"); mkdir -p "$work/logs"
@@ -14,8 +14,10 @@ python "$here/make_checkpoints.py" "$work/ckpt"
 CLASSIFIER_RECIPES="baseline torch-int8 onnx-o2-int8 bf16 magnitude-50 pruned-l2-int8 sparse-2of4 torchao-int8wo compiled"
 LM_RECIPES="baseline bf16 onnx onnx-genai-int8 magnitude-50 torchao-int8wo bf16-static-cache"
 NER_RECIPES="$CLASSIFIER_RECIPES onnx-int8-static"
+S2S_RECIPES="baseline bf16 onnx onnx-o2-int8 torchao-int8wo bf16-static-cache torch-int8 compiled magnitude-50"
 printf 'family\tvariant\tstatus\tentity_f1\treason\n' > "$work/ner-bench.tsv"
 printf 'family\tvariant\tstatus\tsquad_f1\treason\n' > "$work/qa-bench.tsv"
+printf 'family\tvariant\tstatus\trougeL\treason\n' > "$work/s2s-bench.tsv"
 printf 'family\trecipe\texit\tseconds\tagreement\terror\n' > "$work/matrix.tsv"
 for ckpt in "$work"/ckpt/*/; do
   family=$(basename "$ckpt")
@@ -26,6 +28,7 @@ for ckpt in "$work"/ckpt/*/; do
     lm-*) recipes=$LM_RECIPES ;;
     ner-*) recipes=$NER_RECIPES train=ner-train.jsonl ;;
     qa-*) recipes=$NER_RECIPES train=qa-train.jsonl sample=(--sample-data "$work/ckpt/qa-eval.jsonl") ;;
+    s2s-*) recipes=$S2S_RECIPES train=s2s-train.jsonl sample=(--sample-data "$work/ckpt/s2s-eval.jsonl") ;;
     *) recipes=$CLASSIFIER_RECIPES ;;
   esac
   for recipe in $recipes; do
@@ -37,7 +40,7 @@ for ckpt in "$work"/ckpt/*/; do
     error=$(grep '^slimbench: error' "$work/logs/$family.$recipe.log" | cut -c19-400)
     printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$family" "$recipe" "$rc" "$(( $(date +%s) - start ))" "${agreement:--}" "$error" | tee -a "$work/matrix.tsv"
   done
-  if [[ $family == ner-* || $family == qa-* ]]; then
+  if [[ $family == ner-* || $family == qa-* || $family == s2s-* ]]; then
     slimbench bench "$work/models/$family"/*/ --eval-data "$work/ckpt/${family%%-*}-eval.jsonl" --results "$work/bench-$family.jsonl" \
       --batch-sizes 1 --seq-lens 32 --min-reps 3 --min-seconds 0.2 --warmup 1 > "$work/logs/$family.bench.log" 2>&1
     python -c 'import json, sys
