@@ -20,7 +20,7 @@ from slimbench.defaults.corpus import minilm_dir
 
 DECODER_LAYERS = (0, 2, 4)
 SOURCE_TOKENS, TARGET_TOKENS = 128, 32
-EPOCHS, BATCH, LR = 3, 16, 1e-4
+EPOCHS, BATCH, LR = 4, 16, 5e-4
 
 
 def headlines() -> dict[str, tuple[str, str]]:
@@ -93,7 +93,7 @@ def main(out: Path) -> None:
     rng = random.Random(0)
     optimizer = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=0.01)
     steps = EPOCHS * (len(train) // BATCH)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / 100) * (1 - s / steps))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / 50) * (1 - s / steps))
     model.train()
     start, step = time.time(), 0
     for epoch in range(EPOCHS):
