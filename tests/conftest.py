@@ -183,6 +183,19 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
     return path
 
 
+def bench_records(variants: list[Path], eval_path: Path, batch_size: int, seq_len: int, results: Path,
+                  **kwargs) -> list[dict]:  # fmt: skip
+    """`slimbench bench` of `variants` on `eval_path` at one workload, timed briefly (correctness, not speed), into
+    `results`: every record there."""
+    from slimbench.bench.runner import run_bench
+    from slimbench.bench.timing import TimingPlan
+
+    plan = TimingPlan(warmup=1, min_reps=3, min_seconds=0.0, max_reps=5)
+    run_bench(variants, eval_path, [batch_size], [seq_len], results, plan=plan, progress=False, log=lambda *a: None,
+              **kwargs)  # fmt: skip
+    return [json.loads(line) for line in results.read_text().splitlines()]
+
+
 def deploy_without_slimbench(script: str, cases: dict[str, list], cwd: Path) -> dict[str, dict]:
     """Runs `deploy(*args)`, defined by `script`, for every case in one fresh interpreter that never imports
     slimbench (how a deployment loads: only the format's standard loaders), one case after another so that

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TEXTS, deploy_without_slimbench, deployed, write_jsonl
+from conftest import TEXTS, bench_records, deploy_without_slimbench, deployed, write_jsonl
 from slimbench import SlimbenchError
 from slimbench.backends import load
 from slimbench.core.checkpoint import Checkpoint
@@ -354,17 +354,11 @@ def test_accuracy_aware_int8_keeps_the_heads_own_measure(
 
 
 def test_bench_records_the_heads_metric(ce_variants, pairs_file, multi_label, multi_label_file, tmp_path):
-    from slimbench.bench.runner import run_bench
-    from slimbench.bench.timing import TimingPlan
-
     results = tmp_path / "r.jsonl"
-    plan = TimingPlan(warmup=1, min_reps=3, min_seconds=0.0, max_reps=5)
     for variant, data in (
         (ce_variants["onnx-o2-int8"].path, pairs_file),
         (baseline_of(multi_label), multi_label_file),
     ):
-        run_bench([variant], data, [2], [32], results, plan=plan, baseline=variant.name, progress=False,
-                  log=lambda *a: None)  # fmt: skip
-    records = [json.loads(line) for line in results.read_text().splitlines()]
+        records = bench_records([variant], data, 2, 32, results, baseline=variant.name)
     assert [r["metric_name"] for r in records] == ["spearman", "f1_micro"]
     assert all(r["status"] == "ok" and r["metric"] > 0.5 for r in records)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TEXTS, deploy_without_slimbench, deployed, write_jsonl
+from conftest import TEXTS, bench_records, deploy_without_slimbench, deployed, write_jsonl
 from slimbench import SlimbenchError
 from slimbench.backends import load
 from slimbench.backends.base import Loaded
@@ -362,14 +362,8 @@ def test_accuracy_aware_int8_keeps_the_exact_match(qa_model, qa_file, tmp_path, 
 
 
 def test_bench_records_squad_f1(qa_model, qa_variants, qa_file, tmp_path):
-    from slimbench.bench.runner import run_bench
-    from slimbench.bench.timing import TimingPlan
-
-    results = tmp_path / "r.jsonl"
-    plan = TimingPlan(warmup=1, min_reps=3, min_seconds=0.0, max_reps=5)
     variants = [baseline_of(qa_model), qa_variants["torch-int8"].path]
-    run_bench(variants, qa_file, [2], [64], results, plan=plan, progress=False, log=lambda *a: None)
-    records = [json.loads(line) for line in results.read_text().splitlines()]
+    records = bench_records(variants, qa_file, 2, 64, tmp_path / "r.jsonl")
     assert [r["metric_name"] for r in records] == ["squad_f1"] * 2
     assert all(r["status"] == "ok" and r["metric"] > 0.8 for r in records)
     assert records[1]["agreement_with_baseline"] >= 0.9

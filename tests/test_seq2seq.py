@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TEXTS, deploy_without_slimbench, deployed, write_jsonl
+from conftest import TEXTS, bench_records, deploy_without_slimbench, deployed, write_jsonl
 from slimbench import SlimbenchError
 from slimbench.backends import load
 from slimbench.core.checkpoint import Checkpoint
@@ -220,14 +220,8 @@ def test_variants_deploy_without_slimbench(s2s_variants, tmp_path):
 
 
 def test_bench_records_rouge_and_generation_times(s2s_model, s2s_variants, s2s_file, tmp_path):
-    from slimbench.bench.runner import run_bench
-    from slimbench.bench.timing import TimingPlan
-
-    results = tmp_path / "r.jsonl"
-    plan = TimingPlan(warmup=1, min_reps=3, min_seconds=0.0, max_reps=5)
     variants = [baseline_of(s2s_model), s2s_variants["onnx-o2-int8"].path]
-    run_bench(variants, s2s_file, [2], [16], results, plan=plan, progress=False, log=lambda *a: None)
-    records = [json.loads(line) for line in results.read_text().splitlines()]
+    records = bench_records(variants, s2s_file, 2, 16, tmp_path / "r.jsonl")
     assert [r["metric_name"] for r in records] == ["rougeL"] * 2
     assert all(r["status"] == "ok" and r["metric"] >= 0.9 and 0 < r["ttft_ms_p50"] < r["latency_ms_p50"]
                for r in records)  # fmt: skip

@@ -49,10 +49,11 @@ def quiet_transformers():
 def _check_head_loads(path: Path, config, task: str) -> None:
     """Refuse a checkpoint whose head is not the one transformers' Auto class of its task builds for its model
     type (XLNet's beam-search reader, which AutoModelForQuestionAnswering loads as the simple one): loading it
-    would start that other head from random weights."""
-    names = getattr(getattr(get_task(task).auto_class(), "_model_mapping", None), "_model_mapping", {})
+    would start that other head from random weights; and one whose model type that Auto class does not load at
+    all (Whisper's speech-to-text, which ends as a text-to-text model's name does)."""
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
 
+    names = getattr(getattr(get_task(task).auto_class(), "_model_mapping", None), "_model_mapping", {})
     loads = names.get(config.model_type)
     architecture = next(a for a in config.architectures if detect_task([a]) == task)
     if loads is None and config.model_type in CONFIG_MAPPING_NAMES:  # Whisper: speech, not text, to text

@@ -258,7 +258,8 @@ def write_report(paths: list[Path], out_dir: Path, overwrite: bool = False, budg
         f"*Within budget*: the variant's metric is at least {budget:.0%} of the baseline's (MLPerf's rule); for "
         f"perplexity, at most {1 - budget:.0%} above it. Generating workloads (causal LM, seq2seq): an input of "
         f"*seq* tokens, then {NEW_TOKENS} greedy tokens generated; tokens/s counts generated tokens; a causal LM's "
-        f"perplexity on {EVAL_BLOCKS} blocks of the held-out text. Peak RSS is the measuring process's own (one fresh process per variant, its "
+        f"perplexity on {EVAL_BLOCKS} blocks of the held-out text. Peak RSS is the measuring process's own (one "
+        "fresh process per variant, its "
         "peak reset before each workload). CV: standard deviation / mean of the latency; *unstable* above 10%."
         + (
             " CUDA graphs (GPU): the graphs recorded in the cell (by torch.compile, or captured from a compiled "

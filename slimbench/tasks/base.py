@@ -44,9 +44,8 @@ class Task:
     agreement_measure: str = "of the predictions kept"  # what `agreement` measures, for people
     output_name: str = "logit"  # what the model's scores are called, for people
     encoder_decoder: bool = False  # claims only checkpoints whose config says is_encoder_decoder
-    onnx_files: tuple[str, ...] = (
-        "model.onnx",
-    )  # the graphs of an ONNX export, each optimized and quantized
+    # the graphs of an ONNX export, each optimized and quantized
+    onnx_files: tuple[str, ...] = ("model.onnx",)
 
     def auto_class(self):
         import transformers

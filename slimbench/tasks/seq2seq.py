@@ -2,8 +2,9 @@
 JSONL or CSV rows with `source` (what the model reads) and `target` (what it should write). A variant writes
 each source's output greedily (the checkpoint's other generation settings kept, up to a few tokens beyond the
 longest target), scored by ROUGE-L F1 against the target (Google's rouge-score, on lower-cased Unicode words, so
-that a translation into any language written with spaces is scored); agreement is the share of outputs the
-variant writes word for word as the baseline does. The latency workload is a source of seq_len tokens, then
+that a translation into any language written with spaces is scored). The bench's agreement with the baseline is
+the share of outputs a variant writes word for word as the baseline does; the agreement check after optimize,
+the share of next tokens it keeps along the source model's own output. The latency workload is a source of seq_len tokens, then
 NEW_TOKENS greedy tokens (slimbench.tasks.base.Generating); its time to first token is the encoder's and one
 decoder step's."""
 
@@ -20,9 +21,8 @@ from slimbench.tasks.base import Generating
 
 COLUMNS = ("source", "target")
 TARGET_MARGIN = 8  # tokens an eval output may run beyond the longest target before it is cut
-COMPARED_TOKENS = (
-    16  # decoder positions compared with the source model after optimize (its own greedy output)
-)
+# decoder positions compared with the source model after optimize (along its own greedy output)
+COMPARED_TOKENS = 16
 EVAL_BATCH = 16
 
 
@@ -109,6 +109,8 @@ class Seq2Seq(Generating):
         model writes by."""
         import torch
 
+        device = next(model.parameters()).device
+        batch = {k: v.to(device) for k, v in batch.items()}
         with torch.inference_mode():
             ids = model.generate(**batch, max_new_tokens=COMPARED_TOKENS, do_sample=False, num_beams=1)
         mask = decoder_mask(ids, model.generation_config.eos_token_id)

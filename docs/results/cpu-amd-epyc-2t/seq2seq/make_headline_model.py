@@ -20,7 +20,7 @@ from slimbench.defaults.corpus import minilm_dir
 
 DECODER_LAYERS = (0, 2, 4)
 SOURCE_TOKENS, TARGET_TOKENS = 128, 32
-EPOCHS, BATCH, LR = 4, 16, 5e-4
+EPOCHS, BATCH, LR = 8, 16, 5e-4
 
 
 def headlines() -> dict[str, tuple[str, str]]:
