@@ -14,6 +14,9 @@ for recipe in baseline onnx-o2-int8 onnx-o2 onnx bf16 bf16-static-cache torchao-
   slimbench optimize "$out/model" --recipe "$recipe" --out "$out/models" --sample-data "$out/eval.jsonl" \
     || echo "not saved: $recipe"
 done
+# int8 with a scale per output channel (onnx-o2-int8 has one per tensor), a recipe file beside this script
+slimbench optimize "$out/model" --recipe "$here/onnx-o2-int8-per-channel.yaml" --out "$out/models" \
+  --sample-data "$out/eval.jsonl" || echo "not saved: onnx-o2-int8-per-channel"
 slimbench bench "$out"/models/* --eval-data "$out/eval.jsonl" --results "$out/results.jsonl" --batch-sizes 1,16 \
   --seq-lens 128
 slimbench report "$out/results.jsonl" --out "$out/report"
