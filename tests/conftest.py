@@ -183,6 +183,18 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
     return path
 
 
+def built_variants(model: Path, names: list[str], out: Path, sample_texts: list, **kwargs) -> dict:
+    """The built-in recipes `names` applied to the checkpoint at `model`, quietly, into `out`: {recipe name:
+    Variant}."""
+    from slimbench.core.checkpoint import Checkpoint
+    from slimbench.optimize.apply import optimize
+    from slimbench.optimize.recipes import builtin_recipes
+
+    checkpoint, recipes = Checkpoint.open(model), builtin_recipes()
+    return {name: optimize(checkpoint, recipes[name], out, sample_texts=sample_texts, progress=False,
+                           log=lambda *a: None, **kwargs) for name in names}  # fmt: skip
+
+
 def bench_records(variants: list[Path], eval_path: Path, batch_size: int, seq_len: int, results: Path,
                   **kwargs) -> list[dict]:  # fmt: skip
     """`slimbench bench` of `variants` on `eval_path` at one workload, timed briefly (correctness, not speed), into

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TEXTS, bench_records, deploy_without_slimbench, deployed, write_jsonl
+from conftest import TEXTS, bench_records, built_variants, deploy_without_slimbench, deployed, write_jsonl
 from slimbench import SlimbenchError
 from slimbench.backends import load
 from slimbench.core.checkpoint import Checkpoint
@@ -216,11 +216,9 @@ CROSS_ENCODER_RECIPES = ["onnx-o2-int8", "torch-int8", "compiled", "bf16"]
 
 @pytest.fixture(scope="module")
 def ce_variants(cross_encoder, tmp_path_factory):
-    checkpoint = Checkpoint.open(cross_encoder)
-    out = tmp_path_factory.mktemp("ce-variants")
-    recipes = builtin_recipes()
-    return {name: optimize(checkpoint, recipes[name], out, sample_texts=PAIRS[:16], progress=False, log=lambda *a: None)
-            for name in CROSS_ENCODER_RECIPES}  # fmt: skip
+    return built_variants(
+        cross_encoder, CROSS_ENCODER_RECIPES, tmp_path_factory.mktemp("ce-variants"), PAIRS[:16]
+    )
 
 
 @pytest.mark.parametrize("name", CROSS_ENCODER_RECIPES)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TEXTS, bench_records, deploy_without_slimbench, deployed, write_jsonl
+from conftest import TEXTS, bench_records, built_variants, deploy_without_slimbench, deployed, write_jsonl
 from slimbench import SlimbenchError
 from slimbench.backends import load
 from slimbench.backends.base import Loaded
@@ -257,11 +257,9 @@ QA_RECIPES = ["onnx-o2-int8", "torch-int8", "compiled", "bf16"]
 
 @pytest.fixture(scope="module")
 def qa_variants(qa_model, qa_file):
-    checkpoint = Checkpoint.open(qa_model)
-    recipes = builtin_recipes()
-    return {name: optimize(checkpoint, recipes[name], qa_model.parent / "qa-variants",
-                           sample_texts=TASK.latency_texts(qa_file)[:16], progress=False, log=lambda *a: None)
-            for name in QA_RECIPES}  # fmt: skip
+    return built_variants(
+        qa_model, QA_RECIPES, qa_model.parent / "qa-variants", TASK.latency_texts(qa_file)[:16]
+    )
 
 
 @pytest.mark.parametrize("name", QA_RECIPES)

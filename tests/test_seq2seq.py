@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TEXTS, bench_records, deploy_without_slimbench, deployed, write_jsonl
+from conftest import TEXTS, bench_records, built_variants, deploy_without_slimbench, deployed, write_jsonl
 from slimbench import SlimbenchError
 from slimbench.backends import load
 from slimbench.core.checkpoint import Checkpoint
@@ -158,11 +158,9 @@ S2S_RECIPES = ["onnx-o2-int8", "bf16", "bf16-static-cache", "torchao-int8wo"]
 
 @pytest.fixture(scope="module")
 def s2s_variants(s2s_model, s2s_file):
-    checkpoint = Checkpoint.open(s2s_model)
-    recipes = builtin_recipes()
-    return {name: optimize(checkpoint, recipes[name], s2s_model.parent / "s2s-variants",
-                           sample_texts=TASK.latency_texts(s2s_file), progress=False, log=lambda *a: None)
-            for name in S2S_RECIPES}  # fmt: skip
+    return built_variants(
+        s2s_model, S2S_RECIPES, s2s_model.parent / "s2s-variants", TASK.latency_texts(s2s_file)
+    )
 
 
 @pytest.mark.parametrize("name", S2S_RECIPES)
