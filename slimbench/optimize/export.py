@@ -86,10 +86,10 @@ class ExportConfig:
             )
         except KeyError:
             exported = {}
-        graphs = get_task(checkpoint.task).onnx_files
         if task not in exported:
             return (f"optimum exports no {model_type} {checkpoint.task} models to ONNX (for {model_type}: "
                     f"{', '.join(exported) or 'none'}); the PyTorch recipes (bf16, torchao-int8wo, compiled) need no ONNX export")  # fmt: skip
+        graphs = get_task(checkpoint.task).onnx_files
         if len(graphs) > 1 and (self.quantize == "static-int8" or self.fallback_budget is not None):
             return (f"a {checkpoint.task} model exports {len(graphs)} ONNX graphs ({', '.join(graphs)}); static-int8 "
                     "and fallback_budget calibrate and probe one graph: use quantize dynamic-int8 without "
@@ -369,7 +369,8 @@ def export(model, config: ExportConfig, ctx):
         )
     # the reference, before the export (which leaves a T5's encoder set to use a cache it cannot have); compared
     # at real tokens: a causal LM's logits at padding depend on position-id conventions
-    batch, real = ctx.task.compared_inputs(model.float().eval(), ctx.sample_batch())
+    model = model.float().eval()
+    batch, real = ctx.task.compared_inputs(model, ctx.sample_batch())
     real = torch.from_numpy(real)
     with torch.inference_mode():
         reference = scores(model(**batch))
@@ -380,7 +381,7 @@ def export(model, config: ExportConfig, ctx):
         # the tracer's warnings about Python values in transformers' code, which the parity check below covers
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         onnx_export_from_model(
-            model.float().eval(), exported, opset=config.opset, task=ctx.task.export_task, do_validation=False
+            model, exported, opset=config.opset, task=ctx.task.export_task, do_validation=False
         )
     current = exported
     if config.optimize:
