@@ -176,7 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="apply a recipe to a checkpoint and save the variant",
         description="Apply a recipe to a checkpoint; the variant is saved as OUT/<recipe name>/.",
     )
-    p.add_argument("checkpoint", help="a local Hugging Face model directory, or a hub id in the local cache")
+    p.add_argument("checkpoint", help="a local Hugging Face model directory, a peft adapter directory (LoRA and "
+                   "others that merge: served merged into its base), or a hub id in the local cache")  # fmt: skip
     p.add_argument(
         "--recipe", required=True, help="a built-in recipe name (see `slimbench recipes`) or a YAML file"
     )

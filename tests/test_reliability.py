@@ -52,6 +52,10 @@ CASES = [
     ("static int8 of a seq2seq model's several ONNX graphs", "optimize {summarizer} --recipe onnx-int8-static --out {tmp}/o",
      "a seq2seq model exports 3 ONNX graphs (encoder_model.onnx, decoder_model.onnx, decoder_with_past_model.onnx); "
      "static-int8 and fallback_budget calibrate and probe one graph"),
+    ("a LoRA adapter whose base model is not on this machine", "optimize {orphan} --recipe baseline --out {tmp}/o",
+     "its base model 'org/missing-base' is neither a local directory nor a hub id in the local cache"),
+    ("a prompt-tuning adapter (nothing to merge into the weights)", "optimize {prompted} --recipe baseline --out {tmp}/o",
+     "is a PROMPT_TUNING adapter: it adds virtual tokens at run time and cannot be merged into the weights"),
     ("training data does not exist", "optimize {bert} --recipe magnitude-50 --train-data {tmp}/none.jsonl --out {tmp}/o",
      "data file '{tmp}/none.jsonl' does not exist"),
     ("training data lacks a column", "optimize {bert} --recipe magnitude-50 --train-data {nolabel} --out {tmp}/o",
@@ -269,6 +273,18 @@ def world(tiny_variants, tiny_bert, eval_jsonl, tmp_path_factory):
         encoder_ffn_dim=32, decoder_ffn_dim=32, max_source_positions=8, max_target_positions=8, num_mel_bins=4,
         pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=1,
     )).save_pretrained(paths["whisper"])  # fmt: skip
+    from peft import LoraConfig, PromptTuningConfig, get_peft_model
+
+    for name, method in (("orphan", LoraConfig(task_type="SEQ_CLS", r=2, target_modules=["query"])),
+                         ("prompted", PromptTuningConfig(task_type="SEQ_CLS", num_virtual_tokens=2))):  # fmt: skip
+        paths[name] = tmp / name  # peft adapters: one whose base is nowhere here, one that cannot merge
+        get_peft_model(AutoModelForSequenceClassification.from_pretrained(tiny_bert), method).save_pretrained(
+            paths[name]
+        )
+    config = json.loads((paths["orphan"] / "adapter_config.json").read_text())
+    (paths["orphan"] / "adapter_config.json").write_text(
+        json.dumps({**config, "base_model_name_or_path": "org/missing-base"})
+    )
     paths["results"] = tmp / "results.jsonl"
     record = {"status": "ok", "task": "text-classification", "variant": "baseline", "recipe": "baseline",
               "device": "cpu", "device_name": "cpu", "num_threads": 1, "batch_size": 1, "seq_len": 8,

@@ -1,5 +1,6 @@
-"""Checkpoints: a local Hugging Face model directory (or a hub id already in the local cache),
-its task and tokenizer. safetensors only and no remote code unless the user opts in."""
+"""Checkpoints: a local Hugging Face model directory (or a hub id already in the local cache), or a peft
+adapter merged into its base (core/adapters.py); its task and tokenizer. safetensors only and no remote code
+unless the user opts in."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from slimbench import SlimbenchError
+from slimbench.core.adapters import is_adapter, merged_checkpoint
 from slimbench.tasks import TASKS, detect_task, get_task
 
 
@@ -79,6 +81,7 @@ class Checkpoint:
     task: str
     trust_remote_code: bool = False
     allow_pickle: bool = False
+    adapter: Path | None = None  # the peft adapter the user named, merged into its base at `path`
 
     @classmethod
     def open(
@@ -87,6 +90,11 @@ class Checkpoint:
         path = Path(name_or_path)
         if not path.is_dir():
             path = _from_local_hub_cache(str(name_or_path))
+        if task is not None and task not in TASKS:
+            raise SlimbenchError(f"unknown task {task!r} (known: {', '.join(TASKS)})")
+        adapter = None
+        if is_adapter(path):
+            adapter, path = path.resolve(), merged_checkpoint(path, task, trust_remote_code, allow_pickle)
         if not (path / "config.json").is_file():
             raise SlimbenchError(
                 f"checkpoint {str(path)!r} has no config.json: not a Hugging Face model directory"
@@ -97,8 +105,6 @@ class Checkpoint:
         for file in weight_files(path):  # the header of each: a truncated or foreign file fails here
             if file.suffix == ".safetensors":
                 _check_safetensors(file)
-        if task is not None and task not in TASKS:
-            raise SlimbenchError(f"unknown task {task!r} (known: {', '.join(TASKS)})")
         try:
             json.loads((path / "config.json").read_text(encoding="utf-8"))
         except (ValueError, UnicodeDecodeError) as e:
@@ -120,7 +126,7 @@ class Checkpoint:
             )
         if task == found:
             _check_head_loads(path, config, task)
-        return cls(path.resolve(), task, trust_remote_code, allow_pickle)
+        return cls(path.resolve(), task, trust_remote_code, allow_pickle, adapter)
 
     @property
     def weights_sha256(self) -> str:

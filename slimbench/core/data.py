@@ -101,8 +101,12 @@ def _class_id(path, i: int, raw, label2id: dict[str, int] | None) -> int:
     if isinstance(raw, (int, float)) and float(raw).is_integer():
         return int(raw)
     names = ", ".join(label2id) if label2id else "(model has no label names)"
+    unnamed = ""
+    if label2id and all(name == f"LABEL_{j}" for name, j in label2id.items()):
+        unnamed = (" (the model's labels have no names: use ids, or name them in its config.json's id2label; "
+                   "for a peft adapter, save the fine-tuned model's config beside it: model.config.save_pretrained)")  # fmt: skip
     raise SlimbenchError(
-        f"data file {str(path)!r} row {i + 1}: label {raw!r} is neither an id nor one of {names}"
+        f"data file {str(path)!r} row {i + 1}: label {raw!r} is neither an id nor one of {names}{unnamed}"
     )
 
 

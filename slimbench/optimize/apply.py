@@ -166,6 +166,8 @@ def optimize(
         "sha256": checkpoint.weights_sha256,
         "train_data_sha256": data_sha256(train_data) if uses_data else None,
     }
+    if checkpoint.adapter is not None:
+        source["adapter"] = str(checkpoint.adapter)
     if any(reads_eval_data(call) for call in recipe.steps):
         source["eval_data_sha256"] = data_sha256(eval_data)
     final = Path(out_dir) / recipe.name
