@@ -208,6 +208,23 @@ def test_a_lora_language_model_generates_as_through_peft(tmp_path):
     assert torch.equal(got, expected)
 
 
+def test_a_sentence_encoder_adapter_keeps_its_base_pooling(tmp_path):
+    """A LoRA over a sentence-transformers model: the merged model carries the base's modules and pooling, so its
+    variants embed as the base pools and load with SentenceTransformer."""
+    from test_feature_extraction import make_sentence_encoder
+    from transformers import AutoModel
+
+    from slimbench.tasks.feature_extraction import pooling_modes
+
+    base = make_sentence_encoder(tmp_path / "encoder", pooling="cls")
+    trained_lora(AutoModel.from_pretrained(base), "FEATURE_EXTRACTION", ["query", "value"]).save_pretrained(
+        tmp_path / "adapter"
+    )
+    checkpoint = Checkpoint.open(tmp_path / "adapter")
+    assert checkpoint.task == "feature-extraction"
+    assert (checkpoint.path / "modules.json").is_file() and pooling_modes(checkpoint.path) == ("cls",)
+
+
 def test_a_base_stored_in_bf16_is_merged_in_bf16(bare_bert, tmp_path):
     from safetensors import safe_open
     from transformers import AutoModel

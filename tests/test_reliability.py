@@ -52,6 +52,9 @@ CASES = [
     ("static int8 of a seq2seq model's several ONNX graphs", "optimize {summarizer} --recipe onnx-int8-static --out {tmp}/o",
      "a seq2seq model exports 3 ONNX graphs (encoder_model.onnx, decoder_model.onnx, decoder_with_past_model.onnx); "
      "static-int8 and fallback_budget calibrate and probe one graph"),
+    ("a checkpoint saved without its tokenizer", "optimize {notokenizer} --recipe baseline --out {tmp}/o",
+     "checkpoint '{notokenizer}' has no tokenizer (tokenizer.json, tokenizer_config.json, vocab.txt, ...): save the one "
+     "it was fine-tuned with beside it"),
     ("a LoRA adapter whose base model is not on this machine", "optimize {orphan} --recipe baseline --out {tmp}/o",
      "its base model 'org/missing-base' is neither a local directory nor a hub id in the local cache"),
     ("a prompt-tuning adapter (nothing to merge into the weights)", "optimize {prompted} --recipe baseline --out {tmp}/o",
@@ -200,6 +203,10 @@ def world(tiny_variants, tiny_bert, eval_jsonl, tmp_path_factory):
     (tmp / "truncated" / "model.safetensors").write_bytes(
         (tiny_bert / "model.safetensors").read_bytes()[:1000]
     )
+    (tmp / "notokenizer").mkdir()  # as Trainer saves a model it was not given the tokenizer of
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy2(tiny_bert / name, tmp / "notokenizer" / name)
+    paths["notokenizer"] = tmp / "notokenizer"
     (tmp / "pickle").mkdir()
     (tmp / "pickle" / "config.json").write_text((tiny_bert / "config.json").read_text())
     (tmp / "pickle" / "pytorch_model.bin").write_bytes(b"")

@@ -28,7 +28,6 @@ PEFT_TASKS = {
     "CAUSAL_LM": "causal-lm",
     "SEQ_2_SEQ_LM": "seq2seq",
 }
-_TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json", "vocab.txt", "tokenizer.model", "vocab.json")
 
 
 def is_adapter(path: Path) -> bool:
@@ -188,7 +187,7 @@ def _merge(adapter: Path, base: Path, task_name: str, out: Path, trust_remote_co
     from peft import PeftConfig, PeftModel
     from transformers import AutoConfig, AutoTokenizer
 
-    from slimbench.core.checkpoint import quiet_transformers
+    from slimbench.core.checkpoint import has_tokenizer, quiet_transformers
     from slimbench.tasks import get_task
 
     task = get_task(task_name)
@@ -203,6 +202,9 @@ def _merge(adapter: Path, base: Path, task_name: str, out: Path, trust_remote_co
             f"adapter {str(adapter)!r} is a {peft_config.peft_type.value} adapter: it adds virtual tokens at run "
             "time and cannot be merged into the weights; slimbench serves merged adapters (LoRA, DoRA, IA3, ...)"
         )
+    if not has_tokenizer(adapter) and not has_tokenizer(base):
+        raise SlimbenchError(f"adapter {str(adapter)!r} and its base {str(base)!r} have no tokenizer: save the one "
+                             "the adapter was fine-tuned with beside it (tokenizer.save_pretrained(dir))")  # fmt: skip
     # the fine-tuned model's config where it was saved beside the adapter (labels, pad token), else the base's
     source = adapter if (adapter / "config.json").is_file() else base
     config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
@@ -212,8 +214,7 @@ def _merge(adapter: Path, base: Path, task_name: str, out: Path, trust_remote_co
     if labels is not None and labels != config.num_labels:
         config.num_labels = labels  # LABEL_0 ... : data then names labels by their index
     tokenizer = AutoTokenizer.from_pretrained(
-        adapter if any((adapter / f).is_file() for f in _TOKENIZER_FILES) else base,
-        trust_remote_code=trust_remote_code,
+        adapter if has_tokenizer(adapter) else base, trust_remote_code=trust_remote_code
     )
     if getattr(config, "pad_token_id", None) is None and tokenizer.pad_token_id is not None:
         config.pad_token_id = (

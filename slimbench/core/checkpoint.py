@@ -14,6 +14,14 @@ from slimbench import SlimbenchError
 from slimbench.core.adapters import is_adapter, merged_checkpoint
 from slimbench.tasks import TASKS, detect_task, get_task
 
+# the files a tokenizer is saved as (fast, WordPiece, BPE, SentencePiece, Marian's): one of them, or no tokenizer
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "tokenizer.model",
+                   "spiece.model", "sentencepiece.bpe.model", "source.spm")  # fmt: skip
+
+
+def has_tokenizer(path: Path) -> bool:
+    return any((path / name).is_file() for name in TOKENIZER_FILES)
+
 
 def weight_files(path: Path, allow_pickle: bool = False) -> list[Path]:
     files = sorted(path.glob("*.safetensors"))
@@ -126,6 +134,12 @@ class Checkpoint:
             )
         if task == found:
             _check_head_loads(path, config, task)
+        if not has_tokenizer(path):
+            raise SlimbenchError(
+                f"checkpoint {str(path)!r} has no tokenizer ({', '.join(TOKENIZER_FILES[:3])}, ...): save the one it was "
+                "fine-tuned with beside it (tokenizer.save_pretrained(dir); Trainer saves it when given "
+                "processing_class=tokenizer)"
+            )
         return cls(path.resolve(), task, trust_remote_code, allow_pickle, adapter)
 
     @property
@@ -161,7 +175,12 @@ class Checkpoint:
         was set lacks it)."""
         from transformers import AutoTokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(self.path, trust_remote_code=self.trust_remote_code)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(self.path, trust_remote_code=self.trust_remote_code)
+        except (OSError, ValueError, TypeError, KeyError) as e:
+            raise SlimbenchError(
+                f"checkpoint {str(self.path)!r}: transformers cannot load its tokenizer ({e})"
+            ) from None
         if tokenizer.pad_token is None and not get_task(self.task).generates:
             pad_id = getattr(self.load_config(), "pad_token_id", None)
             if pad_id is None:
