@@ -189,23 +189,69 @@ def test_a_base_that_has_the_head_needs_none_in_the_adapter(tmp_path):
     assert torch.allclose(logits_of(checkpoint), expected, atol=1e-5)
 
 
-def test_a_lora_language_model_generates_as_through_peft(tmp_path):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def tiny_bart(path: Path) -> Path:
+    """A tiny random BART with the seq2seq tests' tokenizer."""
+    from test_seq2seq import seq2seq_tokenizer
+    from transformers import BartConfig, BartForConditionalGeneration
 
-    base = make_tiny_llama(tmp_path / "llama")
+    torch.manual_seed(0)
+    tokenizer = seq2seq_tokenizer(path)
+    BartForConditionalGeneration(BartConfig(
+        vocab_size=len(tokenizer), d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=4,
+        decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=128,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        decoder_start_token_id=tokenizer.bos_token_id, forced_eos_token_id=None,
+    )).eval().save_pretrained(path)  # fmt: skip
+    return path
+
+
+@pytest.mark.parametrize("task", ["causal-lm", "seq2seq"])
+def test_a_lora_language_model_generates_as_through_peft(task, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+
+    if task == "causal-lm":
+        base, auto, peft_task, modules = make_tiny_llama(tmp_path / "llama"), AutoModelForCausalLM, "CAUSAL_LM", \
+            ["q_proj", "v_proj", "gate_proj"]  # fmt: skip
+    else:
+        base, auto, peft_task, modules = tiny_bart(tmp_path / "bart"), AutoModelForSeq2SeqLM, "SEQ_2_SEQ_LM", \
+            ["q_proj", "v_proj", "fc1"]  # fmt: skip
     tokenizer = AutoTokenizer.from_pretrained(base)
-    model = trained_lora(
-        AutoModelForCausalLM.from_pretrained(base), "CAUSAL_LM", ["q_proj", "v_proj", "gate_proj"]
-    )
+    model = trained_lora(auto.from_pretrained(base), peft_task, modules)
     model.save_pretrained(tmp_path / "adapter")
     checkpoint = Checkpoint.open(tmp_path / "adapter")
-    assert checkpoint.task == "causal-lm"
-    prompt = tokenizer(TEXTS[:1], return_tensors="pt")
+    assert checkpoint.task == task
+    prompt = dict(tokenizer(TEXTS[:2], return_tensors="pt", padding=True))
+    forward = {**prompt, "decoder_input_ids": prompt["input_ids"][:, :4]} if task == "seq2seq" else prompt
     settings = dict(max_new_tokens=8, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    merged = checkpoint.load_model()
     with torch.inference_mode():
-        expected = model.generate(**prompt, **settings)
-        got = checkpoint.load_model().generate(**prompt, **settings)
-    assert torch.equal(got, expected)
+        expected, got = model(**forward).logits, merged(**forward).logits
+        assert not torch.allclose(
+            auto.from_pretrained(base)(**forward).logits, expected, atol=1e-3
+        )  # LoRA did something
+        assert torch.allclose(got, expected, atol=1e-5), (got - expected).abs().max()
+        assert torch.equal(merged.generate(**prompt, **settings), model.generate(**prompt, **settings))
+
+
+@pytest.mark.parametrize("task", ["token-classification", "question-answering"])
+def test_the_head_an_adapter_carries_is_merged(task, bare_bert, tmp_path):
+    """Token classifiers' and question answerers' heads, which peft saves with their adapters, as the classifier's."""
+    from transformers import AutoTokenizer
+
+    from slimbench.backends.base import scores
+
+    auto, peft_task, labels = {"token-classification": (get_task(task).auto_class(), "TOKEN_CLS", 3),
+                               "question-answering": (get_task(task).auto_class(), "QUESTION_ANS", 2)}[task]  # fmt: skip
+    tokenizer = AutoTokenizer.from_pretrained(bare_bert)
+    model = trained_lora(auto.from_pretrained(bare_bert, num_labels=labels), peft_task, ["query", "value"])
+    model.save_pretrained(tmp_path / "adapter")
+    tokenizer.save_pretrained(tmp_path / "adapter")
+    checkpoint = Checkpoint.open(tmp_path / "adapter")
+    assert checkpoint.task == task and checkpoint.load_config().num_labels == labels
+    enc = encode(tokenizer, TEXTS, 64, padding="longest")
+    with torch.inference_mode():
+        expected, got = scores(model(**enc)), scores(checkpoint.load_model()(**enc))
+    assert torch.allclose(got, expected, atol=1e-5), (got - expected).abs().max()
 
 
 def test_a_sentence_encoder_adapter_keeps_its_base_pooling(tmp_path):
