@@ -44,7 +44,7 @@ def traceable(model):
 
 
 def to_torchscript(model, example) -> torch.jit.ScriptModule:
-    from slimbench.core.checkpoint import quiet_transformers
+    from slimbench.core.model_files import quiet_transformers
 
     # the tracer's warnings about Python bools in HF code; transformers' notice of an unset loss_type, read by
     # the tracer as it walks the model's attributes

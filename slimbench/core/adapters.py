@@ -32,7 +32,7 @@ PEFT_TASKS = {
 
 def is_adapter(path: Path) -> bool:
     """A directory peft saved: its adapter_config.json and no full model weights beside it."""
-    from slimbench.core.checkpoint import weight_files
+    from slimbench.core.model_files import weight_files
 
     if not (path / ADAPTER_CONFIG).is_file():
         return False
@@ -81,7 +81,7 @@ def _read_json(path: Path) -> dict:
 def _base_dir(adapter: Path, name: str | None) -> Path:
     """The base model's directory: base_model_name_or_path as a path (as given, or next to the adapter), else a hub
     id in the local cache."""
-    from slimbench.core.checkpoint import _from_local_hub_cache
+    from slimbench.core.model_files import from_local_hub_cache
 
     if not name:
         raise SlimbenchError(
@@ -91,7 +91,7 @@ def _base_dir(adapter: Path, name: str | None) -> Path:
         if (candidate / "config.json").is_file():
             return candidate.resolve()
     try:
-        return _from_local_hub_cache(name)
+        return from_local_hub_cache(name)
     except SlimbenchError:
         raise SlimbenchError(
             f"adapter {str(adapter)!r}: its base model {name!r} is neither a local directory nor a hub id in the "
@@ -187,7 +187,7 @@ def _merge(adapter: Path, base: Path, task_name: str, out: Path, trust_remote_co
     from peft import PeftConfig, PeftModel
     from transformers import AutoConfig, AutoTokenizer
 
-    from slimbench.core.checkpoint import has_tokenizer, quiet_transformers
+    from slimbench.core.model_files import has_tokenizer, quiet_transformers
     from slimbench.tasks import get_task
 
     task = get_task(task_name)

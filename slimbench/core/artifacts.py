@@ -14,9 +14,9 @@ from typing import Any
 
 from slimbench import SlimbenchError
 from slimbench.backends import backend
-from slimbench.core.checkpoint import sha256_files
 from slimbench.core.environment import environment
 from slimbench.core.manifest import MANIFEST, MANIFEST_VERSION, read_manifest, write_json_atomic
+from slimbench.core.model_files import sha256_files
 from slimbench.tasks import get_task
 
 __all__ = ["MANIFEST", "model_size_bytes", "read_manifest", "replace_dir", "save_variant", "verify"]

@@ -4,56 +4,20 @@ unless the user opts in."""
 
 from __future__ import annotations
 
-import hashlib
 import json
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from slimbench import SlimbenchError
 from slimbench.core.adapters import is_adapter, merged_checkpoint
+from slimbench.core.model_files import (
+    TOKENIZER_FILES,
+    from_local_hub_cache,
+    has_tokenizer,
+    sha256_files,
+    weight_files,
+)
 from slimbench.tasks import TASKS, detect_task, get_task
-
-# the files a tokenizer is saved as (fast, WordPiece, BPE, SentencePiece, Marian's): one of them, or no tokenizer
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "tokenizer.model",
-                   "spiece.model", "sentencepiece.bpe.model", "source.spm")  # fmt: skip
-
-
-def has_tokenizer(path: Path) -> bool:
-    return any((path / name).is_file() for name in TOKENIZER_FILES)
-
-
-def weight_files(path: Path, allow_pickle: bool = False) -> list[Path]:
-    files = sorted(path.glob("*.safetensors"))
-    if not files and allow_pickle:
-        files = sorted(path.glob("*.bin"))
-    return files
-
-
-def sha256_files(files: list[Path], with_names: bool = True) -> str:
-    """One sha256 over the files' contents (and names, unless `with_names` is False)."""
-    h = hashlib.sha256()
-    for f in files:
-        if with_names:
-            h.update(f.name.encode())
-        with open(f, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
-    return h.hexdigest()
-
-
-@contextmanager
-def quiet_transformers():
-    """transformers' warnings held back where slimbench expects them (a classifier head initialized for
-    fine-tuning, SDPA attention falling back to eager for a head mask); its errors still print."""
-    from transformers.utils import logging as hf_logging
-
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(verbosity)
 
 
 def _check_head_loads(path: Path, config, task: str) -> None:
@@ -97,7 +61,7 @@ class Checkpoint:
     ) -> Checkpoint:
         path = Path(name_or_path)
         if not path.is_dir():
-            path = _from_local_hub_cache(str(name_or_path))
+            path = from_local_hub_cache(str(name_or_path))
         if task is not None and task not in TASKS:
             raise SlimbenchError(f"unknown task {task!r} (known: {', '.join(TASKS)})")
         adapter = None
@@ -201,15 +165,3 @@ def _check_safetensors(file: Path) -> None:
             f.keys()
     except Exception as e:
         raise SlimbenchError(f"weights file {str(file)!r} is not a readable safetensors file ({e})") from None
-
-
-def _from_local_hub_cache(repo_id: str) -> Path:
-    from huggingface_hub import snapshot_download
-
-    try:
-        return Path(snapshot_download(repo_id, local_files_only=True))
-    except Exception:
-        raise SlimbenchError(
-            f"checkpoint {repo_id!r} is neither a local directory nor a hub id in the local cache "
-            "(slimbench never downloads at run time)"
-        ) from None

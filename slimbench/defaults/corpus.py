@@ -15,8 +15,8 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from slimbench.core.checkpoint import sha256_files
 from slimbench.core.data import LabelledText, write_jsonl
+from slimbench.core.model_files import sha256_files
 
 DEFAULT_FORMAT = 1  # bump when the build changes in a way the inputs below do not capture
 INFO_FILE = "slimbench-default.json"

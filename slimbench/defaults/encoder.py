@@ -51,7 +51,7 @@ def fine_tune(
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from slimbench.core.checkpoint import quiet_transformers
+    from slimbench.core.model_files import quiet_transformers
     from slimbench.optimize.training import TrainPlan, accuracy, train_classifier
 
     torch.manual_seed(recipe.seed)

@@ -15,8 +15,8 @@ import torch
 from torch import nn
 
 from slimbench.backends.base import scores
-from slimbench.core.checkpoint import quiet_transformers
 from slimbench.core.data import NO_TARGET, LabelledText, encode, encode_labelled
+from slimbench.core.model_files import quiet_transformers
 from slimbench.optimize.registry import register
 from slimbench.optimize.training import embedding_mse, head_loss, in_batch_contrastive
 

@@ -14,8 +14,8 @@ import torch
 from peft import LoraConfig, TaskType, get_peft_model
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from slimbench.core.checkpoint import quiet_transformers
 from slimbench.core.data import write_jsonl
+from slimbench.core.model_files import quiet_transformers
 from slimbench.defaults.corpus import bbc_news, minilm_dir, split
 from slimbench.defaults.encoder import FineTune
 from slimbench.optimize.training import TrainPlan, accuracy, train_classifier
