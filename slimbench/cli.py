@@ -224,6 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="search recipes: the batch size the winner must be fastest at (default: the recipe's)")  # fmt: skip
     p.add_argument("--seq-len", type=int, default=None,
                    help="search recipes: the sequence length it is measured at (default: the recipe's)")  # fmt: skip
+    p.add_argument("--device", type=_device, default=None,
+                   help="search recipes: where the candidates are measured, cpu, cuda or cuda:N (default: the recipe's: "
+                   "cpu for fastest-within-1pct, cuda for fastest-within-1pct-gpu)")  # fmt: skip
     _add_overwrite(p)
 
     p = sub.add_parser(
@@ -323,7 +326,7 @@ def recipes_markdown() -> str:
         lines.append(f"| `{name}` | {chain} | `{LOADERS[recipe.output_kind]}` |")
     for name, search in builtin_searches().items():
         lines.append(f"| `{name}` | search: up to {len(search.candidates)} candidates, most pruned first, fastest "
-                     "within 99% kept | the winner's loader |")  # fmt: skip
+                     f"on {search.device} within 99% kept | the winner's loader |")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -393,7 +396,18 @@ def cmd_optimize(args) -> int:
         raise SlimbenchError(
             f"--batch-size and --seq-len choose a search's workload; {recipe.name!r} is not a search"
         )
+    if args.device is not None and not isinstance(recipe, Search):
+        raise SlimbenchError(f"--device chooses where a search measures its candidates; {recipe.name!r} is not a "
+                             "search (its steps run on the GPU where there is one)")  # fmt: skip
     if isinstance(recipe, Search):
+        from slimbench.backends import Device
+
+        try:  # before any model loads
+            Device.parse(args.device or recipe.device).require()
+        except SlimbenchError as e:
+            raise SlimbenchError(
+                f"{recipe.name!r} measures its candidates on {e} (--device chooses where)"
+            ) from None
         recipe = dataclasses.replace(recipe, batch_size=args.batch_size or recipe.batch_size,
                                      seq_len=args.seq_len or recipe.seq_len)  # fmt: skip
     checkpoint = Checkpoint.open(args.checkpoint, args.task, args.trust_remote_code, args.allow_pickle)
@@ -405,7 +419,7 @@ def cmd_optimize(args) -> int:
     samples = _sample_texts(args.sample_data, checkpoint.task)
     path = run(checkpoint, recipe, args.out, sample_texts=samples, train_data=train, eval_path=args.eval_data,
                force=args.force, min_agreement=min_agreement, allow_degraded=args.allow_degraded,
-               overwrite=args.overwrite, budget=args.budget, max_minutes=args.max_minutes)  # fmt: skip
+               overwrite=args.overwrite, budget=args.budget, max_minutes=args.max_minutes, device=args.device)  # fmt: skip
     print(path)
     return 0
 

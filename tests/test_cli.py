@@ -80,7 +80,7 @@ def test_the_gpu_plan_runs_only_commands_options_and_recipes_that_exist(tmp_path
     import re
     from pathlib import Path
 
-    from slimbench.optimize.recipes import builtin_recipes
+    from slimbench.optimize.recipes import builtin_recipes, builtin_searches
 
     root = Path(__file__).parents[1]
     plan = root / "docs" / "results" / "gpu"
@@ -99,7 +99,17 @@ def test_the_gpu_plan_runs_only_commands_options_and_recipes_that_exist(tmp_path
     (bin_dir / "nvidia-smi").write_text("#!/bin/sh\necho 'NVIDIA H200, 570.00, 143771 MiB'\n")
     for shim in bin_dir.iterdir():
         shim.chmod(0o755)
-    stages = ["core", "anchor", "decoder", "bnbprobe", "more", "kernels", "kernels-speed", "variants"]
+    stages = [
+        "core",
+        "anchor",
+        "decoder",
+        "bnbprobe",
+        "more",
+        "kernels",
+        "kernels-speed",
+        "variants",
+        "search",
+    ]
     env = {
         **os.environ,
         "PATH": f"{bin_dir}:{os.environ['PATH']}",
@@ -117,6 +127,10 @@ def test_the_gpu_plan_runs_only_commands_options_and_recipes_that_exist(tmp_path
     ]
     assert {"baseline", "bf16-static-cache", "fp8", "kernels-bf16"} <= set(recipes)
     assert set(recipes) <= set(builtin_recipes())
+    searches = [argv[argv.index("--recipe") + 1] for argv in argvs if "--recipe" in argv]
+    assert "fastest-within-1pct-gpu" in searches and set(searches) <= set(builtin_recipes()) | set(
+        builtin_searches()
+    )
     devices = {argv[i + 1] for argv in argvs for i, a in enumerate(argv) if a in ("--device", "--slimbench-devices",
                                                                             "--kernel-device")}  # fmt: skip
     assert devices == ({"cpu"} if dry_run == "1" else {"cuda"})

@@ -52,6 +52,8 @@ CASES = [
     ("static int8 of a seq2seq model's several ONNX graphs", "optimize {summarizer} --recipe onnx-int8-static --out {tmp}/o",
      "a seq2seq model exports 3 ONNX graphs (encoder_model.onnx, decoder_model.onnx, decoder_with_past_model.onnx); "
      "static-int8 and fallback_budget calibrate and probe one graph"),
+    ("a device for a recipe that is not a search", "optimize {bert} --recipe baseline --device cpu --out {tmp}/o",
+     "--device chooses where a search measures its candidates; 'baseline' is not a search"),
     ("a checkpoint saved without its tokenizer", "optimize {notokenizer} --recipe baseline --out {tmp}/o",
      "checkpoint '{notokenizer}' has no tokenizer (tokenizer.json, tokenizer_config.json, vocab.txt, ...): save the one "
      "it was fine-tuned with beside it"),

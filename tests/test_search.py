@@ -42,6 +42,41 @@ def test_grid_expands_to_validated_candidates():
 def test_builtin_search_is_listed_and_loads():
     assert "fastest-within-1pct" in builtin_searches()
     assert len(load_recipe("fastest-within-1pct").candidates) == 8
+    assert load_recipe("fastest-within-1pct").device == "cpu"
+
+
+def test_gpu_search_finishes_in_half_precision_compiled_and_measures_on_cuda():
+    from slimbench.optimize import steps
+
+    search = load_recipe("fastest-within-1pct-gpu")
+    assert search.device == "cuda" and len(search.candidates) == 8
+    finishes = {tuple((c.name, c.config.dtype if c.name == "precision" else None) for c in r.steps[-2:])
+                for r in search.candidates}  # fmt: skip
+    assert finishes == {
+        (("precision", "float16"), ("compile", None)),
+        (("precision", "bfloat16"), ("compile", None)),
+    }
+    assert [s.name for s in search.candidates[0].steps] == [
+        "precision",
+        "compile",
+    ]  # unpruned: the finish alone
+    for recipe in search.candidates:
+        assert not any(steps()[call.name].refuses("text-classification") for call in recipe.steps)
+
+
+def test_a_finish_of_several_steps():
+    grid = {
+        **GRID["grid"],
+        "finish": [[{"precision": {"dtype": "bfloat16"}}, {"compile": {}}], {"dynamic-int8": {}}],
+    }
+    search = parse_search({"name": "multi", "grid": grid}, "test")
+    assert [[s.name for s in c.steps] for c in search.candidates][:2] == [
+        ["prune", "recover", "precision", "compile"],
+        ["prune", "recover", "dynamic-int8"],
+    ]
+    assert search.finishes == (0, 1, 0, 1)
+    with pytest.raises(RecipeError, match="grid: device must be cpu, cuda or cuda:N, got 'tpu'"):
+        parse_search({"name": "x", "grid": {**GRID["grid"], "device": "tpu"}}, "test")
 
 
 def test_choose_takes_the_fastest_within_budget():
@@ -114,9 +149,35 @@ def test_search_time_budget_builds_at_least_one_and_names_the_rest(tiny_bert, ev
     assert manifest["not_built_time_budget"] == ["tiny-search-04", "tiny-search-02"]
     assert list(manifest["not_built_cannot_win"]) == ["tiny-search-01"]
     assert manifest["chosen"] == "tiny-search-03" and "metric >= 1% of baseline" in manifest["rule"]
+    assert manifest["device"] == "cpu" and manifest["rule"].startswith("fastest p50 on cpu at batch 2")
+    assert logs[0] == "tiny-search: candidates measured on cpu, at batch 2, seq 16"
     assert any(
         "time budget of 0 min spent; not built: tiny-search-04, tiny-search-02" in line for line in logs
     )
     assert any(
         line.startswith("tiny-search: chose tiny-search-03: ") and "(budget 1%)" in line for line in logs
     )
+
+
+def test_a_search_measures_where_it_is_asked_and_refuses_a_missing_device_first(
+    tiny_bert, eval_jsonl, tmp_path
+):
+    from slimbench import SlimbenchError
+    from slimbench.backends import Device
+    from slimbench.core.checkpoint import Checkpoint
+    from slimbench.pipeline import run
+
+    if Device("cuda").unavailable() is None:
+        pytest.skip("this machine has a CUDA GPU: the refusal of a missing one cannot be seen here")
+    checkpoint = Checkpoint.open(tiny_bert)
+    with pytest.raises(SlimbenchError, match="device 'cuda': PyTorch sees no CUDA GPU on this machine"):
+        run(
+            checkpoint,
+            load_recipe("fastest-within-1pct-gpu"),
+            tmp_path,
+            sample_texts=TEXTS,
+            eval_path=eval_jsonl,
+        )
+    assert not any(tmp_path.iterdir())  # refused before the baseline was built
+    with pytest.raises(SlimbenchError, match="'baseline' is not a search"):
+        run(checkpoint, load_recipe("baseline"), tmp_path, sample_texts=TEXTS, device="cpu")

@@ -75,6 +75,8 @@ def run_search(search: Search, checkpoint, out_dir: Path, *, eval_path: Path, tr
     started = time.monotonic()
     gate_kwargs = gate_kwargs or {}
     overwrite = gate_kwargs.get("overwrite", False)
+    device = str(bench_kwargs.get("device", "cpu"))
+    log(f"{search.name}: candidates measured on {device}, at batch {search.batch_size}, seq {search.seq_len}")
     base_dir = optimize(checkpoint, load_recipe("baseline"), out_dir, sample_texts=sample_texts, overwrite=overwrite,
                         log=log).path  # fmt: skip
     results = out_dir / f"{search.name}.jsonl"
@@ -127,8 +129,9 @@ def run_search(search: Search, checkpoint, out_dir: Path, *, eval_path: Path, tr
         manifest["search"] = {"name": search.name, "chosen": winner, "results": str(results), "candidates": table,
                               "refused": refused, "not_built_cannot_win": cannot_win,
                               "not_built_time_budget": skipped,
-                              "rule": f"fastest p50 at batch {search.batch_size}, seq {search.seq_len}, metric >= "
-                                      f"{budget:.0%} of baseline"}  # fmt: skip
+                              "device": device,
+                              "rule": f"fastest p50 on {device} at batch {search.batch_size}, seq {search.seq_len}, "
+                                      f"metric >= {budget:.0%} of baseline"}  # fmt: skip
         manifest.setdefault("metrics", {})["search_winner"] = winner
         (staged / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         replace_dir(staged, final, overwrite, log=log)

@@ -14,6 +14,7 @@
 #   bnb-probe.json where bitsandbytes int8 loses the encoder: in memory, saved and reloaded, threshold 0, from fp16
 #   kernel-speed.json, kernel-tests.log   the kernel suite (CUDA-event timing) and the kernel unit tests on the GPU
 #   variants.json  pytest --benchmark over the demo's variants (pytest-benchmark JSON with slimbench records)
+#   search.jsonl   fastest-within-1pct-gpu's candidates on the demo's default (its winner's line is in run.log)
 #   run.log        everything printed
 # Stages:
 #   core     the default fine-tuned on the GPU; baseline, fp16, bf16-compiled, pruned-l2-bf16-compiled; bench
@@ -24,6 +25,8 @@
 #   kernels  the kernel unit tests natively on the GPU, then the kernel speed suite
 #   kernels-speed  the kernel speed suite alone, #11's targets first (weight-only matmuls, attention)
 #   variants pytest --benchmark over the demo's variants
+#   search   fastest-within-1pct-gpu on the default (the demo's fine-tuning): pruned and half-precision compiled
+#            candidates, most pruned first, measured on the GPU at batch 32
 # With PLAN_DRY_RUN=1 the same commands run on the CPU at batch 1 with few repetitions, a check before a lease that
 # every stage's path runs in the GPU machine's software (`tox -e gpu-twin`'s environment); its figures mean nothing.
 # PLAN_WORK: where the variants are built (default /tmp/slimbench-gpu); a rerun with the same one resumes.
@@ -44,7 +47,8 @@ demo=(python3 -m slimbench demo --device "$device" --out "$work/demo" --batch-si
 deadline=$((SECONDS + budget))
 log="$out/run.log"
 
-eval_data() { python3 -c "from slimbench.defaults import default_encoder as d; print(d(device='$device').eval_path)"; }
+default_file() { python3 -c "from slimbench.defaults import default_encoder as d; print(d(device='$device').$1)"; }
+eval_data() { default_file eval_path; }
 left() { echo $((deadline - SECONDS - 15)); }  # 15 s kept for the last copy
 # `-p slimbench.bench.plugin` where slimbench is on PYTHONPATH only; pip's install registers the plugin itself
 plugin=(-p slimbench.bench.plugin)
@@ -111,8 +115,14 @@ run_stage() {
       pytest_for "$limit" -q --benchmark --slimbench-devices "$device" \
         --slimbench-batch-sizes "$enc_batches" --slimbench-out "$work/suite" --benchmark-json="$out/variants.json" \
         slimbench/bench/suite.py ;;
+    search)
+      timeout "$limit" python3 -m slimbench optimize "$(default_file path)" --recipe fastest-within-1pct-gpu \
+        --device "$device" --train-data "$(default_file train_path)" --eval-data "$(eval_data)" --out "$work/search"
+      status=$?  # the search's, not the copy's: its records are kept whether it chose or not
+      cp "$work/search/fastest-within-1pct-gpu.jsonl" "$out/search.jsonl" 2>/dev/null
+      (exit $status) ;;
     *)
-      echo "unknown stage $stage (core, anchor, decoder, bnbprobe, more, kernels, kernels-speed, variants)" ;;
+      echo "unknown stage $stage (core, anchor, decoder, bnbprobe, more, kernels, kernels-speed, variants, search)" ;;
   esac 2>&1 | tee -a "$log"
   echo "== $stage: exit ${PIPESTATUS[0]} ($(date -u +%T))" | tee -a "$log"
   collect

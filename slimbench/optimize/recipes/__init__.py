@@ -17,7 +17,8 @@ from typing import Any
 
 import yaml
 
-from slimbench import RecipeError
+from slimbench import RecipeError, SlimbenchError
+from slimbench.backends.device import Device
 from slimbench.optimize import steps
 from slimbench.optimize.registry import build_config, config_to_dict
 
@@ -122,6 +123,7 @@ class Search:
     levels: tuple[int, ...]
     finishes: tuple[int, ...]
     description: str = ""
+    device: str = "cpu"  # where the candidates are measured unless the caller says (optimize --device)
 
 
 def parse_search(data: dict, source: str) -> Search:
@@ -132,8 +134,10 @@ def parse_search(data: dict, source: str) -> Search:
         )
     grid = data.get("grid")
     if not isinstance(grid, dict) or not {"prune", "finish"} <= set(grid):
-        raise RecipeError(f"{source}: 'grid' needs 'prune' (a list) and 'finish' (a list of steps)")
-    unknown = set(grid) - {"prune", "recover", "finish", "batch_size", "seq_len"}
+        raise RecipeError(
+            f"{source}: 'grid' needs 'prune' (a list) and 'finish' (a list of steps, or of lists of steps)"
+        )
+    unknown = set(grid) - {"prune", "recover", "finish", "batch_size", "seq_len", "device"}
     if unknown:
         raise RecipeError(f"{source}: grid: unknown key {sorted(unknown)[0]!r}")
     if not isinstance(grid["prune"], list) or not grid["prune"]:
@@ -146,14 +150,19 @@ def parse_search(data: dict, source: str) -> Search:
             steps_.append({"prune": prune})
             if grid.get("recover") is not None:
                 steps_.append({"recover": grid["recover"]})
-        steps_.append(finish)
+        steps_.extend(finish if isinstance(finish, list) else [finish])  # a finish of one step, or several
         candidates.append(
             parse_recipe({"name": f"{data['name']}-{i:02d}", "steps": steps_}, f"{source}: candidate {i}")
         )
         levels.append(level)
         finishes.append(f)
+    device = str(grid.get("device", "cpu"))
+    try:
+        Device.parse(device)
+    except SlimbenchError as e:
+        raise RecipeError(f"{source}: grid: {e}") from None
     return Search(data["name"], tuple(candidates), int(grid.get("batch_size", 32)), int(grid.get("seq_len", 128)),
-                  tuple(levels), tuple(finishes), data.get("description", ""))  # fmt: skip
+                  tuple(levels), tuple(finishes), data.get("description", ""), device)  # fmt: skip
 
 
 def _parse_any(data: Any, source: str) -> Recipe | Search:
