@@ -1,5 +1,6 @@
 """Search recipes: grid parsing, the choice rule, and one small end-to-end search."""
 
+import dataclasses
 import json
 
 import pytest
@@ -181,3 +182,25 @@ def test_a_search_measures_where_it_is_asked_and_refuses_a_missing_device_first(
     assert not any(tmp_path.iterdir())  # refused before the baseline was built
     with pytest.raises(SlimbenchError, match="'baseline' is not a search"):
         run(checkpoint, load_recipe("baseline"), tmp_path, sample_texts=TEXTS, device="cpu")
+
+
+def test_the_gpu_search_builds_and_measures_here_on_the_cpu(tiny_bert, eval_jsonl, tmp_path):
+    """fastest-within-1pct-gpu asked to measure on the CPU: its most pruned fp16 candidate is pruned, recovered, cast
+    and compiled into an AOTInductor package for the CPU, measured, and kept (one candidate: no time for more)."""
+    from slimbench.core.checkpoint import Checkpoint
+    from slimbench.core.data import LabelledText
+    from slimbench.core.manifest import read_manifest
+    from slimbench.pipeline import run
+
+    search = dataclasses.replace(load_recipe("fastest-within-1pct-gpu"), batch_size=2, seq_len=16)
+    train = LabelledText(TEXTS * 2, [i % len(LABELS) for i in range(len(TEXTS) * 2)])
+    logs = []
+    final = run(Checkpoint.open(tiny_bert), search, tmp_path, sample_texts=TEXTS, train_data=train,
+                eval_path=eval_jsonl, budget=0.01, max_minutes=0, device="cpu", log=logs.append)  # fmt: skip
+    manifest = read_manifest(final)
+    assert (
+        manifest["search"]["device"] == "cpu" and manifest["search"]["chosen"] == "fastest-within-1pct-gpu-07"
+    )
+    assert [next(iter(s)) for s in manifest["recipe"]["steps"]] == ["prune", "recover", "precision", "compile"]
+    assert manifest["dtype"] == "float16" and manifest["kind"] == "torch-aoti"
+    assert "fastest-within-1pct-gpu: candidates measured on cpu, at batch 2, seq 16" in logs
