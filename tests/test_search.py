@@ -201,6 +201,7 @@ def test_the_gpu_search_builds_and_measures_here_on_the_cpu(tiny_bert, eval_json
     assert (
         manifest["search"]["device"] == "cpu" and manifest["search"]["chosen"] == "fastest-within-1pct-gpu-07"
     )
-    assert [next(iter(s)) for s in manifest["recipe"]["steps"]] == ["prune", "recover", "precision", "compile"]
+    steps = [next(iter(step)) for step in manifest["recipe"]["steps"]]
+    assert steps == ["prune", "recover", "precision", "compile"]
     assert manifest["dtype"] == "float16" and manifest["kind"] == "torch-aoti"
     assert "fastest-within-1pct-gpu: candidates measured on cpu, at batch 2, seq 16" in logs
