@@ -131,6 +131,23 @@ def test_a_changed_adapter_is_merged_again(lora, tmp_path):
     assert not torch.allclose(logits_of(first), logits_of(second))
 
 
+def test_an_adapter_changed_in_place_replaces_its_earlier_merge(lora, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    adapter = tmp_path / "adapter"
+    shutil.copytree(lora[0], adapter)
+    first = Checkpoint.open(adapter).path
+    other = Checkpoint.open(lora[0]).path  # another adapter's merge stays
+    weights = load_file(adapter / "adapter_model.safetensors")
+    save_file(
+        {k: v * 2 if "lora_B" in k else v for k, v in weights.items()}, adapter / "adapter_model.safetensors"
+    )
+    second = Checkpoint.open(adapter).path
+    assert second != first and not first.exists() and other.exists()
+
+
 def test_label_names_come_from_the_config_saved_beside_the_adapter(bare_bert, lora, eval_jsonl, tmp_path):
     task = get_task("text-classification")
     unnamed = Checkpoint.open(lora[0])

@@ -68,7 +68,22 @@ def merged_checkpoint(adapter: Path, task: str | None, trust_remote_code=False, 
         except OSError:  # made meanwhile by another process: theirs is the same model
             if not (out / PROVENANCE).is_file():
                 raise
+    _drop_earlier_merges(out, adapter, task)
     return out
+
+
+def _drop_earlier_merges(out: Path, adapter: Path, task: str) -> None:
+    """Remove the cache's merges of the same adapter directory for the same task made before it changed: a merge is
+    the size of its base, and an adapter retrained in place would otherwise leave one per version."""
+    for other in out.parent.iterdir():
+        if other == out or not (other / PROVENANCE).is_file():
+            continue
+        try:
+            made = json.loads((other / PROVENANCE).read_text())
+        except ValueError:
+            continue
+        if made.get("adapter") == str(adapter.resolve()) and made.get("task") == task:
+            shutil.rmtree(other, ignore_errors=True)
 
 
 def _read_json(path: Path) -> dict:
@@ -109,9 +124,10 @@ def _base_task(base: Path) -> str | None:
 
 
 def _key(adapter: Path, base: Path, task: str) -> str:
-    """The adapter's files by content, the base's by name, size and modification time (a base is read-only in
-    practice, and hashing a multi-GB base on every open would cost more than the merge it saves)."""
-    h = hashlib.sha256(f"{MERGE_FORMAT}\0{task}\0{base}\0".encode())
+    """The adapter's directory and files by content, the base's files by name, size and modification time (a base
+    is read-only in practice, and hashing a multi-GB base on every open would cost more than the merge it saves).
+    Each adapter directory has merges of its own, so that one retrained in place replaces only its own."""
+    h = hashlib.sha256(f"{MERGE_FORMAT}\0{task}\0{base}\0{adapter.resolve()}\0".encode())
     for f in sorted(p for p in adapter.iterdir() if p.is_file() and p.name != "README.md"):
         h.update(f.name.encode() + b"\0" + f.read_bytes())
     for f in sorted(p for p in base.iterdir() if p.is_file()):
