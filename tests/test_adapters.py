@@ -309,7 +309,9 @@ def _retarget(adapter: Path, **fields) -> Path:
     return adapter
 
 
-@pytest.mark.parametrize("case", ["prompt tuning", "no head", "another model's", "no base", "no weights"])
+@pytest.mark.parametrize(
+    "case", ["prompt tuning", "no head", "another model's", "no base", "no weights", "4-bit base"]
+)
 def test_adapters_that_cannot_be_served_right_are_refused(case, bare_bert, lora, tmp_path):
     import shutil
 
@@ -347,9 +349,20 @@ def test_adapters_that_cannot_be_served_right_are_refused(case, bare_bert, lora,
         message = (
             "its base model 'org/missing-base' is neither a local directory nor a hub id in the local cache"
         )
-    else:
+    elif case == "no weights":
         shutil.copytree(lora[0], adapter)
         (adapter / "adapter_model.safetensors").unlink()
         message = "has no adapter_model.safetensors"
+    else:  # QLoRA trained over a pre-quantized copy of the base, which the adapter names
+        quantized = tmp_path / "bnb-4bit"
+        shutil.copytree(bare_bert, quantized)
+        config = json.loads((quantized / "config.json").read_text())
+        config["quantization_config"] = {"quant_method": "bitsandbytes", "load_in_4bit": True}
+        (quantized / "config.json").write_text(json.dumps(config))
+        shutil.copytree(lora[0], adapter)
+        _retarget(adapter, base_model_name_or_path=str(quantized))
+        message = (
+            "is stored quantized (bitsandbytes), and merged into it the adapter's update would be rounded"
+        )
     with pytest.raises(SlimbenchError, match=re.escape(message)):
         Checkpoint.open(adapter)
