@@ -46,10 +46,9 @@ def merged_checkpoint(adapter: Path, task: str | None, trust_remote_code=False, 
         raise SlimbenchError(f"adapter {str(adapter)!r} has no adapter_model.safetensors (peft writes one unless "
                              "saved with safe_serialization=False)")  # fmt: skip
     base = _base_dir(adapter, config.get("base_model_name_or_path"))
+    # QLoRA's 4-bit base (a pre-quantized copy): merged there, the adapter's update is rounded away
     quantized = (_read_json(base / "config.json").get("quantization_config") or {}).get("quant_method")
-    if (
-        quantized
-    ):  # QLoRA's 4-bit base (a pre-quantized copy): merged there, the adapter's update is rounded away
+    if quantized:
         raise SlimbenchError(
             f"adapter {str(adapter)!r}: its base {str(base)!r} is stored quantized ({quantized}), and merged into it "
             "the adapter's update would be rounded to the base's few bits; set base_model_name_or_path in its "
