@@ -46,9 +46,9 @@ CASES = [
      "lacks column(s) ['answers', 'context', 'question']"),
     ("a speech-to-text model (Whisper) given as a seq2seq checkpoint", "optimize {whisper} --recipe baseline --out {tmp}/o",
      "is a WhisperForConditionalGeneration, but transformers' AutoModelForSeq2SeqLM loads no whisper checkpoints"),
-    ("a recipe that fine-tunes, for a seq2seq model", "optimize {summarizer} --recipe magnitude-50 --out {tmp}/o",
-     "step 'recover' applies to text-classification, token-classification, question-answering, causal-lm and "
-     "feature-extraction checkpoints, not seq2seq"),
+    ("structured pruning of a seq2seq model", "optimize {summarizer} --recipe pruned-l2-int8 --out {tmp}/o",
+     "structured pruning supports BERT-family encoders (BERT, RoBERTa, MiniLM, DistilBERT, ...), not "
+     "BartForConditionalGeneration"),
     ("static int8 of a seq2seq model's several ONNX graphs", "optimize {summarizer} --recipe onnx-int8-static --out {tmp}/o",
      "a seq2seq model exports 3 ONNX graphs (encoder_model.onnx, decoder_model.onnx, decoder_with_past_model.onnx); "
      "static-int8 and fallback_budget calibrate and probe one graph"),

@@ -23,8 +23,8 @@ PAIR_COLUMNS = ("sentence1", "sentence2")  # GLUE's names for the two sentences 
 class LabelledText:
     """Examples to train or calibrate on: `texts` (or sentence pairs) with a label each (text classification:
     a class id, a number for a one-score head, a 0/1 per class for a multi-label head), with no labels (a
-    causal LM's text), or with the `words` of each text and a tag id per word (token classification; `texts`
-    are then the words joined by spaces)."""
+    causal LM's text), with a target text each (seq2seq), or with the `words` of each text and a tag id per word
+    (token classification; `texts` are then the words joined by spaces)."""
 
     texts: list[Text]
     labels: list | None = None

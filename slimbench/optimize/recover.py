@@ -59,22 +59,23 @@ def recover(model, config: RecoverConfig, ctx):
     torch.manual_seed(config.seed)
     teacher = ctx.checkpoint.load_model() if config.distill else None
     device = ctx.notes["recover_device"] = train_device()
-    if ctx.task.generates:
-        return _recover_lm(model, config, ctx, teacher, device)
     plan = TrainPlan(
         epochs=config.epochs, lr=config.lr, batch_size=config.batch_size, max_len=config.max_len,
         seed=config.seed, temperature=config.temperature, alpha=config.alpha,
         max_steps=config.max_steps,
     )  # fmt: skip
+    if ctx.task.encoder_decoder:
+        return _recover_seq2seq(model, plan, ctx, teacher, device)
+    if ctx.task.generates:
+        return _recover_lm(model, config, ctx, teacher, device)
     # a model without a head learns its teacher's embeddings, whatever labels its data has
     data = ctx.train_data if ctx.task.head else LabelledText(ctx.train_data.texts)
     seconds = train_classifier(model, ctx.tokenizer, data, plan, teacher=teacher, masks=ctx.masks,
                                desc=f"recover ({device})", device=device)  # fmt: skip
     ctx.notes["recover_seconds"] = round(seconds, 1)
     sample = data.select(range(min(256, len(data))))
-    if (
-        sample.labels is None
-    ):  # feature extraction: how far the embeddings still are from the unpruned model's
+    # feature extraction: how far the embeddings still are from the unpruned model's
+    if sample.labels is None:
         ctx.notes["recover_train_embedding_mse_sample"] = embedding_error(
             model, teacher, ctx.tokenizer, sample.texts, config.max_len
         )
@@ -86,6 +87,19 @@ def recover(model, config: RecoverConfig, ctx):
         ctx.notes[f"recover_train_{key}_sample"] = ctx.task.share_right(
             outputs, targets.numpy(), enc["attention_mask"].numpy(), ctx.checkpoint.path
         )
+    return model
+
+
+def _recover_seq2seq(model, plan: TrainPlan, ctx, teacher, device: str):
+    """Each source's target written again under teacher forcing (the training data's target texts)."""
+    from slimbench.optimize.training import target_token_accuracy, train_seq2seq
+
+    seconds = train_seq2seq(model, ctx.tokenizer, ctx.train_data, plan, teacher=teacher, masks=ctx.masks,
+                            desc=f"recover ({device})", device=device)  # fmt: skip
+    ctx.notes["recover_seconds"] = round(seconds, 1)
+    sample = ctx.train_data.select(range(min(256, len(ctx.train_data))))
+    ctx.notes["recover_train_token_accuracy_sample"] = target_token_accuracy(model, ctx.tokenizer, sample,
+                                                                             plan.max_len)  # fmt: skip
     return model
 
 

@@ -58,13 +58,19 @@ def head_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 def _with_distillation(
-    loss, logits, teacher, batch: dict, plan, labels: torch.Tensor | None = None
+    loss,
+    logits,
+    teacher,
+    batch: dict,
+    plan,
+    labels: torch.Tensor | None = None,
+    keep: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """alpha * T^2 * KL(teacher || student) on logits softened by T, plus (1 - alpha) * `loss`;
     averaged over every prediction (a row of a classifier, a position of a language model, a real
-    token of a token classifier). A one-score head matches the teacher's scores (mean squared error), a
-    multi-label head its per-class probabilities softened by T (binary cross-entropy); `labels` (None: next
-    tokens) tell which head it is."""
+    token of a token classifier, the positions `keep` marks: a seq2seq model's target tokens). A one-score head
+    matches the teacher's scores (mean squared error), a multi-label head its per-class probabilities softened by
+    T (binary cross-entropy); `labels` (None: next tokens) tell which head it is."""
     with torch.no_grad():
         soft = scores(teacher(**batch)) / plan.temperature
     if labels is not None and one_score(logits, labels):
@@ -78,8 +84,9 @@ def _with_distillation(
         return plan.alpha * kd * plan.temperature**2 + (1 - plan.alpha) * loss
     # a prediction per token (not a question-answering head's two rows over the tokens): none at padding
     mask = batch.get("attention_mask")
-    if logits.dim() == 3 and mask is not None and logits.shape[:2] == mask.shape:
+    if keep is None and logits.dim() == 3 and mask is not None and logits.shape[:2] == mask.shape:
         keep = mask.bool()
+    if keep is not None:
         logits, soft = logits[keep], soft[keep]
     width = soft.shape[-1]
     kd = F.kl_div(
@@ -193,6 +200,84 @@ def train_classifier(
     bar.close()
     _back_to_cpu(model, teacher)
     return time.perf_counter() - start
+
+
+def encode_seq2seq(tokenizer, data: LabelledText, max_len: int) -> tuple[dict, torch.Tensor]:
+    """Sources (`data.texts`) encoded, and their targets (`data.labels`) as the token ids to predict, padding
+    NO_TARGET."""
+    enc = dict(encode(tokenizer, data.texts, max_len, padding="longest"))
+    targets = tokenizer(text_target=data.labels, truncation=True, max_length=max_len, padding="longest",
+                        return_tensors="pt")  # fmt: skip
+    labels = targets["input_ids"].masked_fill(targets["attention_mask"] == 0, NO_TARGET)
+    return enc, labels
+
+
+def train_seq2seq(
+    model,
+    tokenizer,
+    data: LabelledText,
+    plan: TrainPlan,
+    *,
+    teacher=None,
+    masks: dict[str, torch.Tensor] | None = None,
+    progress: bool = True,
+    desc: str = "train",
+    device: str = "cpu",
+) -> float:
+    """Train an encoder-decoder `model` in place to write each source's target (teacher forcing: the model's
+    own loss over the target tokens), as `train_classifier` trains a classifier: the same optimizer, schedule,
+    seeded order, masks and `device`; with a teacher, KL on softened logits at the target tokens. Returns
+    seconds."""
+    from tqdm.auto import tqdm
+    from transformers import get_linear_schedule_with_warmup
+
+    enc, labels = encode_seq2seq(tokenizer, data, plan.max_len)
+    enc, labels = {k: v.to(device) for k, v in enc.items()}, labels.to(device)
+    masks = _to_device(device, model, teacher, masks)
+    steps_per_epoch = -(-len(data) // plan.batch_size)
+    total = min(steps_per_epoch * plan.epochs, plan.max_steps or steps_per_epoch * plan.epochs)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=plan.lr, weight_decay=plan.weight_decay)
+    schedule = get_linear_schedule_with_warmup(optimizer, int(plan.warmup_ratio * total), total)
+    generator = torch.Generator().manual_seed(plan.seed)
+    params = dict(model.named_parameters())
+    if teacher is not None:
+        teacher.eval()
+    start = time.perf_counter()
+    model.train()
+    bar = tqdm(total=total, desc=desc, unit="step", disable=not progress)
+    for step in range(total):
+        if step % steps_per_epoch == 0:
+            order = torch.randperm(len(data), generator=generator)
+        i = step % steps_per_epoch
+        idx = order[i * plan.batch_size : (i + 1) * plan.batch_size].to(device)
+        batch = {**{k: v[idx] for k, v in enc.items()}, "labels": labels[idx]}
+        out = model(**batch)
+        loss = out.loss
+        if teacher is not None:
+            loss = _with_distillation(
+                loss, out.logits, teacher, batch, plan, keep=batch["labels"] != NO_TARGET
+            )
+        _step(loss, model, optimizer, schedule, params, masks)
+        bar.set_postfix(epoch=step // steps_per_epoch + 1, loss=f"{loss.item():.3f}")
+        bar.update()
+    bar.close()
+    _back_to_cpu(model, teacher)
+    return time.perf_counter() - start
+
+
+def target_token_accuracy(model, tokenizer, data: LabelledText, max_len: int, batch_size: int = 32) -> float:
+    """The share of target tokens an encoder-decoder predicts, each given the target tokens before it."""
+    correct = total = 0
+    with torch.inference_mode():
+        for i in range(0, len(data), batch_size):
+            enc, labels = encode_seq2seq(
+                tokenizer, data.select(range(i, min(i + batch_size, len(data)))), max_len
+            )
+            predicted = model(**enc, labels=labels).logits.argmax(-1)
+            scored = labels != NO_TARGET
+            correct += int((predicted == labels)[scored].sum())
+            total += int(scored.sum())
+    return correct / max(total, 1)
 
 
 def embedding_error(model, teacher, tokenizer, texts: list[str], max_len: int, batch_size: int = 32) -> float:

@@ -60,6 +60,7 @@ class Seq2Seq(Generating):
     export_task = "text2text-generation-with-past"
     architecture_suffixes = ("ForConditionalGeneration", "MTModel", "EncoderDecoderModel")
     encoder_decoder = True
+    trainable = True  # recovery: each source's target under teacher forcing
     metric_name = "rougeL"
     agreement_measure = "of the next tokens kept, along the source model's own output"
     # encoder, decoder, decoder with its KV cache: what ONNX Runtime's optimizer and quantizer each take
@@ -80,8 +81,9 @@ class Seq2Seq(Generating):
         return len(self.read(path)[0])
 
     def read_train(self, path: Path, config) -> LabelledText:
-        """The sources alone: what calibration and parity checks read (recovery does not train this task)."""
-        return LabelledText(self.read(path)[0])
+        """The sources with their targets as labels: what recovery trains to write (calibration and parity checks
+        read the sources)."""
+        return LabelledText(*self.read(path))
 
     def latency_texts(self, path: Path) -> list:
         return self.read(path)[0]

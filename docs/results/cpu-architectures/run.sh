@@ -5,16 +5,17 @@
 # agreement says nothing about the recipe: --allow-degraded keeps those variants) and the error line if any.
 # Token classifiers' variants are then measured (`slimbench bench`, entity F1 on tagged words): WORK_DIR/ner-bench.tsv;
 # question answerers' (SQuAD F1): WORK_DIR/qa-bench.tsv; sequence-to-sequence models' (ROUGE-L): WORK_DIR/s2s-bench.tsv.
-# Usage: bash run.sh WORK_DIR (FAMILIES="bert lm-llama ..." runs those alone)
+# Usage: bash run.sh WORK_DIR (FAMILIES="bert lm-llama ..." runs those alone; CLASSIFIER_RECIPES, LM_RECIPES,
+# NER_RECIPES and S2S_RECIPES, given, replace the lists below)
 set -u
 work=$(realpath -m "$1"); mkdir -p "$work/logs"
 here=$(dirname "$(realpath "$0")")
 export HF_HUB_OFFLINE=1
 python "$here/make_checkpoints.py" "$work/ckpt"
-CLASSIFIER_RECIPES="baseline torch-int8 onnx-o2-int8 bf16 magnitude-50 pruned-l2-int8 sparse-2of4 torchao-int8wo compiled"
-LM_RECIPES="baseline bf16 onnx onnx-genai-int8 magnitude-50 torchao-int8wo bf16-static-cache"
-NER_RECIPES="$CLASSIFIER_RECIPES onnx-int8-static"
-S2S_RECIPES="baseline bf16 onnx onnx-o2-int8 torchao-int8wo bf16-static-cache torch-int8 compiled magnitude-50"
+CLASSIFIER_RECIPES=${CLASSIFIER_RECIPES:-"baseline torch-int8 onnx-o2-int8 bf16 magnitude-50 pruned-l2-int8 sparse-2of4 torchao-int8wo compiled"}
+LM_RECIPES=${LM_RECIPES:-"baseline bf16 onnx onnx-genai-int8 magnitude-50 torchao-int8wo bf16-static-cache"}
+NER_RECIPES=${NER_RECIPES:-"$CLASSIFIER_RECIPES onnx-int8-static"}
+S2S_RECIPES=${S2S_RECIPES:-"baseline bf16 onnx onnx-o2-int8 torchao-int8wo bf16-static-cache torch-int8 compiled magnitude-50"}
 printf 'family\tvariant\tstatus\tentity_f1\treason\n' > "$work/ner-bench.tsv"
 printf 'family\tvariant\tstatus\tsquad_f1\treason\n' > "$work/qa-bench.tsv"
 printf 'family\tvariant\tstatus\trougeL\treason\n' > "$work/s2s-bench.tsv"
