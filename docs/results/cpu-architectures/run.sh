@@ -15,7 +15,7 @@ python "$here/make_checkpoints.py" "$work/ckpt"
 CLASSIFIER_RECIPES=${CLASSIFIER_RECIPES:-"baseline torch-int8 onnx-o2-int8 bf16 magnitude-50 pruned-l2-int8 sparse-2of4 torchao-int8wo compiled"}
 LM_RECIPES=${LM_RECIPES:-"baseline bf16 onnx onnx-genai-int8 magnitude-50 torchao-int8wo bf16-static-cache"}
 NER_RECIPES=${NER_RECIPES:-"$CLASSIFIER_RECIPES onnx-int8-static"}
-S2S_RECIPES=${S2S_RECIPES:-"baseline bf16 onnx onnx-o2-int8 torchao-int8wo bf16-static-cache torch-int8 compiled magnitude-50"}
+S2S_RECIPES=${S2S_RECIPES:-"baseline bf16 onnx onnx-o2-int8 torchao-int8wo bf16-static-cache torch-int8 compiled magnitude-50 sparse-2of4"}
 printf 'family\tvariant\tstatus\tentity_f1\treason\n' > "$work/ner-bench.tsv"
 printf 'family\tvariant\tstatus\tsquad_f1\treason\n' > "$work/qa-bench.tsv"
 printf 'family\tvariant\tstatus\trougeL\treason\n' > "$work/s2s-bench.tsv"
