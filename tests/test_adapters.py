@@ -366,3 +366,25 @@ def test_adapters_that_cannot_be_served_right_are_refused(case, bare_bert, lora,
         )
     with pytest.raises(SlimbenchError, match=re.escape(message)):
         Checkpoint.open(adapter)
+
+
+def test_a_decoder_classifier_adapter_gets_the_pad_token_its_training_set(tmp_path):
+    """A LoRA over a Llama classifies by each text's last token, found with config.pad_token_id: set on the model
+    in training (the base has none), not saved by peft; the merged model takes it from the saved tokenizer."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    base = make_tiny_llama(tmp_path / "llama")
+    config = json.loads((base / "config.json").read_text())
+    del config["pad_token_id"]
+    (base / "config.json").write_text(json.dumps(config))
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=len(LABELS))
+    model.config.pad_token_id = tokenizer.pad_token_id  # as a training script does
+    model = trained_lora(model, "SEQ_CLS", ["q_proj", "v_proj"])
+    model.save_pretrained(tmp_path / "adapter")
+    tokenizer.save_pretrained(tmp_path / "adapter")
+    checkpoint = Checkpoint.open(tmp_path / "adapter")
+    assert checkpoint.load_config().pad_token_id == tokenizer.pad_token_id is not None
+    with torch.inference_mode():
+        expected = model(**encode(tokenizer, TEXTS, 64, padding="longest")).logits
+    assert torch.allclose(logits_of(checkpoint), expected, atol=1e-5)
