@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 from slimbench import SlimbenchError
+from slimbench.core.model_files import from_local_hub_cache, has_tokenizer, quiet_transformers, weight_files
 
 ADAPTER_CONFIG = "adapter_config.json"
 PROVENANCE = "slimbench-adapter.json"  # in a merged directory: which adapter and base it was made from
@@ -32,8 +33,6 @@ PEFT_TASKS = {
 
 def is_adapter(path: Path) -> bool:
     """A directory peft saved: its adapter_config.json and no full model weights beside it."""
-    from slimbench.core.model_files import weight_files
-
     if not (path / ADAPTER_CONFIG).is_file():
         return False
     return all(f.name.startswith("adapter_model") for f in weight_files(path, allow_pickle=True))
@@ -104,8 +103,6 @@ def _read_json(path: Path) -> dict:
 def _base_dir(adapter: Path, name: str | None) -> Path:
     """The base model's directory: base_model_name_or_path as a path (as given, or next to the adapter), else a hub
     id in the local cache."""
-    from slimbench.core.model_files import from_local_hub_cache
-
     if not name:
         raise SlimbenchError(
             f"adapter {str(adapter)!r}: its adapter_config.json names no base_model_name_or_path"
@@ -211,7 +208,6 @@ def _merge(adapter: Path, base: Path, task_name: str, out: Path, trust_remote_co
     from peft import PeftConfig, PeftModel
     from transformers import AutoConfig, AutoTokenizer
 
-    from slimbench.core.model_files import has_tokenizer, quiet_transformers
     from slimbench.tasks import get_task
 
     task = get_task(task_name)
@@ -240,10 +236,9 @@ def _merge(adapter: Path, base: Path, task_name: str, out: Path, trust_remote_co
     tokenizer = AutoTokenizer.from_pretrained(
         adapter if has_tokenizer(adapter) else base, trust_remote_code=trust_remote_code
     )
+    # set on the model in training, not saved by peft; a decoder classifier finds each text's last token by it
     if getattr(config, "pad_token_id", None) is None and tokenizer.pad_token_id is not None:
-        config.pad_token_id = (
-            tokenizer.pad_token_id
-        )  # set in training, not saved by peft; a decoder classifier needs it
+        config.pad_token_id = tokenizer.pad_token_id
     print(f"merging the {peft_config.peft_type.value} adapter {str(adapter)!r} into its base {str(base)!r} (once; "
           f"kept in {out.parent.parent})", file=sys.stderr)  # fmt: skip
     with quiet_transformers():  # the head is newly initialized here, then replaced by the adapter's

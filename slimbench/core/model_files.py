@@ -1,6 +1,6 @@
-"""What a Hugging Face model directory holds, read without loading a model: its weight files and their hash, its
-tokenizer's files, the local hub cache a hub id resolves to; and transformers' warnings held back where slimbench expects
-them."""
+"""What a Hugging Face model directory holds, read without loading a model: its weight files and their hash,
+its tokenizer's files, the local hub cache a hub id resolves to; and transformers' warnings held back where
+slimbench expects them."""
 
 from __future__ import annotations
 
