@@ -11,7 +11,7 @@ import torch
 from slimbench.backends.base import scores
 from slimbench.core.data import LabelledText, encode_labelled
 from slimbench.optimize.registry import register
-from slimbench.optimize.training import TrainPlan, embedding_error, train_classifier
+from slimbench.optimize.training import TrainPlan, accuracy, embedding_error, train_classifier
 from slimbench.tasks import TASKS
 
 
@@ -92,14 +92,11 @@ def recover(model, config: RecoverConfig, ctx):
 
 def _recover_seq2seq(model, plan: TrainPlan, ctx, teacher, device: str):
     """Each source's target written again under teacher forcing (the training data's target texts)."""
-    from slimbench.optimize.training import target_token_accuracy, train_seq2seq
-
-    seconds = train_seq2seq(model, ctx.tokenizer, ctx.train_data, plan, teacher=teacher, masks=ctx.masks,
-                            desc=f"recover ({device})", device=device)  # fmt: skip
+    seconds = train_classifier(model, ctx.tokenizer, ctx.train_data, plan, teacher=teacher, masks=ctx.masks,
+                               desc=f"recover ({device})", device=device)  # fmt: skip
     ctx.notes["recover_seconds"] = round(seconds, 1)
     sample = ctx.train_data.select(range(min(256, len(ctx.train_data))))
-    ctx.notes["recover_train_token_accuracy_sample"] = target_token_accuracy(model, ctx.tokenizer, sample,
-                                                                             plan.max_len)  # fmt: skip
+    ctx.notes["recover_train_token_accuracy_sample"] = accuracy(model, ctx.tokenizer, sample, plan.max_len)
     return model
 
 

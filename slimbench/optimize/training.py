@@ -150,13 +150,18 @@ def train_classifier(
     device: str = "cpu",
 ) -> float:
     """Train `model` in place on `data` (on `device`; the model is back on the CPU afterwards): a
-    label per text, a tag per word for a token classifier, or for texts without labels the teacher's
+    label per text, a tag per word for a token classifier, a target text per source for an encoder-decoder
+    (teacher forcing: its own loss over the target tokens), or for texts without labels the teacher's
     token embeddings; returns the seconds spent. The batch order is seeded by `plan.seed`; dropout
     draws from the global generator, which the caller seeds."""
     from tqdm.auto import tqdm
     from transformers import get_linear_schedule_with_warmup
 
-    if data.labels is None:
+    seq2seq = bool(getattr(getattr(model, "config", None), "is_encoder_decoder", False))
+    if seq2seq:
+        enc, labels = encode_seq2seq(tokenizer, data, plan.max_len)
+        labels = labels.to(device)
+    elif data.labels is None:
         if teacher is None:
             raise ValueError("texts without labels train on a teacher's embeddings: distill must be true")
         enc, labels = dict(encode(tokenizer, data.texts, plan.max_len)), None
@@ -185,12 +190,21 @@ def train_classifier(
                 break
             idx = order[i * plan.batch_size : (i + 1) * plan.batch_size].to(device)
             batch = {k: v[idx] for k, v in enc.items()}
-            out = scores(model(**batch))
-            if labels is None:
+            if seq2seq:
+                batch["labels"] = labels[idx]
+                out = model(**batch)
+                loss = out.loss
+                if teacher is not None:
+                    loss = _with_distillation(
+                        loss, out.logits, teacher, batch, plan, keep=labels[idx] != NO_TARGET
+                    )
+            elif labels is None:
+                out = scores(model(**batch))
                 with torch.no_grad():
                     target = scores(teacher(**batch))
                 loss = embedding_mse(out, target, batch["attention_mask"])
             else:
+                out = scores(model(**batch))
                 loss = head_loss(out, labels[idx])
                 if teacher is not None:
                     loss = _with_distillation(loss, out, teacher, batch, plan, labels[idx])
@@ -212,74 +226,6 @@ def encode_seq2seq(tokenizer, data: LabelledText, max_len: int) -> tuple[dict, t
     return enc, labels
 
 
-def train_seq2seq(
-    model,
-    tokenizer,
-    data: LabelledText,
-    plan: TrainPlan,
-    *,
-    teacher=None,
-    masks: dict[str, torch.Tensor] | None = None,
-    progress: bool = True,
-    desc: str = "train",
-    device: str = "cpu",
-) -> float:
-    """Train an encoder-decoder `model` in place to write each source's target (teacher forcing: the model's
-    own loss over the target tokens), as `train_classifier` trains a classifier: the same optimizer, schedule,
-    seeded order, masks and `device`; with a teacher, KL on softened logits at the target tokens. Returns
-    seconds."""
-    from tqdm.auto import tqdm
-    from transformers import get_linear_schedule_with_warmup
-
-    enc, labels = encode_seq2seq(tokenizer, data, plan.max_len)
-    enc, labels = {k: v.to(device) for k, v in enc.items()}, labels.to(device)
-    masks = _to_device(device, model, teacher, masks)
-    steps_per_epoch = -(-len(data) // plan.batch_size)
-    total = min(steps_per_epoch * plan.epochs, plan.max_steps or steps_per_epoch * plan.epochs)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=plan.lr, weight_decay=plan.weight_decay)
-    schedule = get_linear_schedule_with_warmup(optimizer, int(plan.warmup_ratio * total), total)
-    generator = torch.Generator().manual_seed(plan.seed)
-    params = dict(model.named_parameters())
-    if teacher is not None:
-        teacher.eval()
-    start = time.perf_counter()
-    model.train()
-    bar = tqdm(total=total, desc=desc, unit="step", disable=not progress)
-    for step in range(total):
-        if step % steps_per_epoch == 0:
-            order = torch.randperm(len(data), generator=generator)
-        i = step % steps_per_epoch
-        idx = order[i * plan.batch_size : (i + 1) * plan.batch_size].to(device)
-        batch = {**{k: v[idx] for k, v in enc.items()}, "labels": labels[idx]}
-        out = model(**batch)
-        loss = out.loss
-        if teacher is not None:
-            loss = _with_distillation(
-                loss, out.logits, teacher, batch, plan, keep=batch["labels"] != NO_TARGET
-            )
-        _step(loss, model, optimizer, schedule, params, masks)
-        bar.set_postfix(epoch=step // steps_per_epoch + 1, loss=f"{loss.item():.3f}")
-        bar.update()
-    bar.close()
-    _back_to_cpu(model, teacher)
-    return time.perf_counter() - start
-
-
-def target_token_accuracy(model, tokenizer, data: LabelledText, max_len: int, batch_size: int = 32) -> float:
-    """The share of target tokens an encoder-decoder predicts, each given the target tokens before it."""
-    correct = total = 0
-    with torch.inference_mode():
-        for i in range(0, len(data), batch_size):
-            enc, labels = encode_seq2seq(
-                tokenizer, data.select(range(i, min(i + batch_size, len(data)))), max_len
-            )
-            predicted = model(**enc, labels=labels).logits.argmax(-1)
-            scored = labels != NO_TARGET
-            correct += int((predicted == labels)[scored].sum())
-            total += int(scored.sum())
-    return correct / max(total, 1)
-
-
 def embedding_error(model, teacher, tokenizer, texts: list[str], max_len: int, batch_size: int = 32) -> float:
     """`embedding_mse` of `model`'s token embeddings against `teacher`'s, averaged over batches of `texts`."""
     total = []
@@ -293,15 +239,18 @@ def embedding_error(model, teacher, tokenizer, texts: list[str], max_len: int, b
 
 
 def accuracy(model, tokenizer, data: LabelledText, max_len: int, batch_size: int = 32) -> float:
-    """The share of labels predicted: one per text, or one per word of a token classifier's data."""
+    """The share of labels predicted: one per text, one per word of a token classifier's data, or one per target
+    token of an encoder-decoder's (each given the target tokens before it)."""
+    seq2seq = bool(getattr(getattr(model, "config", None), "is_encoder_decoder", False))
     correct = total = 0
     with torch.inference_mode():
         for i in range(0, len(data), batch_size):
-            enc, labels = encode_labelled(
+            enc, labels = (encode_seq2seq if seq2seq else encode_labelled)(
                 tokenizer, data.select(range(i, min(i + batch_size, len(data)))), max_len
             )
             scored = labels != NO_TARGET
-            correct += int((model(**enc).logits.argmax(-1) == labels)[scored].sum())
+            logits = model(**enc, labels=labels).logits if seq2seq else model(**enc).logits
+            correct += int((logits.argmax(-1) == labels)[scored].sum())
             total += int(scored.sum())
     return correct / total
 
