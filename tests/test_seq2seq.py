@@ -304,3 +304,19 @@ def test_recovery_brings_back_what_pruning_took(s2s_model, s2s_file, tmp_path):
     ]
     zeros = sum(int((w == 0).sum()) for w in weights) / sum(w.numel() for w in weights)
     assert zeros >= 0.85, zeros
+
+
+def test_targets_are_encoded_as_the_decoder_reads_them(tmp_path):
+    """Targets as transformers' seq2seq examples encode them; a first token the decoder is started from (a BERT
+    tokenizer's [CLS], for a decoder that starts from [CLS]) is given to the model, not predicted by it."""
+    from slimbench.core.data import NO_TARGET, LabelledText
+    from slimbench.optimize.training import encode_seq2seq
+
+    tokenizer = seq2seq_tokenizer(tmp_path)
+    data = LabelledText(TEXTS[:2], [lead(TEXTS[0]), lead(TEXTS[1], slice(1))])
+    _, kept = encode_seq2seq(tokenizer, data, 32, decoder_start=tokenizer.eos_token_id)  # BART's: from </s>
+    _, dropped = encode_seq2seq(tokenizer, data, 32, decoder_start=tokenizer.bos_token_id)
+    assert kept[:, 0].tolist() == [tokenizer.bos_token_id] * 2 and torch.equal(dropped, kept[:, 1:])
+    assert kept[1, -1] == NO_TARGET and tokenizer.decode(dropped[0][dropped[0] != NO_TARGET]) == (
+        f"{lead(TEXTS[0]).lower()} [SEP]"
+    )

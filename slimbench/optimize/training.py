@@ -159,7 +159,7 @@ def train_classifier(
 
     seq2seq = bool(getattr(getattr(model, "config", None), "is_encoder_decoder", False))
     if seq2seq:
-        enc, labels = encode_seq2seq(tokenizer, data, plan.max_len)
+        enc, labels = encode_seq2seq(tokenizer, data, plan.max_len, decoder_start(model))
         labels = labels.to(device)
     elif data.labels is None:
         if teacher is None:
@@ -216,14 +216,24 @@ def train_classifier(
     return time.perf_counter() - start
 
 
-def encode_seq2seq(tokenizer, data: LabelledText, max_len: int) -> tuple[dict, torch.Tensor]:
+def encode_seq2seq(tokenizer, data: LabelledText, max_len: int, decoder_start: int | None = None):
     """Sources (`data.texts`) encoded, and their targets (`data.labels`) as the token ids to predict, padding
-    NO_TARGET."""
+    NO_TARGET, as transformers' seq2seq examples encode them; where every target begins with the token the
+    decoder starts from (a BERT tokenizer's [CLS], for a model whose decoder starts from [CLS]), without it: the
+    model is given that token, it does not predict it."""
     enc = dict(encode(tokenizer, data.texts, max_len, padding="longest"))
     targets = tokenizer(text_target=data.labels, truncation=True, max_length=max_len, padding="longest",
                         return_tensors="pt")  # fmt: skip
     labels = targets["input_ids"].masked_fill(targets["attention_mask"] == 0, NO_TARGET)
+    if decoder_start is not None and labels.shape[1] > 1 and bool((labels[:, 0] == decoder_start).all()):
+        labels = labels[:, 1:]
     return enc, labels
+
+
+def decoder_start(model) -> int | None:
+    """The token an encoder-decoder's decoder starts from (its generation config's, else its config's)."""
+    start = getattr(getattr(model, "generation_config", None), "decoder_start_token_id", None)
+    return start if start is not None else getattr(model.config, "decoder_start_token_id", None)
 
 
 def embedding_error(model, teacher, tokenizer, texts: list[str], max_len: int, batch_size: int = 32) -> float:
@@ -245,8 +255,11 @@ def accuracy(model, tokenizer, data: LabelledText, max_len: int, batch_size: int
     correct = total = 0
     with torch.inference_mode():
         for i in range(0, len(data), batch_size):
-            enc, labels = (encode_seq2seq if seq2seq else encode_labelled)(
-                tokenizer, data.select(range(i, min(i + batch_size, len(data)))), max_len
+            batch = data.select(range(i, min(i + batch_size, len(data))))
+            enc, labels = (
+                encode_seq2seq(tokenizer, batch, max_len, decoder_start(model))
+                if seq2seq
+                else encode_labelled(tokenizer, batch, max_len)
             )
             scored = labels != NO_TARGET
             logits = model(**enc, labels=labels).logits if seq2seq else model(**enc).logits
