@@ -317,6 +317,7 @@ def test_targets_are_encoded_as_the_decoder_reads_them(tmp_path):
     _, kept = encode_seq2seq(tokenizer, data, 32, decoder_start=tokenizer.eos_token_id)  # BART's: from </s>
     _, dropped = encode_seq2seq(tokenizer, data, 32, decoder_start=tokenizer.bos_token_id)
     assert kept[:, 0].tolist() == [tokenizer.bos_token_id] * 2 and torch.equal(dropped, kept[:, 1:])
+    assert dropped.is_contiguous()  # the model's loss views the labels flat
     assert kept[1, -1] == NO_TARGET and tokenizer.decode(dropped[0][dropped[0] != NO_TARGET]) == (
         f"{lead(TEXTS[0]).lower()} [SEP]"
     )

@@ -226,7 +226,7 @@ def encode_seq2seq(tokenizer, data: LabelledText, max_len: int, decoder_start: i
                         return_tensors="pt")  # fmt: skip
     labels = targets["input_ids"].masked_fill(targets["attention_mask"] == 0, NO_TARGET)
     if decoder_start is not None and labels.shape[1] > 1 and bool((labels[:, 0] == decoder_start).all()):
-        labels = labels[:, 1:]
+        labels = labels[:, 1:].contiguous()  # the model's loss views them flat
     return enc, labels
 
 
