@@ -225,8 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seq-len", type=int, default=None,
                    help="search recipes: the sequence length it is measured at (default: the recipe's)")  # fmt: skip
     p.add_argument("--device", type=_device, default=None,
-                   help="search recipes: where the candidates are measured, cpu, cuda or cuda:N (default: the recipe's: "
-                   "cpu for fastest-within-1pct, cuda for fastest-within-1pct-gpu)")  # fmt: skip
+                   help="search recipes: where the candidates are built (recovery, compiling) and measured, cpu, cuda or "
+                   "cuda:N (default: the recipe's: cpu for fastest-within-1pct, cuda for fastest-within-1pct-gpu)")  # fmt: skip
     _add_overwrite(p)
 
     p = sub.add_parser(

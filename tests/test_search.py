@@ -205,3 +205,29 @@ def test_the_gpu_search_builds_and_measures_here_on_the_cpu(tiny_bert, eval_json
     assert steps == ["prune", "recover", "precision", "compile"]
     assert manifest["dtype"] == "float16" and manifest["kind"] == "torch-aoti"
     assert "fastest-within-1pct-gpu: candidates measured on cpu, at batch 2, seq 16" in logs
+
+
+def test_a_device_given_to_optimize_is_where_its_steps_work(tiny_bert, tmp_path):
+    """A search's candidates are built on the device it measures on: recovery trains there, compile ("auto")
+    targets it, the agreement check runs there; a device that is missing is refused before anything loads."""
+    from slimbench import SlimbenchError
+    from slimbench.backends import Device
+    from slimbench.core.checkpoint import Checkpoint
+    from slimbench.core.data import LabelledText
+    from slimbench.core.manifest import read_manifest
+    from slimbench.optimize.apply import optimize
+    from slimbench.optimize.recipes import parse_recipe
+
+    checkpoint = Checkpoint.open(tiny_bert)
+    recipe = parse_recipe({"name": "r", "steps": [{"recover": {"epochs": 1, "max_steps": 1}}]}, "test")
+    train = LabelledText(TEXTS, [i % len(LABELS) for i in range(len(TEXTS))])
+    variant = optimize(checkpoint, recipe, tmp_path, sample_texts=TEXTS, train_data=train, device="cpu",
+                       allow_degraded=True, progress=False, log=lambda *a: None)  # fmt: skip
+    manifest = read_manifest(variant.path)
+    assert manifest["notes"]["recover_device"] == "cpu" and manifest["agreement_check"]["device"] == "cpu"
+    if Device.parse("cuda:7").unavailable() is None:
+        pytest.skip("this machine has 8 CUDA GPUs: the refusal of a missing one cannot be seen here")
+    with pytest.raises(SlimbenchError, match="device 'cuda:7'"):
+        optimize(checkpoint, recipe, tmp_path / "b", sample_texts=TEXTS, train_data=train, device="cuda:7",
+                 progress=False, log=lambda *a: None)  # fmt: skip
+    assert not (tmp_path / "b").exists()

@@ -63,7 +63,7 @@ def compile_aot(model, config: CompileConfig, ctx):
         )
     if getattr(model.config, "quantization_config", None) is not None:
         raise ValueError("compile: the model is quantized by bitsandbytes/torchao; compile before quantizing")
-    device = Device.best() if config.device == "auto" else Device(config.device).require()
+    device = ctx.work_device() if config.device == "auto" else Device(config.device).require()
     max_seq = min(config.max_seq_len, getattr(model.config, "max_position_embeddings", config.max_seq_len))
     example = ctx.sample_batch(batch_size=2, seq_len=16)
     inputs = artifact_inputs(model, example)

@@ -81,11 +81,11 @@ def is_current(variant_dir: Path, recipe: Recipe, source: dict) -> bool:
     return manifest.get("recipe") == recipe.to_dict() and manifest.get("source") == source
 
 
-def check_device(manifest: dict) -> tuple[Device | None, str | None]:
-    """Where the agreement check runs: the GPU where there is one and the variant runs there, else
-    the CPU; (None, reason) where the variant runs on neither."""
+def check_device(manifest: dict, prefer: Device | None = None) -> tuple[Device | None, str | None]:
+    """Where the agreement check runs: `prefer` (else the GPU where there is one) where the variant runs there,
+    else the CPU; (None, reason) where the variant runs on neither."""
     reasons = []
-    for device in dict.fromkeys([Device.best(), Device("cpu")]):
+    for device in dict.fromkeys([prefer or Device.best(), Device("cpu")]):
         reason = cannot_run(manifest, device)
         if reason is None:
             return device, None
@@ -93,14 +93,15 @@ def check_device(manifest: dict) -> tuple[Device | None, str | None]:
     return None, "; ".join(reasons)
 
 
-def agreement_check(checkpoint: Checkpoint, variant_dir: Path, texts: list[str], max_len: int = 128) -> dict:
+def agreement_check(checkpoint: Checkpoint, variant_dir: Path, texts: list[str], max_len: int = 128,
+                    prefer: Device | None = None) -> dict:  # fmt: skip
     """Load the saved variant as a deployment would and compare it with the source checkpoint on
     `texts` (one right-padded batch; causal LMs compared at real tokens only, where position
     conventions cannot differ; a seq2seq model along its source's own output): the share of predictions
     (class, tag or next token) it keeps, and the largest logit difference."""
     import torch
 
-    device, reason = check_device(read_manifest(variant_dir))
+    device, reason = check_device(read_manifest(variant_dir), prefer)
     if device is None:
         return {"checked": False, "reason": f"cannot run here ({reason})"}
     task = get_task(checkpoint.task)
@@ -141,13 +142,16 @@ def optimize(
     min_agreement: float = MIN_AGREEMENT,
     allow_degraded: bool = False,
     overwrite: bool = False,
+    device: Device | str | None = None,
     log=print,
     progress: bool = True,
 ) -> Variant:
     """Apply `recipe` to `checkpoint` and save the variant as `<out_dir>/<recipe.name>/`, once it
-    has passed the agreement check (or `allow_degraded`)."""
+    has passed the agreement check (or `allow_degraded`). Steps that choose a device, and the check, work on
+    `device` (a search's: where it measures), else on the first GPU where there is one."""
     if not sample_texts:
         raise SlimbenchError("optimize needs a few real texts for tracing and parity checks")
+    device = None if device is None else Device.parse(device).require()
     registry = steps()
     for i, call in enumerate(recipe.steps, start=1):
         reason = registry[call.name].refuses(checkpoint.task)
@@ -179,9 +183,8 @@ def optimize(
     model = checkpoint.load_model()
     kind = "torch"
     with tempfile.TemporaryDirectory(prefix="slimbench-") as work:
-        ctx = StepContext(
-            checkpoint, tokenizer, Path(work), sample_texts, train_data=train_data, eval_data=eval_data
-        )
+        ctx = StepContext(checkpoint, tokenizer, Path(work), sample_texts, train_data=train_data,
+                          eval_data=eval_data, device=device)  # fmt: skip
         timings = {}
         with tqdm(
             recipe.steps, desc=recipe.name, unit="step", disable=not progress
@@ -210,7 +213,7 @@ def optimize(
 
         def check(staged: Path) -> dict:
             try:
-                result = agreement_check(checkpoint, staged, sample_texts)
+                result = agreement_check(checkpoint, staged, sample_texts, prefer=device)
             except Exception as e:  # a variant that cannot even run on the sample inputs
                 if not allow_degraded:
                     raise DegradedVariant(

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from slimbench.backends.device import Device
 from slimbench.core.checkpoint import Checkpoint
 from slimbench.core.data import LabelledText, Text, encode
 from slimbench.tasks import Task, get_task
@@ -21,6 +22,14 @@ class StepContext:
     eval_data: LabelledText | None = None  # held-out labelled data, for accuracy-aware steps
     notes: dict[str, Any] = field(default_factory=dict)  # facts a step records for the manifest
     masks: dict[str, Any] = field(default_factory=dict)  # parameter name -> bool mask of kept weights
+    device: Device | None = (
+        None  # where steps work (recovery, compiling for "auto"); None: the best device here
+    )
+
+    def work_device(self) -> Device:
+        """Where steps that choose a device work: the one the caller named (a search: where it measures), else
+        the first GPU where there is one, else the CPU."""
+        return self.device or Device.best()
 
     def needs_capability(self, need: tuple[int, int]) -> None:
         """Record that the variant needs a CUDA GPU of at least this compute capability (the highest

@@ -181,10 +181,9 @@ class QuantizeConfig:
 @register("quantize", QuantizeConfig, takes=("torch",))
 def quantize(model, config: QuantizeConfig, ctx):
     """bitsandbytes 8/4-bit or torchao weight quantization; reloads with plain from_pretrained."""
-    from slimbench.backends import Device
 
     # transformers quantizes while loading: save what the steps before produced, reload quantized
-    best = Device.best()
+    best = ctx.work_device()
     need = config.min_compute_capability()
     if best.lacks_capability(need):
         raise RuntimeError(

@@ -42,13 +42,6 @@ class RecoverConfig:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
 
 
-def train_device() -> str:
-    """Where recovery trains: the first GPU where there is one (the model comes back to the CPU)."""
-    from slimbench.backends import Device
-
-    return str(Device.best())
-
-
 @register("recover", RecoverConfig, tasks=tuple(name for name, task in TASKS.items() if task.trainable))
 def recover(model, config: RecoverConfig, ctx):
     """Short fine-tune after pruning, with optional distillation from the unpruned model."""
@@ -58,7 +51,8 @@ def recover(model, config: RecoverConfig, ctx):
         raise ValueError(f"recover cannot fine-tune a {ctx.task.name} model yet")
     torch.manual_seed(config.seed)
     teacher = ctx.checkpoint.load_model() if config.distill else None
-    device = ctx.notes["recover_device"] = train_device()
+    # on the device steps work on (the first GPU where there is one); the model comes back to the CPU
+    device = ctx.notes["recover_device"] = str(ctx.work_device())
     plan = TrainPlan(
         epochs=config.epochs, lr=config.lr, batch_size=config.batch_size, max_len=config.max_len,
         seed=config.seed, temperature=config.temperature, alpha=config.alpha,

@@ -78,7 +78,7 @@ def run_search(search: Search, checkpoint, out_dir: Path, *, eval_path: Path, tr
     device = str(bench_kwargs.get("device", "cpu"))
     log(f"{search.name}: candidates measured on {device}, at batch {search.batch_size}, seq {search.seq_len}")
     base_dir = optimize(checkpoint, load_recipe("baseline"), out_dir, sample_texts=sample_texts, overwrite=overwrite,
-                        log=log).path  # fmt: skip
+                        device=bench_kwargs.get("device"), log=log).path  # fmt: skip
     results = out_dir / f"{search.name}.jsonl"
     sizes = sorted({1, search.batch_size})
     names = [c.name for c in search.candidates]
@@ -98,7 +98,7 @@ def run_search(search: Search, checkpoint, out_dir: Path, *, eval_path: Path, tr
         built += 1
         try:
             path = optimize(checkpoint, recipe, out_dir, sample_texts=sample_texts, train_data=train_data, log=log,
-                            **gate_kwargs).path  # fmt: skip
+                            device=bench_kwargs.get("device"), **gate_kwargs).path  # fmt: skip
         except (DegradedVariant, SlimbenchError) as e:  # not measured; named in the winner's manifest
             refused[recipe.name] = str(e)
             log(f"{recipe.name}: refused: {e}")
