@@ -22,9 +22,8 @@ class StepContext:
     eval_data: LabelledText | None = None  # held-out labelled data, for accuracy-aware steps
     notes: dict[str, Any] = field(default_factory=dict)  # facts a step records for the manifest
     masks: dict[str, Any] = field(default_factory=dict)  # parameter name -> bool mask of kept weights
-    device: Device | None = (
-        None  # where steps work (recovery, compiling for "auto"); None: the best device here
-    )
+    # where steps work (recovery, compiling for "auto"); None: the best device here
+    device: Device | None = None
 
     def work_device(self) -> Device:
         """Where steps that choose a device work: the one the caller named (a search: where it measures), else
