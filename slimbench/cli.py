@@ -378,7 +378,7 @@ def cmd_optimize(args) -> int:
 
     from slimbench.core.checkpoint import Checkpoint
     from slimbench.optimize.recipes import Search, load_recipe
-    from slimbench.pipeline import MIN_AGREEMENT, run
+    from slimbench.pipeline import MIN_AGREEMENT, run, search_device
 
     recipe = load_recipe(args.recipe)  # validated before any model loads
     check_output(args.out, "--out", directory=True)
@@ -396,18 +396,8 @@ def cmd_optimize(args) -> int:
         raise SlimbenchError(
             f"--batch-size and --seq-len choose a search's workload; {recipe.name!r} is not a search"
         )
-    if args.device is not None and not isinstance(recipe, Search):
-        raise SlimbenchError(f"--device chooses where a search measures its candidates; {recipe.name!r} is not a "
-                             "search (its steps run on the GPU where there is one)")  # fmt: skip
+    search_device(recipe, args.device)  # before any model loads (an adapter is merged on opening)
     if isinstance(recipe, Search):
-        from slimbench.backends import Device
-
-        try:  # before any model loads
-            Device.parse(args.device or recipe.device).require()
-        except SlimbenchError as e:
-            raise SlimbenchError(
-                f"{recipe.name!r} measures its candidates on {e} (--device chooses where)"
-            ) from None
         recipe = dataclasses.replace(recipe, batch_size=args.batch_size or recipe.batch_size,
                                      seq_len=args.seq_len or recipe.seq_len)  # fmt: skip
     checkpoint = Checkpoint.open(args.checkpoint, args.task, args.trust_remote_code, args.allow_pickle)

@@ -146,7 +146,6 @@ def _label_count(adapter: Path, base: Path, task, config) -> int | None:
     read from the weights whose shape depends on the label count, found by building the model twice on the meta
     device. None where the task's model has no such weights (a language model)."""
     import torch
-    from safetensors import safe_open
 
     shapes = []
     for n in (1, 2):
@@ -158,15 +157,9 @@ def _label_count(adapter: Path, base: Path, task, config) -> int | None:
     depends = sorted(name for name in shapes[0] if shapes[0][name] != shapes[1].get(name))
     if not depends:
         return None
-    files = sorted(adapter.glob("adapter_model*.safetensors"))
-    saved = {}
-    for file in files:
-        with safe_open(str(file), framework="pt") as f:
-            saved.update(
-                {key.removeprefix("base_model.model."): f.get_slice(key).get_shape() for key in f.keys()}
-            )
+    saved = {key.removeprefix("base_model.model."): shape for key, shape in _weight_shapes(adapter).items()}
     found = [saved[name] for name in depends if name in saved]
-    if not found and all(name in _weight_names(base) for name in depends):
+    if not found and set(depends) <= set(_weight_shapes(base)):
         return None  # the base is a model with this head already: it loads from the base's weights
     if not found:
         raise SlimbenchError(
@@ -182,7 +175,7 @@ def _check_fits(adapter: Path, model) -> None:
     adapter for a deeper model loads into its first layers)."""
     from peft import get_peft_model_state_dict
 
-    saved = _weight_names(adapter)
+    saved = set(_weight_shapes(adapter))
     places = set(get_peft_model_state_dict(model))
     for names, what in ((saved - places, "weights the base has no place for"),
                         (places - saved, "no weights for places peft made in the base")):  # fmt: skip
@@ -193,14 +186,15 @@ def _check_fits(adapter: Path, model) -> None:
             )
 
 
-def _weight_names(model_dir: Path) -> set[str]:
+def _weight_shapes(model_dir: Path) -> dict[str, list[int]]:
+    """The shape of every tensor in the directory's safetensors files, read from their headers."""
     from safetensors import safe_open
 
-    names = set()
+    shapes = {}
     for file in sorted(model_dir.glob("*.safetensors")):
         with safe_open(str(file), framework="pt") as f:
-            names.update(f.keys())
-    return names
+            shapes.update({key: f.get_slice(key).get_shape() for key in f.keys()})
+    return shapes
 
 
 def _merge(adapter: Path, base: Path, task_name: str, out: Path, trust_remote_code: bool, allow_pickle: bool):

@@ -58,9 +58,7 @@ def recover(model, config: RecoverConfig, ctx):
         seed=config.seed, temperature=config.temperature, alpha=config.alpha,
         max_steps=config.max_steps,
     )  # fmt: skip
-    if ctx.task.encoder_decoder:
-        return _recover_seq2seq(model, plan, ctx, teacher, device)
-    if ctx.task.generates:
+    if ctx.task.generates and not ctx.task.encoder_decoder:
         return _recover_lm(model, config, ctx, teacher, device)
     # a model without a head learns its teacher's embeddings, whatever labels its data has
     data = ctx.train_data if ctx.task.head else LabelledText(ctx.train_data.texts)
@@ -73,6 +71,10 @@ def recover(model, config: RecoverConfig, ctx):
         ctx.notes["recover_train_embedding_mse_sample"] = embedding_error(
             model, teacher, ctx.tokenizer, sample.texts, config.max_len
         )
+    elif ctx.task.encoder_decoder:  # each source's target, its tokens under teacher forcing
+        ctx.notes["recover_train_token_accuracy_sample"] = accuracy(
+            model, ctx.tokenizer, sample, config.max_len
+        )
     else:  # the measure accuracy-aware quantization keeps: accuracy of class ids or tags; Spearman, micro F1
         enc, targets = encode_labelled(ctx.tokenizer, sample, config.max_len, padding="longest")
         with torch.inference_mode():
@@ -81,16 +83,6 @@ def recover(model, config: RecoverConfig, ctx):
         ctx.notes[f"recover_train_{key}_sample"] = ctx.task.share_right(
             outputs, targets.numpy(), enc["attention_mask"].numpy(), ctx.checkpoint.path
         )
-    return model
-
-
-def _recover_seq2seq(model, plan: TrainPlan, ctx, teacher, device: str):
-    """Each source's target written again under teacher forcing (the training data's target texts)."""
-    seconds = train_classifier(model, ctx.tokenizer, ctx.train_data, plan, teacher=teacher, masks=ctx.masks,
-                               desc=f"recover ({device})", device=device)  # fmt: skip
-    ctx.notes["recover_seconds"] = round(seconds, 1)
-    sample = ctx.train_data.select(range(min(256, len(ctx.train_data))))
-    ctx.notes["recover_train_token_accuracy_sample"] = accuracy(model, ctx.tokenizer, sample, plan.max_len)
     return model
 
 

@@ -75,10 +75,11 @@ def run_search(search: Search, checkpoint, out_dir: Path, *, eval_path: Path, tr
     started = time.monotonic()
     gate_kwargs = gate_kwargs or {}
     overwrite = gate_kwargs.get("overwrite", False)
-    device = str(bench_kwargs.get("device", "cpu"))
+    where = bench_kwargs.get("device")  # the candidates are built there too
+    device = str(where or "cpu")
     log(f"{search.name}: candidates measured on {device}, at batch {search.batch_size}, seq {search.seq_len}")
     base_dir = optimize(checkpoint, load_recipe("baseline"), out_dir, sample_texts=sample_texts, overwrite=overwrite,
-                        device=bench_kwargs.get("device"), log=log).path  # fmt: skip
+                        device=where, log=log).path  # fmt: skip
     results = out_dir / f"{search.name}.jsonl"
     sizes = sorted({1, search.batch_size})
     names = [c.name for c in search.candidates]
@@ -98,7 +99,7 @@ def run_search(search: Search, checkpoint, out_dir: Path, *, eval_path: Path, tr
         built += 1
         try:
             path = optimize(checkpoint, recipe, out_dir, sample_texts=sample_texts, train_data=train_data, log=log,
-                            device=bench_kwargs.get("device"), **gate_kwargs).path  # fmt: skip
+                            device=where, **gate_kwargs).path  # fmt: skip
         except (DegradedVariant, SlimbenchError) as e:  # not measured; named in the winner's manifest
             refused[recipe.name] = str(e)
             log(f"{recipe.name}: refused: {e}")
